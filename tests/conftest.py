@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Generated synthetic sets are cached in a fresh folder per test session, not in the user's home."""
+    os.environ["TUNE_ATTN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+TINY = [
+    "data.num_train=96",
+    "data.num_val=48",
+    "data.image_size=32",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "train.stats_samples=24",
+    "train.panel_samples=3",
+    "model.width=8",
+]

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "tune_attn.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
+def _sets(*extra: str) -> list[str]:
+    return [a for kv in [*TINY, *extra] for a in ("--set", kv)]
+
+
+def test_train_writes_a_run_and_resume_and_evaluate_work(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  activation: relu\n  heads: 2\n")
+    r = _cli("train", "--config", str(cfg), *_sets(), "--out", "run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "val_accuracy" in r.stdout and "panels in run/panels" in r.stdout.replace("\n", "")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert (tmp_path / "run" / "panels" / "epoch_002.png").is_file()
+    # The same folder again without --resume is refused; with it, training goes on to the new epoch count.
+    r = _cli("train", "--config", str(cfg), *_sets(), "--out", "run", cwd=tmp_path)
+    assert r.returncode == 2 and "add --resume" in r.stderr
+    r = _cli("train", "--out", "run", "--resume", "--set", "train.epochs=3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    r = _cli("evaluate", "run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"val_accuracy {rows[-1]['val_accuracy']:.4f}" in r.stdout
+    assert "mask.corner_mass" in r.stdout
+
+
+def test_bad_input_fails_before_training_with_a_clear_message(tmp_path: Path) -> None:
+    r = _cli("train", "--set", "model.heds=2", "--out", "x", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "unknown key 'model.heds'" in r.stderr and "model.heads" in r.stderr
+    assert not (tmp_path / "x").exists()  # no work started
+    r = _cli("train", "--set", "data.name=cifar10", "--set", "data.root=nowhere", "--out", "x", cwd=tmp_path)
+    assert r.returncode == 2 and "nowhere is not a folder" in r.stderr and "cifar-10-batches-py" in r.stderr
+    r = _cli("train", "--config", "missing.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and "missing.yaml: no such file" in r.stderr
+
+
+def test_keys_lists_every_key_with_its_doc(tmp_path: Path) -> None:
+    from tune_attn.config import valid_keys
+
+    r = _cli("keys", cwd=tmp_path)
+    assert r.returncode == 0
+    for key in valid_keys():
+        assert key in r.stdout
+    assert "spatial softmax" in r.stdout

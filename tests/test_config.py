@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tune_attn import config as C
+from tune_attn.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_valid_and_round_trip(tmp_path: Path) -> None:
+    cfg = load_config()
+    assert cfg.data.name == "synthetic" and cfg.model.heads == 1 and cfg.train.weight_decay == 1e-4
+    C.save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_yaml_and_overrides_with_type_coercion(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  heads: 2\n  activation: relu\ntrain:\n  weight_decay: 1e-3\n")
+    cfg = load_config(
+        path, ["model.heads=4", "train.lr=5e-4", "model.channel_attention=true", "data.root=none"]
+    )
+    assert cfg.model.heads == 4  # --set wins over the file
+    assert cfg.model.activation == "relu"
+    assert cfg.train.weight_decay == pytest.approx(1e-3)  # "1e-3" is a string to YAML 1.1; coerced
+    assert cfg.train.lr == pytest.approx(5e-4)
+    assert cfg.model.channel_attention is True
+    assert cfg.data.root is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["model.headz=2"], "unknown key 'model.headz'; valid keys: model.backbone"),
+        (["optim.lr=1"], "unknown key 'optim.lr'"),
+        (["model.heads"], "expected KEY=VALUE"),
+        (
+            ["model.activation=tanh"],
+            "model.activation: 'tanh' is not valid; choose one of sigmoid, relu, softmax",
+        ),
+        (["model.heads=0"], "model.heads: 0 is out of range"),
+        (["model.heads=two"], "model.heads: 'two' is not a valid int"),
+        (["model.heads=1.5"], "model.heads: 1.5 is not a valid int"),
+        (["model.mask_kernel=5"], "model.mask_kernel: 5 is not valid; choose 1 or 3"),
+        (["train.weight_decay=-1"], "train.weight_decay: -1.0 is out of range"),
+        (["train.optimizer=lbfgs"], "choose one of adamw, adam, sgd"),
+        (["data.name=pets"], "data.root: data set 'pets' needs data.root"),
+        (["data.image_size=200"], "data.image_size: 200 is out of range"),
+        (["model.channel_attention=maybe"], "not a valid bool"),
+        (["model.backbone=resnet18", "data.image_size=64"], "use data.image_size >= 128"),
+    ],
+)
+def test_bad_values_name_key_value_and_choices(overrides: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, overrides)
+    assert needle in str(exc.value)
+    assert str(exc.value).startswith("--set")  # says where the bad value came from
+
+
+def test_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  heads: 3\n  colour: red\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key 'model\.colour'"):
+        load_config(path)
+    path.write_text("modle:\n  heads: 3\n")
+    with pytest.raises(
+        ConfigError, match=r"bad\.yaml: unknown section 'modle'; valid sections: data, model, train"
+    ):
+        load_config(path)
+    path.write_text("model: [1, 2]\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(path)
+    path.write_text("model: {heads: 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_every_key_is_documented() -> None:
+    rows = C.describe_keys()
+    assert [r[0] for r in rows] == C.valid_keys()
+    for cls in C.SECTIONS.values():
+        docs = C.field_docs(cls)
+        for f in dataclasses.fields(cls):
+            assert len(docs.get(f.name, "")) > 15, f"{cls.__name__}.{f.name} has no docstring"
+
+
+def test_config_choices_match_the_registries() -> None:
+    from tune_attn.data import DATASETS
+    from tune_attn.models import ACTIVATIONS, BACKBONES
+
+    assert set(C.ACTIVATIONS) == set(ACTIVATIONS)
+    assert set(C.BACKBONES) == set(BACKBONES) == set(C.BACKBONE_STRIDE)
+    assert set(C.DATASETS) == set(DATASETS)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    raw = yaml.safe_load(path.read_text())
+    cfg = load_config(path)
+    for section, values in raw.items():
+        for key, value in values.items():
+            assert cfg.flat()[f"{section}.{key}"] == value or isinstance(value, str)
+
+
+def test_shipped_configs_exist() -> None:
+    assert len(list((ROOT / "configs").glob("*.yaml"))) >= 2

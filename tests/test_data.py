@@ -1,0 +1,253 @@
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tune_attn.config import DataConfig
+from tune_attn.data import DatasetError, build_data, iterate_batches, split_indices, synthetic
+from tune_attn.data.folders import load_cifar10, load_imagefolder, load_pets, pets_breed_name
+
+
+# ---- the embedded synthetic set -----------------------------------------------------------------------
+def test_synthetic_is_deterministic_per_seed() -> None:
+    a, b, c = (
+        synthetic.generate(40, 32, seed=3),
+        synthetic.generate(40, 32, seed=3),
+        synthetic.generate(40, 32, 4),
+    )
+    for f in ("images", "labels", "objects", "parts"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    assert not np.array_equal(a.images, c.images)
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_synthetic_shapes_and_masks(size: int) -> None:
+    arr = synthetic.generate(64, size, seed=0)
+    assert arr.images.shape == (64, size, size, 3) and arr.images.dtype == np.uint8
+    assert arr.parts.shape == (64, len(synthetic.PART_NAMES), size, size)
+    assert arr.labels.min() >= 0 and arr.labels.max() < len(synthetic.CLASS_NAMES)
+    # Every part lies inside the object, every part is drawn in every image, and the object is a small
+    # share of the image (so attention has something to find).
+    assert np.all(arr.parts <= arr.objects[:, None])
+    assert (arr.parts.sum(axis=(2, 3)) > 0).all()
+    area = arr.objects.mean(axis=(1, 2))
+    assert 0.02 < area.mean() < 0.2
+    # The background is cluttered: the pixels outside the object are not one colour.
+    bg = arr.images[0][arr.objects[0] == 0]
+    assert bg.std() > 10
+
+
+def test_synthetic_classes_are_part_combinations() -> None:
+    assert len(synthetic.CLASS_NAMES) == 18
+    ear, pat, tail = np.meshgrid(np.arange(3), np.arange(3), np.arange(2), indexing="ij")
+    ids = synthetic.class_index(ear.ravel(), pat.ravel(), tail.ravel())
+    assert sorted(ids.tolist()) == list(range(18))
+    assert synthetic.CLASS_NAMES[int(synthetic.class_index(np.array(2), np.array(1), np.array(0)))] == (
+        "floppy-striped-long"
+    )
+    labels = synthetic.generate(900, 32, seed=1).labels
+    counts = np.bincount(labels, minlength=18)
+    assert counts.min() > 20  # every class is drawn
+
+
+def test_synthetic_parts_differ_by_class() -> None:
+    """Ear area depends on the ear kind, tail area on the tail kind: the attributes are really drawn."""
+    arr = synthetic.generate(600, 64, seed=2)
+    ear_kind = arr.labels // 6
+    tail_kind = arr.labels % 2
+    ear_area = arr.parts[:, 0].mean(axis=(1, 2)) / arr.objects.mean(axis=(1, 2))
+    tail_area = arr.parts[:, 3].mean(axis=(1, 2)) / arr.objects.mean(axis=(1, 2))
+    means = [ear_area[ear_kind == k].mean() for k in range(3)]
+    assert len({round(m, 3) for m in means}) == 3
+    assert tail_area[tail_kind == 0].mean() != pytest.approx(tail_area[tail_kind == 1].mean(), rel=0.05)
+
+
+def test_synthetic_cache_is_reused(tmp_path: Path) -> None:
+    first = synthetic.load_or_generate(20, 32, 0, tmp_path)
+    files = list(tmp_path.glob("*.npz"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    again = synthetic.load_or_generate(20, 32, 0, tmp_path)
+    np.testing.assert_array_equal(first.images, again.images)
+    assert files[0].stat().st_mtime_ns == mtime
+    files[0].write_bytes(b"broken")  # a corrupt cache file is regenerated, not trusted
+    np.testing.assert_array_equal(synthetic.load_or_generate(20, 32, 0, tmp_path).images, first.images)
+
+
+def test_synthetic_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="32 to 128"):
+        synthetic.generate(4, 16)
+    with pytest.raises(ValueError, match="at least one"):
+        synthetic.generate(0, 32)
+
+
+def test_build_synthetic_split_and_batches() -> None:
+    splits = build_data(DataConfig(num_train=50, num_val=20, image_size=32, seed=5))
+    assert len(splits.train) == 50 and len(splits.val) == 20 and splits.num_classes == 18
+    assert splits.val.part_names == synthetic.PART_NAMES and splits.val.has_object_masks
+    obj, parts = splits.val.masks(0)
+    assert obj.shape == (32, 32) and parts.shape == (4, 32, 32)
+    # The validation set does not change with the training-set size.
+    other = build_data(DataConfig(num_train=80, num_val=20, image_size=32, seed=5))
+    torch.testing.assert_close(splits.val[3][0], other.val[3][0])
+    g = torch.Generator().manual_seed(0)
+    batches = list(iterate_batches(splits.train, 16, shuffle=True, generator=g))
+    assert [len(y) for _, y in batches] == [16, 16, 16, 2]
+    assert batches[0][0].dtype == torch.uint8 and batches[0][0].shape == (16, 3, 32, 32)
+    seen = torch.cat([y for _, y in batches])
+    assert sorted(seen.tolist()) == sorted(splits.train.labels.tolist())
+
+
+def test_split_indices_is_seeded_and_disjoint() -> None:
+    tr, va = split_indices(100, 0.2, seed=1)
+    assert len(va) == 20 and len(tr) == 80 and not set(tr) & set(va)
+    tr2, va2 = split_indices(100, 0.2, seed=1)
+    np.testing.assert_array_equal(va, va2)
+    assert not np.array_equal(va, split_indices(100, 0.2, seed=2)[1])
+    assert len(split_indices(3, 0.01, 0)[1]) == 1  # never an empty validation set
+
+
+# ---- real sets from local folders (tiny fake copies in the real layouts) -------------------------------
+def _jpg(path: Path, colour: tuple[int, int, int], size: int = 40) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size + 6), colour).save(path)
+
+
+def make_fake_pets(root: Path, per_class: int = 3) -> Path:
+    base = root / "oxford-iiit-pet"
+    lines = []
+    for cls, breed in enumerate(["Abyssinian", "american_bulldog", "great_pyrenees"], 1):
+        for i in range(1, per_class + 1):
+            image_id = f"{breed}_{i}"
+            _jpg(base / "images" / f"{image_id}.jpg", (40 * cls, 20, 200))
+            tri = np.full((46, 40), 2, np.uint8)
+            tri[10:30, 10:30] = 1
+            tri[9, 10:30] = 3
+            (base / "annotations" / "trimaps").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(tri).save(base / "annotations" / "trimaps" / f"{image_id}.png")
+            lines.append(f"{image_id} {cls} {1 + (cls > 1)} {i}")
+    (base / "annotations" / "trainval.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_pets_loader_reads_images_labels_and_trimaps(tmp_path: Path) -> None:
+    root = make_fake_pets(tmp_path)
+    ds, names = load_pets(root, 32)
+    assert names == ("Abyssinian", "American Bulldog", "Great Pyrenees")
+    assert len(ds) == 9 and sorted(set(ds.labels)) == [0, 1, 2]
+    img, label = ds[4]
+    assert img.shape == (3, 32, 32) and img.dtype == torch.uint8 and label == 1
+    obj, parts = ds.masks(0)
+    assert obj.shape == (32, 32) and parts.shape[0] == 0
+    assert 0.15 < obj.mean() < 0.4  # the 20 x 20 square (+ border) of 40 x 46
+    # Through build_data, with the seeded split, pointing at the inner folder works too.
+    splits = build_data(
+        DataConfig(name="pets", root=str(root / "oxford-iiit-pet"), image_size=32, val_fraction=0.3)
+    )
+    assert len(splits.train) + len(splits.val) == 9 and len(splits.val) == 3
+    assert splits.val.has_object_masks and splits.val.masks(0)[0].shape == (32, 32)
+    assert pets_breed_name("american_pit_bull_terrier_12") == "American Pit Bull Terrier"
+
+
+def test_pets_errors_say_what_layout_is_expected(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="(?s)is not a folder.*trainval.txt"):
+        load_pets(tmp_path / "nowhere", 32)
+    with pytest.raises(DatasetError, match="holds no oxford-iiit-pet/annotations/trainval.txt"):
+        load_pets(tmp_path, 32)
+    root = make_fake_pets(tmp_path / "p")
+    (root / "oxford-iiit-pet" / "images" / "american_bulldog_2.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"trainval.txt:5: .*american_bulldog_2.jpg is missing"):
+        load_pets(root, 32)
+    listing = tmp_path / "q" / "oxford-iiit-pet" / "annotations" / "trainval.txt"
+    make_fake_pets(tmp_path / "q")
+    listing.write_text("Abyssinian_1 one 1 1\n")
+    with pytest.raises(DatasetError, match="trainval.txt:1: cannot parse"):
+        load_pets(tmp_path / "q", 32)
+
+
+def make_fake_cifar(root: Path, per_batch: int = 4) -> Path:
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [
+        n.encode()
+        for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    ]
+    with (base / "batches.meta").open("wb") as fh:
+        pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch}, fh)
+    for i in range(1, 6):
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+            b"batch_label": b"fake",
+        }
+        with (base / f"data_batch_{i}").open("wb") as fh:
+            pickle.dump(batch, fh)
+    return root
+
+
+def test_cifar10_loader(tmp_path: Path) -> None:
+    root = make_fake_cifar(tmp_path)
+    ds, names = load_cifar10(root, 32)
+    assert names[0] == "airplane" and len(names) == 10 and len(ds) == 20
+    with (root / "cifar-10-batches-py" / "data_batch_1").open("rb") as fh:
+        raw = pickle.load(fh, encoding="bytes")
+    img, label = ds[0]
+    # The python layout is planar: R plane, G plane, B plane of 32 x 32.
+    np.testing.assert_array_equal(img.numpy(), raw[b"data"][0].reshape(3, 32, 32))
+    assert label == raw[b"labels"][0]
+    big, _ = load_cifar10(root / "cifar-10-batches-py", 64)
+    assert big[0][0].shape == (3, 64, 64)
+    splits = build_data(DataConfig(name="cifar10", root=str(root), image_size=32, val_fraction=0.25))
+    assert len(splits.val) == 5 and not splits.val.has_object_masks
+
+
+def test_cifar10_refuses_code_in_pickles_and_bad_layouts(tmp_path: Path) -> None:
+    root = make_fake_cifar(tmp_path)
+
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (print, ("pwned",))
+
+    with (root / "cifar-10-batches-py" / "data_batch_2").open("wb") as fh:
+        pickle.dump({b"data": Evil(), b"labels": []}, fh)
+    with pytest.raises(DatasetError, match="refusing to load builtins.print"):
+        load_cifar10(root, 32)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="holds no cifar-10-batches-py/batches.meta"):
+        load_cifar10(tmp_path / "empty", 32)
+    with pytest.raises(DatasetError, match="is not a folder"):
+        load_cifar10(tmp_path / "missing", 32)
+
+
+def test_imagefolder_loader(tmp_path: Path) -> None:
+    for cls, colour in (("cat", (200, 0, 0)), ("dog", (0, 200, 0))):
+        for i in range(3):
+            _jpg(tmp_path / cls / f"{i}.png", colour)
+    (tmp_path / "notes.txt").write_text("ignored")
+    ds, names = load_imagefolder(tmp_path, 32)
+    assert names == ("cat", "dog") and len(ds) == 6
+    img, label = ds[5]
+    assert label == 1 and img.shape == (3, 32, 32) and int(img[1].float().mean()) > 150
+    splits = build_data(DataConfig(name="imagefolder", root=str(tmp_path), image_size=32, val_fraction=0.34))
+    xb, yb = next(iterate_batches(splits.train, 8, shuffle=False))
+    assert xb.shape == (4, 3, 32, 32)
+
+
+def test_imagefolder_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="(?s)holds no class folders with images.*ROOT/<class name>"):
+        load_imagefolder(tmp_path, 32)
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "dog").mkdir()
+    _jpg(tmp_path / "cat" / "a.jpg", (1, 2, 3))
+    with pytest.raises(DatasetError, match="class folders without images: dog"):
+        load_imagefolder(tmp_path, 32)
+    (tmp_path / "dog" / "b.jpg").write_bytes(b"not an image")
+    ds, _ = load_imagefolder(tmp_path, 32)
+    with pytest.raises(DatasetError, match=r"b\.jpg: cannot read the image"):
+        ds[1]

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TINY
+from tune_attn.config import load_config
+from tune_attn.engine import Trainer, TrainingDiverged
+from tune_attn.run import load_checkpoint, train_run
+
+
+def _cfg(*extra: str):  # type: ignore[no-untyped-def]
+    return load_config(None, [*TINY, *extra])
+
+
+def test_epochs_yield_metrics_masks_and_stats() -> None:
+    cfg = _cfg("model.heads=2", "model.activation=softmax")
+    trainer = Trainer(cfg)
+    results = list(trainer.epochs())
+    assert [r.epoch for r in results] == [1, 2]
+    r = results[-1]
+    assert r.masks.shape == (24, 2, 4, 4)  # stats_samples, heads, 32 px / 8
+    np.testing.assert_allclose(r.masks.sum(axis=(2, 3)), 1.0, rtol=1e-5)
+    assert r.panel_images.shape == (3, 32, 32, 3) and r.panel_images.dtype == np.uint8
+    for key in (
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "mask.entropy",
+        "mask.corner_mass",
+        "mask.object_mass",
+        "mask.coverage.h1.ears",
+        "train_images_per_second",
+    ):
+        assert np.isfinite(r.metrics[key]), key
+    assert 0.0 <= r.metrics["val_accuracy"] <= 1.0
+    assert trainer.history[-1] is r.metrics
+
+
+def test_same_seed_same_results_and_other_seed_differs() -> None:
+    a = [r.metrics["train_loss"] for r in Trainer(_cfg()).epochs()]
+    b = [r.metrics["train_loss"] for r in Trainer(_cfg()).epochs()]
+    c = [r.metrics["train_loss"] for r in Trainer(_cfg("train.seed=1")).epochs()]
+    assert a == b
+    assert a != c
+
+
+def test_resume_from_checkpoint_is_exact(tmp_path: Path) -> None:
+    straight = train_run(_cfg("train.epochs=3"), tmp_path / "straight")
+    # Stop after epoch 2, then resume with a fresh process-like Trainer to epoch 3.
+    train_run(_cfg("train.epochs=2"), tmp_path / "split")
+    resumed = train_run(_cfg("train.epochs=3"), tmp_path / "split", resume=True)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+    assert resumed.history[-1]["val_accuracy"] == straight.history[-1]["val_accuracy"]
+    for k, v in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v)
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+    state = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert state["epoch"] == 3 and len(state["timeline"]) == 3
+
+
+def test_run_folder_contents(tmp_path: Path) -> None:
+    train_run(_cfg(), tmp_path / "run")
+    run = tmp_path / "run"
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "curves.png",
+        "checkpoint.pt",
+        "panels/epoch_001.png",
+        "panels/epoch_002.png",
+        "panels/timeline.png",
+    ):
+        assert (run / name).is_file(), name
+    assert load_config(run / "config.yaml") == _cfg()
+    with pytest.raises(FileExistsError, match="holds a run already"):
+        train_run(_cfg(), run)
+
+
+def test_resume_with_another_config_is_refused(tmp_path: Path) -> None:
+    train_run(_cfg(), tmp_path / "run")
+    with pytest.raises(ValueError, match="config differs"):
+        train_run(_cfg("model.heads=2"), tmp_path / "run", resume=True)
+
+
+def test_nan_loss_stops_with_a_reason() -> None:
+    trainer = Trainer(_cfg("train.lr=10", "train.optimizer=sgd", "train.momentum=0"))
+    with torch.no_grad():
+        trainer.model.fc.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, batch 1: loss is nan"):
+        trainer.step()
+
+
+def test_broken_checkpoint_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable tune-attn checkpoint"):
+        load_checkpoint(bad)
+    torch.save({"model": {}}, bad)
+    with pytest.raises(ValueError, match="needs keys model, config, epoch"):
+        load_checkpoint(bad)

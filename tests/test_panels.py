@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tune_attn import panels
+
+
+def _load(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(float)
+
+
+def test_mask_panel_draws_each_head_where_it_looks(tmp_path: Path) -> None:
+    imgs = np.full((2, 32, 32, 3), 128, np.uint8)
+    masks = np.zeros((2, 2, 4, 4))
+    masks[:, 0, 0, 0] = 1.0  # head 0: top-left
+    masks[:, 1, 3, 3] = 1.0  # head 1: bottom-right
+    out = panels.mask_panel(imgs, masks, tmp_path / "p" / "epoch_001.png", "epoch 1 | val acc 0.5")
+    assert out.is_file()
+    pic = _load(out)
+    assert pic.shape[0] > 150 and pic.shape[1] > 200
+    # The picture differs between the two heads' columns: moving head 1's mask changes the image.
+    masks2 = masks.copy()
+    masks2[:, 1] = masks[:, 0]
+    pic2 = _load(panels.mask_panel(imgs, masks2, tmp_path / "q.png", "epoch 1 | val acc 0.5"))
+    assert np.abs(pic - pic2).mean() > 0.5
+    assert not list(tmp_path.glob("p/.*tmp*"))  # no temporary file left
+
+
+def test_timeline_and_curves(tmp_path: Path) -> None:
+    img = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    m = np.random.default_rng(1).random((3, 2, 4, 4))
+    out = panels.timeline(img, m, [1, 2, 3], tmp_path / "timeline.png", "sample 0")
+    w3 = _load(out).shape[1]
+    out = panels.timeline(img, np.concatenate([m, m]), [1, 2, 3, 4, 5, 6], tmp_path / "timeline.png")
+    assert _load(out).shape[1] > w3  # one column per epoch
+    hist = [
+        {"epoch": e, "train_loss": 2 / e, "val_loss": 2.1 / e, "val_accuracy": 0.1 * e, "mask.entropy": 0.5}
+        for e in (1, 2, 3)
+    ]
+    assert panels.curves(hist, tmp_path / "curves.png").is_file()
+
+
+def test_panel_shape_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="to match the images"):
+        panels.mask_panel(np.zeros((2, 8, 8, 3)), np.zeros((3, 1, 4, 4)), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="one per epoch"):
+        panels.timeline(np.zeros((8, 8, 3)), np.zeros((2, 1, 4, 4)), [1, 2, 3], tmp_path / "x.png")
+    # channels-first images are accepted
+    assert panels.mask_panel(np.zeros((1, 3, 8, 8)), np.ones((1, 1, 2, 2)), tmp_path / "cf.png").is_file()
+
+
+def test_pure_modules_import_no_torch_ray_or_wandb() -> None:
+    import subprocess
+
+    code = (
+        "import sys; import tune_attn.masks, tune_attn.panels; "
+        "bad = [m for m in ('torch', 'ray', 'wandb') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    code = (
+        "import sys; import tune_attn.engine; assert 'ray' not in sys.modules and 'wandb' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

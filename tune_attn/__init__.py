@@ -1,0 +1,3 @@
+"""tune-attn: hyperparameter search for attention image classifiers on Ray Tune."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,145 @@
+"""The ``tune-attn`` command line: one thin function per command over the library."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tune_attn.config import ConfigError, describe_keys, load_config
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Hyperparameter search for attention CNNs."
+)
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a key, e.g. --set model.heads=4 (repeatable)."),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/train-<time>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint.")] = False,
+) -> None:
+    """Train one config, writing metrics, per-epoch mask panels and a checkpoint to the run folder."""
+    from tune_attn.data import DatasetError
+    from tune_attn.engine import EpochResult, Trainer
+    from tune_attn.run import train_run
+
+    if resume and out is None:
+        raise _fail("--resume needs --out, the run folder to continue")
+    if resume and config is None and out is not None and (out / "config.yaml").is_file():
+        config = out / "config.yaml"
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    out = out or Path("runs") / f"train-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if (out / "checkpoint.pt").exists() and not resume:
+        raise _fail(f"{out}: holds a run already; add --resume to continue it, or choose another --out")
+    try:
+        trainer = Trainer(cfg)
+    except (DatasetError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"training {cfg.model.backbone} + {cfg.model.activation} x{cfg.model.heads} on {cfg.data.name} "
+        f"({len(trainer.data.train)} train / {len(trainer.data.val)} val, {trainer.data.num_classes} classes) "
+        f"on {trainer.device} -> {out}",
+        highlight=False,
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("epoch", total=None, loss=float("nan"))
+
+        def on_batch(done: int, total: int, loss: float) -> None:
+            progress.update(
+                task,
+                description=f"epoch {trainer.epoch + 1}/{cfg.train.epochs}",
+                completed=done,
+                total=total,
+                loss=loss,
+            )
+
+        def on_epoch(result: EpochResult) -> None:
+            m, s = result.metrics, result.stats.summary
+            extra = f" object {s['object_mass']:.2f}" if "object_mass" in s else ""
+            progress.console.print(
+                f"epoch {result.epoch:3d}  train_loss {m['train_loss']:.4f}  val_loss {m['val_loss']:.4f}  "
+                f"val_accuracy {m['val_accuracy']:.4f}  entropy {s['entropy']:.2f}  corner {s['corner_mass']:.2f}"
+                f"{extra}  {m['epoch_seconds']:.1f}s",
+                highlight=False,
+            )
+
+        try:
+            train_run(cfg, out, resume=resume, on_batch=on_batch, on_epoch=on_epoch, trainer=trainer)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+    console.print(
+        f"done: panels in {out / 'panels'}, metrics in {out / 'metrics.jsonl'}, "
+        f"checkpoint {out / 'checkpoint.pt'}",
+        highlight=False,
+    )
+
+
+@app.command()
+def keys() -> None:
+    """List every config key with its type, default and meaning."""
+    table = Table("key", "type", "default", "meaning", show_lines=False)
+    for key, tp, default, doc in describe_keys():
+        table.add_row(key, tp, repr(default), doc)
+    console.print(table)
+
+
+@app.command()
+def evaluate(run: Annotated[Path, typer.Argument(help="A run folder (or its checkpoint.pt).")]) -> None:
+    """Re-evaluate a saved run on its validation set: accuracy and mask statistics."""
+    from tune_attn.config import from_dict
+    from tune_attn.engine import Trainer
+    from tune_attn.run import CHECKPOINT, load_checkpoint
+
+    path = run / CHECKPOINT if run.is_dir() else run
+    try:
+        state = load_checkpoint(path)
+        cfg = from_dict(state["config"], source=str(path))
+        trainer = Trainer(cfg)
+        trainer.model.load_state_dict(state["model"])
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    val_loss, acc, masks = trainer.evaluate()
+    from tune_attn.masks import mask_statistics
+
+    stats = mask_statistics(masks, trainer.probe_objects, trainer.probe_parts, trainer.data.val.part_names)
+    console.print(f"epoch {state['epoch']}  val_loss {val_loss:.4f}  val_accuracy {acc:.4f}", highlight=False)
+    for key, value in stats.flat().items():
+        console.print(f"  {key} {value:.4f}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Data sets: the embedded synthetic pets, and real sets from local folders. ``build_data`` is the entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from tune_attn.config import DataConfig
+from tune_attn.data import synthetic
+from tune_attn.data.base import (
+    AttnDataset,
+    DatasetError,
+    DataSplits,
+    TensorImages,
+    iterate_batches,
+    split_indices,
+    subset,
+)
+from tune_attn.data.folders import load_cifar10, load_imagefolder, load_pets
+
+__all__ = [
+    "AttnDataset",
+    "DATASETS",
+    "DataSplits",
+    "DatasetError",
+    "TensorImages",
+    "build_data",
+    "iterate_batches",
+    "split_indices",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _synthetic(cfg: DataConfig) -> DataSplits:
+    # Train and validation sets are drawn from their own seed streams, so the validation set stays
+    # the same whatever num_train is.
+    sets = {
+        split: synthetic.load_or_generate(n, cfg.image_size, (cfg.seed, k), cfg.cache_dir)
+        for k, (split, n) in enumerate((("train", cfg.num_train), ("val", cfg.num_val)))
+    }
+    train, val = (
+        TensorImages(a.images, a.labels, a.objects, a.parts, part_names=synthetic.PART_NAMES)
+        for a in sets.values()
+    )
+    sample = sets["train"].images[:512].reshape(-1, 3).astype(np.float32) / 255.0
+    mean = tuple(float(v) for v in sample.mean(0))
+    std = tuple(float(v) for v in sample.std(0))
+    return DataSplits(train, val, synthetic.CLASS_NAMES, cfg.image_size, mean, std, {"name": "synthetic"})  # type: ignore[arg-type]
+
+
+def _from_folder(
+    loader: Callable[..., tuple[AttnDataset, tuple[str, ...]]],
+) -> Callable[[DataConfig], DataSplits]:
+    def build(cfg: DataConfig) -> DataSplits:
+        assert cfg.root is not None  # checked by DataConfig
+        full, names = loader(cfg.root, cfg.image_size)
+        if len(full) < 2:
+            raise DatasetError(f"data.root: {cfg.root} holds {len(full)} image(s); need at least 2 to split")
+        train_idx, val_idx = split_indices(len(full), cfg.val_fraction, cfg.seed)
+        return DataSplits(
+            subset(full, train_idx),
+            subset(full, val_idx),
+            names,
+            cfg.image_size,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            {"name": cfg.name, "root": str(cfg.root)},
+        )
+
+    return build
+
+
+DATASETS: dict[str, Callable[[DataConfig], DataSplits]] = {
+    "synthetic": _synthetic,
+    "pets": _from_folder(load_pets),
+    "cifar10": _from_folder(load_cifar10),
+    "imagefolder": _from_folder(load_imagefolder),
+}
+
+
+def build_data(cfg: DataConfig) -> DataSplits:
+    """The train / validation sets named by ``cfg.name``."""
+    if cfg.name not in DATASETS:
+        raise ValueError(f"data.name: {cfg.name!r} is not valid; choose one of {', '.join(DATASETS)}")
+    return DATASETS[cfg.name](cfg)

@@ -1,0 +1,208 @@
+"""Real data sets from local folders, never downloaded: Oxford-IIIT Pet, CIFAR-10 and any ImageFolder tree."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from tune_attn.data.base import AttnDataset, DatasetError, TensorImages
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+PETS_LAYOUT = """expected the Oxford-IIIT Pet layout of torchvision:
+  ROOT/oxford-iiit-pet/images/<Breed_Name>_<n>.jpg
+  ROOT/oxford-iiit-pet/annotations/trainval.txt   (lines: <image id> <class id 1..37> <species> <breed id>)
+  ROOT/oxford-iiit-pet/annotations/trimaps/<image id>.png   (1 = pet, 2 = background, 3 = border)
+(ROOT may also be the oxford-iiit-pet folder itself)"""
+
+CIFAR_LAYOUT = """expected the CIFAR-10 python layout:
+  ROOT/cifar-10-batches-py/data_batch_1 ... data_batch_5 and batches.meta   (pickled dicts)
+(ROOT may also be the cifar-10-batches-py folder itself)"""
+
+IMAGEFOLDER_LAYOUT = """expected an ImageFolder tree: ROOT/<class name>/<image file>, one sub-folder per class,
+image files ending in """ + ", ".join(IMAGE_SUFFIXES)
+
+
+def _load_rgb(path: Path, size: int) -> torch.Tensor:
+    """Read an image file as uint8 (3, size, size)."""
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DatasetError(f"{path}: cannot read the image ({exc})") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+class FileImages(AttnDataset):
+    """Images read lazily from files, resized to ``size``; optional trimap files give object masks."""
+
+    def __init__(
+        self, files: Sequence[Path], labels: Sequence[int], size: int, trimaps: Sequence[Path] | None = None
+    ) -> None:
+        self.files = list(files)
+        self.labels = list(labels)
+        self.size = size
+        self.trimaps = list(trimaps) if trimaps is not None else None
+        self.has_object_masks = self.trimaps is not None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return _load_rgb(self.files[i], self.size), self.labels[i]
+
+    def masks(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.trimaps is None:
+            return super().masks(i)
+        path = self.trimaps[i]
+        try:
+            with Image.open(path) as im:
+                tri = np.asarray(im.resize((self.size, self.size), Image.Resampling.NEAREST))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DatasetError(f"{path}: cannot read the trimap ({exc})") from None
+        obj = (tri != 2).astype(np.float32)  # 1 = pet, 3 = its border, 2 = background
+        return obj, np.zeros((0, self.size, self.size), np.float32)
+
+
+def _find(root: Path, inner: str, marker: str, layout: str, name: str) -> Path:
+    if not root.is_dir():
+        raise DatasetError(f"data.root: {root} is not a folder; {name}: {layout}")
+    for base in (root / inner, root):
+        if (base / marker).exists():
+            return base
+    raise DatasetError(f"data.root: {root} holds no {inner}/{marker}; {name}: {layout}")
+
+
+def pets_breed_name(image_id: str) -> str:
+    """``american_pit_bull_terrier_12`` -> ``American Pit Bull Terrier`` (torchvision's naming)."""
+    return " ".join(part.title() for part in image_id.rsplit("_", 1)[0].split("_"))
+
+
+def load_pets(root: str | Path, size: int) -> tuple[FileImages, tuple[str, ...]]:
+    """Oxford-IIIT Pet (trainval list) with trimaps as object masks; 37 breeds."""
+    base = _find(Path(root), "oxford-iiit-pet", "annotations/trainval.txt", PETS_LAYOUT, "pets")
+    listing = base / "annotations" / "trainval.txt"
+    files: list[Path] = []
+    labels: list[int] = []
+    trimaps: list[Path] = []
+    names: dict[int, str] = {}
+    for lineno, line in enumerate(listing.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split()
+        try:
+            image_id, class_id = fields[0], int(fields[1]) - 1
+        except (IndexError, ValueError):
+            raise DatasetError(f"{listing}:{lineno}: cannot parse {line!r}; {PETS_LAYOUT}") from None
+        image, trimap = (
+            base / "images" / f"{image_id}.jpg",
+            base / "annotations" / "trimaps" / f"{image_id}.png",
+        )
+        for path in (image, trimap):
+            if not path.is_file():
+                raise DatasetError(f"{listing}:{lineno}: {path} is missing; {PETS_LAYOUT}")
+        files.append(image)
+        trimaps.append(trimap)
+        labels.append(class_id)
+        names.setdefault(class_id, pets_breed_name(image_id))
+    if not files:
+        raise DatasetError(f"{listing}: lists no images; {PETS_LAYOUT}")
+    if sorted(names) != list(range(len(names))):
+        raise DatasetError(
+            f"{listing}: class ids must run 1..K without gaps, found {sorted(k + 1 for k in names)}"
+        )
+    class_names = tuple(names[k] for k in range(len(names)))
+    return FileImages(files, labels, size, trimaps), class_names
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches: plain containers and numpy arrays only, never arbitrary code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch holds only arrays")
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with path.open("rb") as fh:
+            obj = _NumpyOnlyUnpickler(fh, encoding="bytes").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise DatasetError(f"{path}: not a CIFAR-10 python batch ({exc}); {CIFAR_LAYOUT}") from None
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{path}: not a CIFAR-10 python batch (a {type(obj).__name__}); {CIFAR_LAYOUT}")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def load_cifar10(root: str | Path, size: int) -> tuple[TensorImages, tuple[str, ...]]:
+    """CIFAR-10's training batches (python-pickle layout), resized to ``size``; no masks."""
+    base = _find(Path(root), "cifar-10-batches-py", "batches.meta", CIFAR_LAYOUT, "cifar10")
+    meta = _unpickle(base / "batches.meta")
+    names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta.get("label_names", []))
+    batches = sorted(base.glob("data_batch_*"))
+    if not batches:
+        raise DatasetError(f"{base}: no data_batch_* files; {CIFAR_LAYOUT}")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for path in batches:
+        batch = _unpickle(path)
+        if "data" not in batch or "labels" not in batch:
+            raise DatasetError(f"{path}: a batch needs keys 'data' and 'labels', found {sorted(batch)}")
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(batch["labels"]) != len(data):
+            raise DatasetError(f"{path}: 'data' must be (N, 3072) uint8 with N labels, got {data.shape}")
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.extend(int(v) for v in batch["labels"])
+    arr = np.concatenate(images)  # (N, 32, 32, 3)
+    if not names:
+        names = tuple(str(i) for i in range(max(labels) + 1))
+    if max(labels) >= len(names) or min(labels) < 0:
+        raise DatasetError(
+            f"{base}: labels run {min(labels)}..{max(labels)} but batches.meta names {len(names)}"
+        )
+    if size != 32:
+        t = torch.from_numpy(arr).permute(0, 3, 1, 2).float()
+        t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+        arr = t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return TensorImages(arr, np.asarray(labels)), names
+
+
+def load_imagefolder(root: str | Path, size: int) -> tuple[FileImages, tuple[str, ...]]:
+    """Any ``ROOT/<class>/<image>`` tree; class ids follow the sorted folder names."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data.root: {root} is not a folder; imagefolder: {IMAGEFOLDER_LAYOUT}")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files, labels = [], []
+    for k, name in enumerate(classes):
+        found = sorted(
+            p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        files.extend(found)
+        labels.extend([k] * len(found))
+    if not classes or not files:
+        raise DatasetError(
+            f"data.root: {root} holds no class folders with images; imagefolder: {IMAGEFOLDER_LAYOUT}"
+        )
+    empty = [c for c, n in zip(classes, np.bincount(labels, minlength=len(classes)), strict=True) if n == 0]
+    if empty:
+        raise DatasetError(
+            f"data.root: class folders without images: {', '.join(empty)}; {IMAGEFOLDER_LAYOUT}"
+        )
+    return FileImages(files, labels, size), tuple(classes)

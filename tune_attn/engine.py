@@ -1,0 +1,205 @@
+"""The training loop: train an epoch, evaluate, collect the masks of fixed samples; knows no Ray, no W&B.
+
+:class:`Trainer` holds one run; :meth:`Trainer.epochs` yields an :class:`EpochResult` per epoch, so the
+CLI, a notebook and a Ray Tune trial drive the same code. Its state (model, optimizer, epoch, history)
+round-trips through :meth:`Trainer.state_dict` for exact resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tune_attn.config import RunConfig
+from tune_attn.data import DataSplits, build_data, iterate_batches
+from tune_attn.masks import MaskStats, mask_statistics, pool_to_grid
+from tune_attn.models import AttentionClassifier, build_model
+
+BatchCallback = Callable[[int, int, float], None]  # (batches done, batches total, running loss)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class EpochResult:
+    """What one epoch produced. ``masks`` are those of the fixed statistics samples, (K, heads, h, w)."""
+
+    epoch: int
+    metrics: dict[str, float]
+    masks: np.ndarray
+    stats: MaskStats
+    panel_images: np.ndarray = field(repr=False)  # (n, S, S, 3) uint8, the first panel_samples of the K
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "train.device: 'cuda' was asked for but torch sees no CUDA device; use 'auto' or 'cpu'"
+        )
+    return torch.device(name)
+
+
+class Trainer:
+    """One training run of a RunConfig."""
+
+    def __init__(self, cfg: RunConfig, data: DataSplits | None = None) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.train.device)
+        self.data = data if data is not None else build_data(cfg.data)
+        torch.manual_seed(cfg.train.seed)
+        self.model: AttentionClassifier = build_model(
+            cfg.model, self.data.num_classes, self.data.mean, self.data.std
+        ).to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        self._probe_setup()
+
+    # ---- fixed validation samples whose masks are watched every epoch -------------------------------
+    def _probe_setup(self) -> None:
+        val = self.data.val
+        k = min(self.cfg.train.stats_samples, len(val))
+        self.probe_count = k
+        first = [val[i][0] for i in range(min(self.cfg.train.panel_samples, k))]
+        self.panel_images = torch.stack(first).permute(0, 2, 3, 1).numpy()  # (n, S, S, 3) uint8
+        with torch.no_grad():
+            self.model.eval()
+            _, m = self.model(self._prepare(torch.stack(first[:1])))
+        self.map_size = (int(m.shape[-2]), int(m.shape[-1]))
+        self.probe_objects: np.ndarray | None = None
+        self.probe_parts: np.ndarray | None = None
+        if val.has_object_masks:
+            gts = [val.masks(i) for i in range(k)]
+            self.probe_objects = pool_to_grid(np.stack([g[0] for g in gts]), *self.map_size)  # (K, h, w)
+            if val.part_names:
+                self.probe_parts = pool_to_grid(np.stack([g[1] for g in gts]), *self.map_size)  # (K, P, h, w)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).float().div_(255.0)  # uint8 -> [0, 1]
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    # ---- one epoch ----------------------------------------------------------------------------------
+    def train_epoch(self, on_batch: BatchCallback | None = None) -> tuple[float, int]:
+        """Train one epoch; returns (mean loss, images seen). The batch order is seeded by (seed, epoch)."""
+        cfg = self.cfg.train
+        self.model.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + self.epoch + 1)
+        total, seen = 0.0, 0
+        n_batches = math.ceil(len(self.data.train) / cfg.batch_size)
+        for b, (x, y) in enumerate(
+            iterate_batches(self.data.train, cfg.batch_size, shuffle=True, generator=gen)
+        ):
+            x, y = self._prepare(x), y.to(self.device)
+            logits, _ = self.model(x)
+            loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"epoch {self.epoch + 1}, batch {b + 1}: loss is {loss.item()}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.item() * len(y)
+            seen += len(y)
+            if on_batch is not None:
+                on_batch(b + 1, n_batches, total / seen)
+        return total / max(seen, 1), seen
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float, np.ndarray]:
+        """Validation loss and accuracy, and the masks of the first ``stats_samples`` validation samples."""
+        self.model.eval()
+        loss_sum, correct, seen = 0.0, 0, 0
+        kept: list[torch.Tensor] = []
+        for x, y in iterate_batches(self.data.val, max(self.cfg.train.batch_size, 256), shuffle=False):
+            x, y = self._prepare(x), y.to(self.device)
+            logits, masks = self.model(x)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += int((logits.argmax(1) == y).sum())
+            if seen < self.probe_count:
+                kept.append(masks[: self.probe_count - seen].float().cpu())
+            seen += len(y)
+        probe = torch.cat(kept).contiguous().numpy()  # (K, heads, h, w)
+        return loss_sum / seen, correct / seen, probe
+
+    def epochs(self, on_batch: BatchCallback | None = None) -> Iterator[EpochResult]:
+        """Train from the current epoch to ``train.epochs``, yielding after each epoch."""
+        while self.epoch < self.cfg.train.epochs:
+            yield self.step(on_batch)
+
+    def step(self, on_batch: BatchCallback | None = None) -> EpochResult:
+        """Train and evaluate one epoch."""
+        start = time.perf_counter()
+        train_loss, seen = self.train_epoch(on_batch)
+        train_seconds = time.perf_counter() - start
+        val_loss, val_acc, probe = self.evaluate()
+        t_stats = time.perf_counter()
+        stats = mask_statistics(probe, self.probe_objects, self.probe_parts, self.data.val.part_names)
+        stats_seconds = time.perf_counter() - t_stats
+        self.epoch += 1
+        metrics: dict[str, float] = {
+            "epoch": self.epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "epoch_seconds": time.perf_counter() - start,
+            "train_images_per_second": seen / max(train_seconds, 1e-9),
+            "stats_seconds": stats_seconds,
+            **stats.flat(),
+        }
+        self.history.append(metrics)
+        return EpochResult(self.epoch, metrics, probe, stats, self.panel_images)
+
+    # ---- checkpoints ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: tensors and plain Python values only (weights_only-safe)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "history": [dict(h) for h in self.history],
+            "config": self.cfg.to_dict(),
+            "class_names": list(self.data.class_names),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if _without_epochs(state.get("config")) != _without_epochs(self.cfg.to_dict()):
+            raise ValueError(
+                "checkpoint: its config differs from this run's config (only train.epochs may change on resume)"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.history = [dict(h) for h in state["history"]]
+
+
+def _without_epochs(cfg: Any) -> Any:
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("train"), dict):
+        return cfg
+    return {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "epochs"}}
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``train.optimizer``; weight decay applies to every parameter."""
+    t = cfg.train
+    params = model.parameters()
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, weight_decay=t.weight_decay, momentum=t.momentum)
+    raise ValueError(f"train.optimizer: {t.optimizer!r} is not valid; choose adamw, adam or sgd")

@@ -1,0 +1,141 @@
+"""One training run written to a folder: per-epoch metrics (JSON lines), mask panels, curves, checkpoint.
+
+Layout of a run folder::
+
+    config.yaml            the resolved config (``tune-attn train --config`` reruns it as is)
+    metrics.jsonl          one JSON object per epoch
+    panels/epoch_003.png   the fixed validation samples with each head's mask, one file per epoch
+    panels/timeline.png    one sample's masks across all epochs so far
+    curves.png             loss, accuracy and mask statistics per epoch
+    checkpoint.pt          weights, optimizer, epoch, history (load with torch.load(weights_only=True))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tune_attn import panels
+from tune_attn.config import RunConfig, save_config
+from tune_attn.engine import BatchCallback, EpochResult, Trainer
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def panel_title(cfg: RunConfig, result: EpochResult) -> str:
+    """Epoch, accuracy and the main mask figures, for the top of a panel."""
+    m, s = result.metrics, result.stats.summary
+    parts = [
+        f"epoch {result.epoch}/{cfg.train.epochs}",
+        f"val acc {m['val_accuracy']:.3f}",
+        f"{cfg.model.activation} x{cfg.model.heads}, wd {cfg.train.weight_decay:g}",
+    ]
+    figures = [
+        f"entropy {s['entropy']:.2f}",
+        f"contrast {s['contrast']:.2f}",
+        f"corner {s['corner_mass']:.2f} (flat {s['corner_uniform']:.2f})",
+        f"border {s['border_mass']:.2f} (flat {s['border_uniform']:.2f})",
+    ]
+    if "object_mass" in s:
+        figures.append(f"object {s['object_mass']:.2f} (area {s['object_area']:.2f})")
+    return " | ".join(parts) + "\n" + " | ".join(figures)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``); a missing or broken file names the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint here")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable tune-attn checkpoint ({exc})") from None
+    if not isinstance(state, dict) or not {"model", "config", "epoch"} <= set(state):
+        raise ValueError(f"{path}: not a tune-attn checkpoint (needs keys model, config, epoch)")
+    return state
+
+
+class RunWriter:
+    """Writes a run's per-epoch outputs into ``out_dir``."""
+
+    def __init__(self, out_dir: str | Path, cfg: RunConfig) -> None:
+        self.dir = Path(out_dir)
+        self.cfg = cfg
+        self.timeline: list[np.ndarray] = []  # masks of panel sample 0, one (heads, h, w) per epoch
+        (self.dir / "panels").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.dir / "config.yaml")
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue after a checkpoint: keep the timeline, rewrite metrics.jsonl from the history."""
+        self.timeline = [np.asarray(t) for t in state.get("timeline", [])]
+        with (self.dir / "metrics.jsonl").open("w") as fh:
+            for row in state.get("history", []):
+                fh.write(json.dumps(row) + "\n")
+
+    def write_epoch(self, trainer: Trainer, result: EpochResult) -> None:
+        n = len(result.panel_images)
+        self.timeline.append(result.masks[0].copy())
+        state = trainer.state_dict()
+        state["timeline"] = [torch.from_numpy(t) for t in self.timeline]
+        save_checkpoint(state, self.dir / CHECKPOINT)
+        with (self.dir / "metrics.jsonl").open("a") as fh:
+            fh.write(json.dumps(result.metrics) + "\n")
+        panels.mask_panel(
+            result.panel_images,
+            result.masks[:n],
+            self.dir / "panels" / f"epoch_{result.epoch:03d}.png",
+            panel_title(self.cfg, result),
+            labels=None,
+        )
+        epochs = list(range(result.epoch - len(self.timeline) + 1, result.epoch + 1))
+        panels.timeline(
+            result.panel_images[0],
+            np.stack(self.timeline),
+            epochs,
+            self.dir / "panels" / "timeline.png",
+            f"validation sample 0 across epochs ({self.cfg.model.activation} x{self.cfg.model.heads})",
+        )
+        panels.curves(trainer.history, self.dir / "curves.png", f"{self.dir.name}")
+
+
+def train_run(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    on_batch: BatchCallback | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    trainer: Trainer | None = None,
+) -> Trainer:
+    """Train ``cfg`` writing everything to ``out_dir``; with ``resume`` continue from its checkpoint."""
+    out = Path(out_dir)
+    ckpt = out / CHECKPOINT
+    if ckpt.exists() and not resume:
+        raise FileExistsError(
+            f"{out}: holds a run already; pass resume=True (--resume) or choose another folder"
+        )
+    trainer = trainer or Trainer(cfg)
+    writer = RunWriter(out, cfg)
+    if resume and ckpt.exists():
+        state = load_checkpoint(ckpt)
+        trainer.load_state_dict(state)
+        writer.restore(state)
+    for result in trainer.epochs(on_batch):
+        writer.write_epoch(trainer, result)
+        if on_epoch is not None:
+            on_epoch(result)
+    return trainer
