@@ -74,8 +74,12 @@ def mask_panel(
     path: str | Path,
     title: str = "",
     labels: Sequence[str] | None = None,
+    head_notes: Sequence[str] | None = None,
 ) -> Path:
-    """One row per sample: the image, then each head's mask over it. masks: (n, heads, h, w)."""
+    """One row per sample: the image, then each head's mask over it. masks: (n, heads, h, w).
+
+    ``head_notes`` (one short string per head, e.g. its main part) go under the column titles.
+    """
     imgs = _as_images(images)
     m = np.asarray(masks, dtype=np.float64)
     if m.ndim != 4 or m.shape[0] != imgs.shape[0]:
@@ -84,7 +88,8 @@ def mask_panel(
         )
     n, heads = m.shape[:2]
     cell = 1.3
-    fig = Figure(figsize=(cell * (heads + 1), cell * n + 0.9), dpi=90)
+    top_in = 0.95 if head_notes is not None else 0.75  # room for the title (and the notes)
+    fig = Figure(figsize=(cell * (heads + 1), cell * n + top_in + 0.15), dpi=90)
     axes = fig.subplots(n, heads + 1, squeeze=False)
     for i in range(n):
         axes[i, 0].imshow(imgs[i], interpolation="nearest")
@@ -96,10 +101,16 @@ def mask_panel(
             _clean(ax)
     axes[0, 0].set_title("image", fontsize=7)
     for k in range(heads):
-        axes[0, k + 1].set_title(f"head {k}", fontsize=7)
+        note = f"\n{head_notes[k]}" if head_notes is not None else ""
+        axes[0, k + 1].set_title(f"head {k}{note}", fontsize=6)
     fig.suptitle(title, fontsize=7)
     fig.subplots_adjust(
-        left=0.08, right=0.99, bottom=0.01, top=1 - 0.75 / (cell * n + 0.9), wspace=0.04, hspace=0.08
+        left=0.08,
+        right=0.99,
+        bottom=0.01,
+        top=1 - top_in / (cell * n + top_in + 0.15),
+        wspace=0.04,
+        hspace=0.08,
     )
     return _save(fig, path)
 

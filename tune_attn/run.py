@@ -24,6 +24,7 @@ import torch
 from tune_attn import panels
 from tune_attn.config import RunConfig, save_config
 from tune_attn.engine import BatchCallback, EpochResult, Trainer
+from tune_attn.masks import MaskStats
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -45,6 +46,13 @@ def panel_title(cfg: RunConfig, result: EpochResult) -> str:
     if "object_mass" in s:
         figures.append(f"object {s['object_mass']:.2f} (area {s['object_area']:.2f})")
     return " | ".join(parts) + "\n" + " | ".join(figures)
+
+
+def head_notes(stats: MaskStats) -> list[str] | None:
+    """Per head, the ground-truth part holding most of its mass, e.g. ``ears 0.41``."""
+    if stats.coverage is None or not stats.part_names:
+        return None
+    return [f"{stats.part_names[int(row.argmax())]} {row.max():.2f}" for row in stats.coverage]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -99,7 +107,7 @@ class RunWriter:
             result.masks[:n],
             self.dir / "panels" / f"epoch_{result.epoch:03d}.png",
             panel_title(self.cfg, result),
-            labels=None,
+            head_notes=head_notes(result.stats),
         )
         epochs = list(range(result.epoch - len(self.timeline) + 1, result.epoch + 1))
         panels.timeline(

@@ -32,7 +32,9 @@ def _load_rgb(path: Path, size: int) -> torch.Tensor:
     """Read an image file as uint8 (3, size, size)."""
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+            arr = np.asarray(
+                im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8
+            )
     except (OSError, UnidentifiedImageError) as exc:
         raise DatasetError(f"{path}: cannot read the image ({exc})") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)

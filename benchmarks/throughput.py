@@ -1,0 +1,78 @@
+"""Training throughput of the default model, and the cost of the mask statistics and panels per epoch.
+
+Prints images/s for one training epoch at 64 px on this machine (NCHW and channels-last), and the time
+of the mask statistics and of the panel drawing as a fraction of that epoch, all measured in this run.
+
+    .venv/bin/python benchmarks/throughput.py [--epochs-data 4000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tune_attn.config import load_config
+from tune_attn.engine import Trainer
+from tune_attn.masks import mask_statistics
+from tune_attn.run import RunWriter
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--num-train", type=int, default=4000)
+    ap.add_argument("--heads", type=int, default=4)
+    args = ap.parse_args()
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
+    rates = {}
+    for channels_last in (False, True):
+        cfg = load_config(
+            "configs/default.yaml",
+            [
+                f"data.num_train={args.num_train}",
+                f"model.heads={args.heads}",
+                f"train.channels_last={channels_last}",
+            ],
+        )
+        trainer = Trainer(cfg)
+        trainer.train_epoch()  # warm-up epoch (allocator, oneDNN kernels)
+        t0 = time.perf_counter()
+        _, seen = trainer.train_epoch()
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        _, _, masks = trainer.evaluate()
+        eval_s = time.perf_counter() - t0
+        rates[channels_last] = seen / train_s
+        print(
+            f"channels_last={channels_last!s:5}: {seen / train_s:7.0f} train img/s "
+            f"(epoch of {seen} images: {train_s:.2f} s; evaluation of {len(trainer.data.val)}: {eval_s:.2f} s)"
+        )
+    epoch_s = train_s + eval_s
+    reps = 20
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        mask_statistics(masks, trainer.probe_objects, trainer.probe_parts, trainer.data.val.part_names)
+    stats_s = (time.perf_counter() - t0) / reps
+    result = next(iter([trainer.step()]))
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = RunWriter(Path(tmp), cfg)
+        t0 = time.perf_counter()
+        writer.write_epoch(trainer, result)
+        write_s = time.perf_counter() - t0
+    print(f"masks per epoch: {masks.shape} (samples, heads, h, w)")
+    print(f"mask statistics: {stats_s * 1e3:.2f} ms = {stats_s / epoch_s:.3%} of an epoch ({epoch_s:.2f} s)")
+    print(f"panels + curves + checkpoint: {write_s:.2f} s = {write_s / epoch_s:.1%} of an epoch")
+    print(f"ratio channels_last / NCHW throughput: {rates[True] / rates[False]:.2f}")
+    print(f"ratio mask statistics / epoch: {stats_s / epoch_s:.5f}")
+    assert np.isfinite(stats_s)
+
+
+if __name__ == "__main__":
+    main()
