@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 CMAP = "jet"
 ALPHA = 0.5
@@ -29,28 +31,71 @@ def _as_images(images: Any) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0)
 
 
-def _overlay(ax: Any, image: np.ndarray, mask: np.ndarray) -> None:
-    """The image with the mask upsampled over it; colours scaled to the mask's own maximum."""
-    size_h, size_w = image.shape[:2]
-    ax.imshow(image, interpolation="nearest")
+def _upsample(mask: np.ndarray, size_h: int, size_w: int) -> np.ndarray:
+    """Bilinear upsampling of one (h, w) mask to (size_h, size_w)."""
+    im = Image.fromarray(np.ascontiguousarray(mask, dtype=np.float32), mode="F")
+    return np.asarray(im.resize((size_w, size_h), Image.Resampling.BILINEAR), dtype=np.float64)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The image (S, S, 3) in [0, 1] with the mask's heat map blended over it; colours scaled to the
+    mask's own maximum (so the picture shows where the mask looks, the caption how strong it is)."""
     top = float(mask.max())
-    ax.imshow(
-        mask,
-        cmap=CMAP,
-        alpha=ALPHA,
-        vmin=0.0,
-        vmax=top if top > 0 else 1.0,
-        extent=(0, size_w, size_h, 0),
-        interpolation="bilinear",
-    )
-    ax.text(
-        1,
-        size_h - 2,
-        f"max {top:.2g}",
-        color="white",
-        fontsize=6,
-        bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "linewidth": 0},
-    )
+    scaled = _upsample(mask / top if top > 0 else mask, *image.shape[:2])
+    heat = colormaps[CMAP](np.clip(scaled, 0.0, 1.0))[..., :3]
+    return (1 - ALPHA) * image + ALPHA * heat
+
+
+def _grid(tiles: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
+    """Tiles (rows of equal-size RGB arrays) laid out on a white canvas."""
+    th, tw = tiles[0][0].shape[:2]
+    rows, cols = len(tiles), max(len(r) for r in tiles)
+    canvas = np.ones((rows * (th + gap) - gap, cols * (tw + gap) - gap, 3))
+    for i, row in enumerate(tiles):
+        for j, tile in enumerate(row):
+            canvas[i * (th + gap) : i * (th + gap) + th, j * (tw + gap) : j * (tw + gap) + tw] = tile
+    return canvas
+
+
+def _figure(
+    tiles: list[list[np.ndarray]],
+    captions: dict[tuple[int, int], str],
+    col_titles: Sequence[str],
+    row_titles: Sequence[str],
+    title: str,
+    path: str | Path,
+    cell: float = 1.3,
+) -> Path:
+    """One image of all tiles, with column / row titles and a small caption in the corner of some tiles."""
+    canvas = _grid(tiles)
+    th, tw = tiles[0][0].shape[:2]
+    rows, cols = len(tiles), max(len(r) for r in tiles)
+    title_lines = title.count("\n") + 1 if title else 0
+    col_lines = max((t.count("\n") + 1 for t in col_titles), default=0)
+    top_in = 0.14 * (title_lines + col_lines) + 0.1
+    left_in = 0.25 if any(row_titles) else 0.05
+    fig_w, fig_h = cell * cols + left_in + 0.05, cell * rows + top_in + 0.05
+    fig = Figure(figsize=(fig_w, fig_h), dpi=90)
+    ax = fig.add_axes((left_in / fig_w, 0.05 / fig_h, cell * cols / fig_w, cell * rows / fig_h))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    for j, text in enumerate(col_titles):
+        ax.text(j * (tw + 2) + tw / 2, -2, text, ha="center", va="bottom", fontsize=6)
+    for i, text in enumerate(row_titles):
+        ax.text(-2, i * (th + 2) + th / 2, text, ha="right", va="center", rotation=90, fontsize=6)
+    for (i, j), text in captions.items():
+        ax.text(
+            j * (tw + 2) + 1,
+            i * (th + 2) + th - 1,
+            text,
+            color="white",
+            fontsize=5,
+            va="bottom",
+            bbox={"facecolor": "black", "alpha": 0.6, "pad": 0.5, "linewidth": 0},
+        )
+    if title:
+        fig.text(0.5, 1 - 0.04 / fig_h, title, ha="center", va="top", fontsize=7)
+    return _save(fig, path)
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -63,11 +108,6 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def _clean(ax: Any) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def mask_panel(
     images: Any,
     masks: Any,
@@ -78,7 +118,8 @@ def mask_panel(
 ) -> Path:
     """One row per sample: the image, then each head's mask over it. masks: (n, heads, h, w).
 
-    ``head_notes`` (one short string per head, e.g. its main part) go under the column titles.
+    ``labels`` (one per sample) go beside the rows; ``head_notes`` (one short string per head, e.g. its
+    main part) under the column titles.
     """
     imgs = _as_images(images)
     m = np.asarray(masks, dtype=np.float64)
@@ -87,32 +128,11 @@ def mask_panel(
             f"masks: shape {m.shape}; expected ({imgs.shape[0]}, heads, h, w) to match the images"
         )
     n, heads = m.shape[:2]
-    cell = 1.3
-    top_in = 0.95 if head_notes is not None else 0.75  # room for the title (and the notes)
-    fig = Figure(figsize=(cell * (heads + 1), cell * n + top_in + 0.15), dpi=90)
-    axes = fig.subplots(n, heads + 1, squeeze=False)
-    for i in range(n):
-        axes[i, 0].imshow(imgs[i], interpolation="nearest")
-        if labels is not None:
-            axes[i, 0].set_ylabel(labels[i], fontsize=6)
-        for k in range(heads):
-            _overlay(axes[i, k + 1], imgs[i], m[i, k])
-        for ax in axes[i]:
-            _clean(ax)
-    axes[0, 0].set_title("image", fontsize=7)
-    for k in range(heads):
-        note = f"\n{head_notes[k]}" if head_notes is not None else ""
-        axes[0, k + 1].set_title(f"head {k}{note}", fontsize=6)
-    fig.suptitle(title, fontsize=7)
-    fig.subplots_adjust(
-        left=0.08,
-        right=0.99,
-        bottom=0.01,
-        top=1 - top_in / (cell * n + top_in + 0.15),
-        wspace=0.04,
-        hspace=0.08,
-    )
-    return _save(fig, path)
+    tiles = [[imgs[i]] + [overlay(imgs[i], m[i, k]) for k in range(heads)] for i in range(n)]
+    captions = {(i, k + 1): f"max {m[i, k].max():.2g}" for i in range(n) for k in range(heads)}
+    notes = [f"\n{t}" for t in head_notes] if head_notes is not None else [""] * heads
+    col_titles = ["image"] + [f"head {k}{notes[k]}" for k in range(heads)]
+    return _figure(tiles, captions, col_titles, list(labels or []), title, path)
 
 
 def timeline(image: Any, masks: Any, epochs: Sequence[int], path: str | Path, title: str = "") -> Path:
@@ -122,24 +142,10 @@ def timeline(image: Any, masks: Any, epochs: Sequence[int], path: str | Path, ti
     if m.ndim != 4 or m.shape[0] != len(epochs):
         raise ValueError(f"masks: shape {m.shape}; expected ({len(epochs)}, heads, h, w), one per epoch")
     e, heads = m.shape[:2]
-    cell = 1.1
-    fig = Figure(figsize=(cell * (e + 1), cell * heads + 0.6), dpi=90)
-    axes = fig.subplots(heads, e + 1, squeeze=False)
-    for k in range(heads):
-        axes[k, 0].imshow(img, interpolation="nearest")
-        axes[k, 0].set_ylabel(f"head {k}", fontsize=7)
-        for j in range(e):
-            _overlay(axes[k, j + 1], img, m[j, k])
-        for ax in axes[k]:
-            _clean(ax)
-    axes[0, 0].set_title("image", fontsize=7)
-    for j, ep in enumerate(epochs):
-        axes[0, j + 1].set_title(f"epoch {ep}", fontsize=7)
-    fig.suptitle(title, fontsize=7)
-    fig.subplots_adjust(
-        left=0.06, right=0.99, bottom=0.01, top=1 - 0.45 / (cell * heads + 0.6), wspace=0.04, hspace=0.06
-    )
-    return _save(fig, path)
+    tiles = [[img] + [overlay(img, m[j, k]) for j in range(e)] for k in range(heads)]
+    captions = {(k, j + 1): f"{m[j, k].max():.2g}" for k in range(heads) for j in range(e)}
+    col_titles = ["image"] + [f"ep {ep}" for ep in epochs]
+    return _figure(tiles, captions, col_titles, [f"head {k}" for k in range(heads)], title, path, cell=1.0)
 
 
 def curves(history: Sequence[Mapping[str, float]], path: str | Path, title: str = "") -> Path:
