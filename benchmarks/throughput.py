@@ -3,13 +3,14 @@
 Prints images/s for one training epoch at 64 px on this machine (NCHW and channels-last), and the time
 of the mask statistics and of the panel drawing as a fraction of that epoch, all measured in this run.
 
-    .venv/bin/python benchmarks/throughput.py [--epochs-data 4000]
+    .venv/bin/python benchmarks/throughput.py [--num-train 4000] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,11 +28,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--num-train", type=int, default=4000)
     ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     )
-    rates = {}
+    # Both layouts are timed in alternating rounds (this machine's speed drifts between runs), median of rounds.
+    trainers = {}
     for channels_last in (False, True):
         cfg = load_config(
             "configs/default.yaml",
@@ -41,26 +44,32 @@ def main() -> None:
                 f"train.channels_last={channels_last}",
             ],
         )
-        trainer = Trainer(cfg)
-        trainer.train_epoch()  # warm-up epoch (allocator, oneDNN kernels)
-        t0 = time.perf_counter()
-        _, seen = trainer.train_epoch()
-        train_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        _, _, masks = trainer.evaluate()
-        eval_s = time.perf_counter() - t0
-        rates[channels_last] = seen / train_s
+        trainers[channels_last] = Trainer(cfg)
+        trainers[channels_last].train_epoch()  # warm-up epoch (allocator, oneDNN kernels)
+    rounds: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.rounds):
+        for channels_last, trainer in trainers.items():
+            t0 = time.perf_counter()
+            _, seen = trainer.train_epoch()
+            rounds[channels_last].append(seen / (time.perf_counter() - t0))
+    rates = {k: statistics.median(v) for k, v in rounds.items()}
+    for k, v in rounds.items():
         print(
-            f"channels_last={channels_last!s:5}: {seen / train_s:7.0f} train img/s "
-            f"(epoch of {seen} images: {train_s:.2f} s; evaluation of {len(trainer.data.val)}: {eval_s:.2f} s)"
+            f"channels_last={k!s:5}: median {rates[k]:5.0f} train img/s over {len(v)} epochs of {seen} images "
+            f"({', '.join(f'{r:.0f}' for r in v)})"
         )
+    trainer = trainers[True]
+    train_s = seen / rates[True]
+    t0 = time.perf_counter()
+    _, _, masks = trainer.evaluate()
+    eval_s = time.perf_counter() - t0
     epoch_s = train_s + eval_s
     reps = 20
     t0 = time.perf_counter()
     for _ in range(reps):
         mask_statistics(masks, trainer.probe_objects, trainer.probe_parts, trainer.data.val.part_names)
     stats_s = (time.perf_counter() - t0) / reps
-    result = next(iter([trainer.step()]))
+    result = trainer.step()
     with tempfile.TemporaryDirectory() as tmp:
         writer = RunWriter(Path(tmp), cfg)
         t0 = time.perf_counter()

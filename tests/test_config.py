@@ -52,6 +52,9 @@ def test_yaml_and_overrides_with_type_coercion(tmp_path: Path) -> None:
         (["data.name=pets"], "data.root: data set 'pets' needs data.root"),
         (["data.image_size=200"], "data.image_size: 200 is out of range"),
         (["model.channel_attention=maybe"], "not a valid bool"),
+        (["model.padding=circle"], "model.padding: 'circle' is not valid; choose one of zeros, reflect, replicate"),
+        (["detector.patience=0"], "detector.patience: 0 is out of range"),
+        (["detector.point_peak=1.5"], "detector.point_peak: 1.5 is out of range; valid: 0 < point_peak <= 1"),
         (["model.backbone=resnet18", "data.image_size=64"], "use data.image_size >= 128"),
     ],
 )
@@ -69,7 +72,7 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
         load_config(path)
     path.write_text("modle:\n  heads: 3\n")
     with pytest.raises(
-        ConfigError, match=r"bad\.yaml: unknown section 'modle'; valid sections: data, model, train"
+        ConfigError, match=r"bad\.yaml: unknown section 'modle'; valid sections: data, model, train, detector"
     ):
         load_config(path)
     path.write_text("model: [1, 2]\n")
@@ -94,10 +97,12 @@ def test_every_key_is_documented() -> None:
 def test_config_choices_match_the_registries() -> None:
     from tune_attn.data import DATASETS
     from tune_attn.models import ACTIVATIONS, BACKBONES
+    from tune_attn.models.attention import PADDINGS
 
     assert set(C.ACTIVATIONS) == set(ACTIVATIONS)
     assert set(C.BACKBONES) == set(BACKBONES) == set(C.BACKBONE_STRIDE)
     assert set(C.DATASETS) == set(DATASETS)
+    assert set(C.PADDINGS) == set(PADDINGS)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)

@@ -104,3 +104,21 @@ def test_broken_checkpoint_is_refused(tmp_path: Path) -> None:
     torch.save({"model": {}}, bad)
     with pytest.raises(ValueError, match="needs keys model, config, epoch"):
         load_checkpoint(bad)
+
+
+def test_monitor_verdicts_are_recorded_and_prune_stops_the_run(tmp_path: Path) -> None:
+    # Thresholds that call every mask flat (contrast is always < 1): a verdict that surely fires.
+    cfg = _cfg("train.epochs=4", "detector.grace_epochs=1", "detector.patience=2", "detector.flat_contrast=1.0")
+    trainer = train_run(cfg, tmp_path / "run", prune=True)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]  # grace 1, then 2 in a row -> stops after epoch 3
+    assert [r["detector.kind"] for r in rows] == ["flat"] * 3
+    assert [r["detector.streak"] for r in rows] == [0, 1, 2]
+    assert rows[-1]["detector.prune"] == 1.0 and rows[-1]["detector.reason"].endswith("for 2 epochs")
+    assert trainer.epoch == 3
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["monitor"]["streak"] == 2 and state["monitor"]["history"][-1] == [3, "flat"]
+    # Without prune the same run goes on to the end, the verdicts still recorded.
+    train_run(cfg, tmp_path / "all")
+    rows = [json.loads(x) for x in (tmp_path / "all" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and rows[-1]["detector.prune"] == 1.0

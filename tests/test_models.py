@@ -129,3 +129,14 @@ def test_heads_are_pooled_separately_and_concatenated() -> None:
     pooled = att.pool(feat, masks)  # (1, 2 * 3)
     torch.testing.assert_close(pooled[0, :3], feat[0, :, 0, 0])
     torch.testing.assert_close(pooled[0, 3:], feat[0, :, 3, 3])
+
+
+@pytest.mark.parametrize("padding", ["zeros", "reflect", "replicate"])
+def test_padding_modes_reach_every_conv(padding: str) -> None:
+    model = build_model(ModelConfig(padding=padding, mask_kernel=3, width=8), num_classes=3)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4 and all(c.padding_mode == padding for c in convs)
+    logits, masks = model(torch.rand(2, 3, 32, 32))
+    assert logits.shape == (2, 3) and masks.shape == (2, 1, 4, 4)
+    with pytest.raises(ValueError, match="padding: 'circle' is not valid; choose one of zeros, reflect, replicate"):
+        SpatialAttention(8, padding_mode="circle")

@@ -37,6 +37,7 @@ def train(
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/train-<time>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint.")] = False,
+    prune: Annotated[bool, typer.Option(help="Stop when the degeneracy monitor says prune.")] = False,
 ) -> None:
     """Train one config, writing metrics, per-epoch mask panels and a checkpoint to the run folder."""
     from tune_attn.data import DatasetError
@@ -89,12 +90,16 @@ def train(
             progress.console.print(
                 f"epoch {result.epoch:3d}  train_loss {m['train_loss']:.4f}  val_loss {m['val_loss']:.4f}  "
                 f"val_accuracy {m['val_accuracy']:.4f}  entropy {s['entropy']:.2f}  corner {s['corner_mass']:.2f}"
-                f"{extra}  {m['epoch_seconds']:.1f}s",
+                f"{extra}  {m['epoch_seconds']:.1f}s  detector {m['detector.kind']}",
                 highlight=False,
             )
+            if m["detector.prune"]:
+                progress.console.print(f"  prune: {m['detector.reason']}", highlight=False)
 
         try:
-            train_run(cfg, out, resume=resume, on_batch=on_batch, on_epoch=on_epoch, trainer=trainer)
+            train_run(
+                cfg, out, resume=resume, on_batch=on_batch, on_epoch=on_epoch, trainer=trainer, prune=prune
+            )
         except ValueError as exc:
             raise _fail(str(exc)) from None
     console.print(

@@ -1,6 +1,6 @@
 """Run configuration: dataclasses with a docstring per field, loaded from YAML plus ``--set`` overrides.
 
-A config has three sections, ``data``, ``model`` and ``train``. One key names one thing everywhere: in YAML
+A config has four sections, ``data``, ``model``, ``train`` and ``detector``. One key names one thing everywhere: in YAML
 (``model: {heads: 4}``), on the command line (``--set model.heads=4``), in metrics and, later, in search
 spaces. Unknown keys and bad values raise :class:`ConfigError` (a ``ValueError``) naming the file, the key,
 the value and what would be valid, before any work starts.
@@ -27,6 +27,7 @@ BACKBONES = ("small_cnn", "resnet18")
 ACTIVATIONS = ("sigmoid", "relu", "softmax")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
+PADDINGS = ("zeros", "reflect", "replicate")
 # Down-sampling factor of each backbone's feature map; the attention map must be at least 4 x 4.
 BACKBONE_STRIDE = {"small_cnn": 8, "resnet18": 32}
 MIN_MAP_SIZE = 4
@@ -98,6 +99,8 @@ class ModelConfig:
     """Number of attention masks; each head's masked features are pooled separately, then concatenated."""
     mask_kernel: int = 1
     """Kernel size of the conv that makes the masks: 1 or 3."""
+    padding: str = "zeros"
+    """Padding of the ``small_cnn`` convs and of a 3 x 3 mask conv: ``zeros``, ``reflect`` or ``replicate``."""
     channel_attention: bool = False
     """Add squeeze-and-excitation channel attention before the spatial attention."""
     se_reduction: int = 8
@@ -110,6 +113,7 @@ class ModelConfig:
         if self.mask_kernel not in (1, 3):
             raise ConfigError(f"model.mask_kernel: {self.mask_kernel!r} is not valid; choose 1 or 3")
         _check_range("model.width", self.width, 4, 1024)
+        _check_choice("model.padding", self.padding, PADDINGS)
         _check_range("model.se_reduction", self.se_reduction, 1, 1024)
 
 
@@ -151,6 +155,44 @@ class TrainConfig:
 
 
 @dataclass
+class DetectorConfig:
+    grace_epochs: int = 2
+    """Epochs at the start whose verdicts are ignored (masks are flat at init and take a while to form)."""
+    patience: int = 2
+    """Degenerate verdicts in a row, after the grace period, before the monitor says prune."""
+    head_quorum: float = 1.0
+    """Share of the heads that must be degenerate for the model to be (1.0: every head)."""
+    dead_max: float = 0.05
+    """dead: the masks' mean per-mask maximum is below this (raw scale; not used for masks summing to 1)."""
+    dead_fraction: float = 0.5
+    """dead: at least this share of the masks is all zero."""
+    corner_ratio: float = 2.0
+    """corner: the mass in the corner cells is at least this many times a flat mask's share (0.25 on 8 x 8)."""
+    border_ratio: float = 1.6
+    """border: the mass in the border ring is at least this many times a flat mask's share (0.44 on 8 x 8)."""
+    point_peak: float = 0.5
+    """point: at least this share of a mask's mass sits in its single highest cell."""
+    flat_contrast: float = 0.06
+    """flat: the masks' contrast (coefficient of variation / sqrt(cells - 1)) is below this."""
+    static_variation: float = 0.05
+    """static: the masks' mean total-variation distance from their average mask is below this."""
+    redundant_overlap: float = 0.8
+    """redundant: with several heads, their masks' mean histogram intersection is at least this."""
+
+    def __post_init__(self) -> None:
+        _check_range("detector.grace_epochs", self.grace_epochs, 0, 10_000)
+        _check_range("detector.patience", self.patience, 1, 10_000)
+        for name in ("head_quorum", "dead_fraction", "point_peak", "redundant_overlap"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"detector.{name}: {value!r} is out of range; valid: 0 < {name} <= 1")
+        for name in ("dead_max", "flat_contrast", "static_variation"):
+            _check_range(f"detector.{name}", getattr(self, name), 0.0, 1.0)
+        for name in ("corner_ratio", "border_ratio"):
+            _check_range(f"detector.{name}", getattr(self, name), 1.0, 100.0)
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     """The data set."""
@@ -158,6 +200,8 @@ class RunConfig:
     """The attention classifier."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """The training loop."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """The mask-degeneracy detector and monitor."""
 
     def __post_init__(self) -> None:
         stride = BACKBONE_STRIDE[self.model.backbone]
@@ -179,7 +223,12 @@ class RunConfig:
         return {f"{s}.{k}": v for s, sect in self.to_dict().items() for k, v in sect.items()}
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "detector": DetectorConfig,
+}
 
 
 @functools.cache

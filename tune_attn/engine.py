@@ -34,7 +34,7 @@ class EpochResult:
     """What one epoch produced. ``masks`` are those of the fixed statistics samples, (K, heads, h, w)."""
 
     epoch: int
-    metrics: dict[str, float]
+    metrics: dict[str, Any]
     masks: np.ndarray
     stats: MaskStats
     panel_images: np.ndarray = field(repr=False)  # (n, S, S, 3) uint8, the first panel_samples of the K
@@ -65,7 +65,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, cfg)
         self.epoch = 0
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, Any]] = []
         self._probe_setup()
 
     # ---- fixed validation samples whose masks are watched every epoch -------------------------------
@@ -150,7 +150,7 @@ class Trainer:
         stats = mask_statistics(probe, self.probe_objects, self.probe_parts, self.data.val.part_names)
         stats_seconds = time.perf_counter() - t_stats
         self.epoch += 1
-        metrics: dict[str, float] = {
+        metrics: dict[str, Any] = {
             "epoch": self.epoch,
             "train_loss": train_loss,
             "val_loss": val_loss,
@@ -178,7 +178,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if _without_epochs(state.get("config")) != _without_epochs(self.cfg.to_dict()):
             raise ValueError(
-                "checkpoint: its config differs from this run's config (only train.epochs may change on resume)"
+                "checkpoint: its config differs from this run's config (only train.epochs and detector.* may change on resume)"
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -187,9 +187,11 @@ class Trainer:
 
 
 def _without_epochs(cfg: Any) -> Any:
+    """The parts of a config dict that must match on resume (not train.epochs, not the detector)."""
     if not isinstance(cfg, dict) or not isinstance(cfg.get("train"), dict):
         return cfg
-    return {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "epochs"}}
+    kept = {k: v for k, v in cfg.items() if k != "detector"}
+    return {**kept, "train": {k: v for k, v in cfg["train"].items() if k != "epochs"}}
 
 
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:

@@ -148,7 +148,7 @@ def timeline(image: Any, masks: Any, epochs: Sequence[int], path: str | Path, ti
     return _figure(tiles, captions, col_titles, [f"head {k}" for k in range(heads)], title, path, cell=1.0)
 
 
-def curves(history: Sequence[Mapping[str, float]], path: str | Path, title: str = "") -> Path:
+def curves(history: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
     """Training curves from per-epoch metric dicts: losses, validation accuracy, and mask figures."""
     epochs = [int(h["epoch"]) for h in history]
     fig = Figure(figsize=(9, 2.8), dpi=90)

@@ -23,6 +23,7 @@ import torch
 
 from tune_attn import panels
 from tune_attn.config import RunConfig, save_config
+from tune_attn.degeneracy import DegeneracyMonitor, Verdict
 from tune_attn.engine import BatchCallback, EpochResult, Trainer
 from tune_attn.masks import MaskStats
 
@@ -45,7 +46,9 @@ def panel_title(cfg: RunConfig, result: EpochResult) -> str:
     ]
     if "object_mass" in s:
         figures.append(f"object {s['object_mass']:.2f} (area {s['object_area']:.2f})")
-    return " | ".join(parts) + "\n" + " | ".join(figures)
+    verdict = m.get("detector.reason") or m.get("detector.kind", "")
+    lines = [" | ".join(parts), " | ".join(figures)] + ([f"detector: {verdict}"] if verdict else [])
+    return "\n".join(lines)
 
 
 def head_notes(stats: MaskStats) -> list[str] | None:
@@ -94,11 +97,15 @@ class RunWriter:
             for row in state.get("history", []):
                 fh.write(json.dumps(row) + "\n")
 
-    def write_epoch(self, trainer: Trainer, result: EpochResult) -> None:
+    def write_epoch(
+        self, trainer: Trainer, result: EpochResult, extra_state: dict[str, Any] | None = None
+    ) -> None:
+        """Checkpoint (with ``extra_state`` merged in), metrics line, panel, timeline and curves."""
         n = len(result.panel_images)
         self.timeline.append(result.masks[0].copy())
         state = trainer.state_dict()
         state["timeline"] = [torch.from_numpy(t) for t in self.timeline]
+        state.update(extra_state or {})
         save_checkpoint(state, self.dir / CHECKPOINT)
         with (self.dir / "metrics.jsonl").open("a") as fh:
             fh.write(json.dumps(result.metrics) + "\n")
@@ -128,8 +135,13 @@ def train_run(
     on_batch: BatchCallback | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
     trainer: Trainer | None = None,
+    prune: bool = False,
 ) -> Trainer:
-    """Train ``cfg`` writing everything to ``out_dir``; with ``resume`` continue from its checkpoint."""
+    """Train ``cfg`` writing everything to ``out_dir``; with ``resume`` continue from its checkpoint.
+
+    The degeneracy monitor (``cfg.detector``) checks the masks every epoch; its verdict goes into the
+    metrics (``detector.*`` keys) and the panel title. With ``prune`` the run stops when it says prune.
+    """
     out = Path(out_dir)
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not resume:
@@ -138,12 +150,30 @@ def train_run(
         )
     trainer = trainer or Trainer(cfg)
     writer = RunWriter(out, cfg)
+    monitor = DegeneracyMonitor(cfg.detector)
     if resume and ckpt.exists():
         state = load_checkpoint(ckpt)
         trainer.load_state_dict(state)
         writer.restore(state)
+        if "monitor" in state:
+            monitor.load_state_dict(state["monitor"])
     for result in trainer.epochs(on_batch):
-        writer.write_epoch(trainer, result)
+        verdict = monitor.update(result.epoch, result.masks)
+        result.metrics.update(verdict_metrics(verdict))
+        writer.write_epoch(trainer, result, {"monitor": monitor.state_dict()})
         if on_epoch is not None:
             on_epoch(result)
+        if prune and verdict.prune:
+            break
     return trainer
+
+
+def verdict_metrics(verdict: Verdict) -> dict[str, Any]:
+    """The monitor's verdict as metric entries (``detector.kind`` and ``detector.reason`` are strings)."""
+    return {
+        "detector.kind": verdict.kind,
+        "detector.degenerate": float(verdict.diagnosis.degenerate),
+        "detector.streak": float(verdict.streak),
+        "detector.prune": float(verdict.prune),
+        "detector.reason": verdict.reason or verdict.diagnosis.reason,
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,18 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+PaddingMode = Literal["zeros", "reflect", "replicate"]
+PADDINGS: tuple[PaddingMode, ...] = ("zeros", "reflect", "replicate")
+
+
+def check_padding(name: str) -> PaddingMode:
+    """Check a conv padding mode by name."""
+    for mode in PADDINGS:
+        if name == mode:
+            return mode
+    raise ValueError(f"padding: {name!r} is not valid; choose one of {', '.join(PADDINGS)}")
+
+
 def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation: {name!r} is not valid; choose one of {', '.join(ACTIVATIONS)}")
@@ -36,7 +49,12 @@ class SpatialAttention(nn.Module):
     """
 
     def __init__(
-        self, channels: int, heads: int = 1, activation: str = "sigmoid", kernel_size: int = 1
+        self,
+        channels: int,
+        heads: int = 1,
+        activation: str = "sigmoid",
+        kernel_size: int = 1,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         if channels < 1:
@@ -48,7 +66,9 @@ class SpatialAttention(nn.Module):
         self.act = get_activation(activation)
         self.activation = activation
         self.heads = heads
-        self.conv = nn.Conv2d(channels, heads, kernel_size, padding=kernel_size // 2)
+        self.conv = nn.Conv2d(
+            channels, heads, kernel_size, padding=kernel_size // 2, padding_mode=check_padding(padding_mode)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv(x))  # (B, heads, H, W)

@@ -8,10 +8,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tune_attn.models.attention import check_padding
 
-def _block(cin: int, cout: int) -> nn.Sequential:
+
+def _block(cin: int, cout: int, padding_mode: str = "zeros") -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False, padding_mode=check_padding(padding_mode)),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
@@ -23,11 +25,13 @@ class SmallCNN(nn.Module):
 
     stride = 8
 
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, width: int = 32, padding: str = "zeros") -> None:
         super().__init__()
         self.out_channels = 2 * width
         self.features = nn.Sequential(
-            _block(3, width), _block(width, 2 * width), _block(2 * width, 2 * width)
+            _block(3, width, padding),
+            _block(width, 2 * width, padding),
+            _block(2 * width, 2 * width, padding),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,11 +98,13 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_backbone(name: str, width: int = 32, pretrained_path: str | None = None) -> nn.Module:
+def build_backbone(
+    name: str, width: int = 32, pretrained_path: str | None = None, padding: str = "zeros"
+) -> nn.Module:
     """A backbone by registry name, optionally initialised from a local weights file."""
     if name not in BACKBONES:
         raise ValueError(f"backbone: {name!r} is not valid; choose one of {', '.join(BACKBONES)}")
-    net = SmallCNN(width) if name == "small_cnn" else BACKBONES[name]()
+    net = SmallCNN(width, padding) if name == "small_cnn" else BACKBONES[name]()
     if pretrained_path:
         state = load_weights_file(pretrained_path)
         if isinstance(net, ResNet18Features):

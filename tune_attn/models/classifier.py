@@ -28,6 +28,7 @@ class AttentionClassifier(nn.Module):
         mask_kernel: int = 1,
         channel_attention: bool = False,
         se_reduction: int = 8,
+        padding_mode: str = "zeros",
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
     ) -> None:
@@ -37,7 +38,7 @@ class AttentionClassifier(nn.Module):
         channels = int(backbone.out_channels)  # type: ignore[arg-type]
         self.backbone = backbone
         self.channel_attention = ChannelAttention(channels, se_reduction) if channel_attention else None
-        self.attention = SpatialAttention(channels, heads, activation, mask_kernel)
+        self.attention = SpatialAttention(channels, heads, activation, mask_kernel, padding_mode)
         self.fc = nn.Linear(heads * channels, num_classes)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -59,7 +60,7 @@ def build_model(
     std: Sequence[float] = (0.25, 0.25, 0.25),
 ) -> AttentionClassifier:
     """The classifier described by a ModelConfig."""
-    backbone = build_backbone(cfg.backbone, cfg.width, cfg.pretrained_path)
+    backbone = build_backbone(cfg.backbone, cfg.width, cfg.pretrained_path, cfg.padding)
     return AttentionClassifier(
         backbone,
         num_classes,
@@ -68,6 +69,7 @@ def build_model(
         mask_kernel=cfg.mask_kernel,
         channel_attention=cfg.channel_attention,
         se_reduction=cfg.se_reduction,
+        padding_mode=cfg.padding,
         mean=mean,
         std=std,
     )
