@@ -1,4 +1,5 @@
-"""Training throughput of the default model, and the cost of the mask statistics and panels per epoch.
+"""Training throughput of the default model, and the per-epoch cost of the mask statistics, the detector
+and the panels.
 
 Prints images/s for one training epoch at 64 px on this machine (NCHW and channels-last), and the time
 of the mask statistics and of the panel drawing as a fraction of that epoch, all measured in this run.
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from tune_attn.config import load_config
+from tune_attn.degeneracy import diagnose
 from tune_attn.engine import Trainer
 from tune_attn.masks import mask_statistics
 from tune_attn.run import RunWriter
@@ -69,6 +71,10 @@ def main() -> None:
     for _ in range(reps):
         mask_statistics(masks, trainer.probe_objects, trainer.probe_parts, trainer.data.val.part_names)
     stats_s = (time.perf_counter() - t0) / reps
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        diagnose(masks)
+    diagnose_s = (time.perf_counter() - t0) / reps
     result = trainer.step()
     with tempfile.TemporaryDirectory() as tmp:
         writer = RunWriter(Path(tmp), cfg)
@@ -77,9 +83,11 @@ def main() -> None:
         write_s = time.perf_counter() - t0
     print(f"masks per epoch: {masks.shape} (samples, heads, h, w)")
     print(f"mask statistics: {stats_s * 1e3:.2f} ms = {stats_s / epoch_s:.3%} of an epoch ({epoch_s:.2f} s)")
+    print(f"diagnose: {diagnose_s * 1e3:.2f} ms = {diagnose_s / epoch_s:.3%} of an epoch")
     print(f"panels + curves + checkpoint: {write_s:.2f} s = {write_s / epoch_s:.1%} of an epoch")
     print(f"ratio channels_last / NCHW throughput: {rates[True] / rates[False]:.2f}")
     print(f"ratio mask statistics / epoch: {stats_s / epoch_s:.5f}")
+    print(f"ratio diagnose / epoch: {diagnose_s / epoch_s:.5f}")
     assert np.isfinite(stats_s)
 
 

@@ -52,7 +52,10 @@ def test_yaml_and_overrides_with_type_coercion(tmp_path: Path) -> None:
         (["data.name=pets"], "data.root: data set 'pets' needs data.root"),
         (["data.image_size=200"], "data.image_size: 200 is out of range"),
         (["model.channel_attention=maybe"], "not a valid bool"),
-        (["model.padding=circle"], "model.padding: 'circle' is not valid; choose one of zeros, reflect, replicate"),
+        (
+            ["model.padding=circle"],
+            "model.padding: 'circle' is not valid; choose one of zeros, reflect, replicate",
+        ),
         (["detector.patience=0"], "detector.patience: 0 is out of range"),
         (["detector.point_peak=1.5"], "detector.point_peak: 1.5 is out of range; valid: 0 < point_peak <= 1"),
         (["model.backbone=resnet18", "data.image_size=64"], "use data.image_size >= 128"),

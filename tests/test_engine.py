@@ -108,7 +108,9 @@ def test_broken_checkpoint_is_refused(tmp_path: Path) -> None:
 
 def test_monitor_verdicts_are_recorded_and_prune_stops_the_run(tmp_path: Path) -> None:
     # Thresholds that call every mask flat (contrast is always < 1): a verdict that surely fires.
-    cfg = _cfg("train.epochs=4", "detector.grace_epochs=1", "detector.patience=2", "detector.flat_contrast=1.0")
+    cfg = _cfg(
+        "train.epochs=4", "detector.grace_epochs=1", "detector.patience=2", "detector.flat_contrast=1.0"
+    )
     trainer = train_run(cfg, tmp_path / "run", prune=True)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]  # grace 1, then 2 in a row -> stops after epoch 3

@@ -138,5 +138,7 @@ def test_padding_modes_reach_every_conv(padding: str) -> None:
     assert len(convs) == 4 and all(c.padding_mode == padding for c in convs)
     logits, masks = model(torch.rand(2, 3, 32, 32))
     assert logits.shape == (2, 3) and masks.shape == (2, 1, 4, 4)
-    with pytest.raises(ValueError, match="padding: 'circle' is not valid; choose one of zeros, reflect, replicate"):
+    with pytest.raises(
+        ValueError, match="padding: 'circle' is not valid; choose one of zeros, reflect, replicate"
+    ):
         SpatialAttention(8, padding_mode="circle")

@@ -65,28 +65,29 @@ class DeadRule(Rule):
         return None
 
 
-class CornerRule(Rule):
+class _RegionRule(Rule):
+    """Mass piled in a region (``corner`` or ``border``, named by ``kind``): at least
+    ``<kind>_ratio`` times the share a flat mask has there."""
+
+    def check(self, f: HeadFigures) -> str | None:
+        mass, uniform = getattr(f, f"{self.kind}_mass"), getattr(f, f"{self.kind}_uniform")
+        if mass >= getattr(self.cfg, f"{self.kind}_ratio") * uniform:
+            return f"{self.kind}: {mass:.2f} of mass in {self.kind} cells (uniform {uniform:.2f})"
+        return None
+
+
+class CornerRule(_RegionRule):
     """Mass piled in the four corner blocks: at least ``corner_ratio`` times a flat mask's share there.
     This is the seed's headline failure: the mask sits in the corners and stops following the image."""
 
     kind = "corner"
 
-    def check(self, f: HeadFigures) -> str | None:
-        if f.corner_mass >= self.cfg.corner_ratio * f.corner_uniform:
-            return f"corner: {f.corner_mass:.2f} of mass in corner cells (uniform {f.corner_uniform:.2f})"
-        return None
 
-
-class BorderRule(Rule):
+class BorderRule(_RegionRule):
     """Mass piled along the edges: the border ring holds at least ``border_ratio`` times a flat mask's
     share. Padding artefacts pull masks there; the object rarely is."""
 
     kind = "border"
-
-    def check(self, f: HeadFigures) -> str | None:
-        if f.border_mass >= self.cfg.border_ratio * f.border_uniform:
-            return f"border: {f.border_mass:.2f} of mass in border cells (uniform {f.border_uniform:.2f})"
-        return None
 
 
 class PointRule(Rule):

@@ -74,9 +74,11 @@ def _figure(
     col_lines = max((t.count("\n") + 1 for t in col_titles), default=0)
     top_in = 0.14 * (title_lines + col_lines) + 0.1
     left_in = 0.25 if any(row_titles) else 0.05
-    fig_w, fig_h = cell * cols + left_in + 0.05, cell * rows + top_in + 0.05
+    fig_w = max(cell * cols + left_in + 0.05, 0.06 * max(len(line) for line in title.split("\n")) + 0.2)
+    fig_h = cell * rows + top_in + 0.05
     fig = Figure(figsize=(fig_w, fig_h), dpi=90)
-    ax = fig.add_axes((left_in / fig_w, 0.05 / fig_h, cell * cols / fig_w, cell * rows / fig_h))
+    left = left_in + (fig_w - cell * cols - left_in - 0.05) / 2  # centred when the title is wider
+    ax = fig.add_axes((left / fig_w, 0.05 / fig_h, cell * cols / fig_w, cell * rows / fig_h))
     ax.imshow(canvas, interpolation="nearest")
     ax.set_axis_off()
     for j, text in enumerate(col_titles):

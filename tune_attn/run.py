@@ -52,10 +52,15 @@ def panel_title(cfg: RunConfig, result: EpochResult) -> str:
 
 
 def head_notes(stats: MaskStats) -> list[str] | None:
-    """Per head, the ground-truth part holding most of its mass, e.g. ``ears 0.41``."""
+    """Per head, the ground-truth part holding most of its on-part mass, e.g. ``ears 45%`` (the parts are
+    disjoint, so the shares of one head add up to 100%)."""
     if stats.coverage is None or not stats.part_names:
         return None
-    return [f"{stats.part_names[int(row.argmax())]} {row.max():.2f}" for row in stats.coverage]
+    notes = []
+    for row in stats.coverage:
+        share = row / max(float(row.sum()), 1e-12)
+        notes.append(f"{stats.part_names[int(share.argmax())]} {share.max():.0%}")
+    return notes
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
