@@ -90,6 +90,17 @@ def test_most_specific_kind_wins_and_the_rest_are_reasons() -> None:
     assert kinds[0] == "corner" and "border" in kinds and "static" in kinds
 
 
+def test_one_corner_and_its_edges_is_border_not_corner() -> None:
+    m = np.full((16, 1, 8, 8), 0.01)
+    m[:, 0, 0, :] = 0.3  # the top row ...
+    m[:, 0, :, -1] = 0.3  # ... and the right column
+    m[:, 0, :2, -2:] = 1.0  # densest in the top-right corner block
+    d = diagnose(m)
+    assert d.stats["corner_mass"] >= 0.5 and d.stats["corners_used"] == 1.0
+    assert d.kind == "border"
+    assert diagnose(m, corner_min_blocks=1).kind == "corner"
+
+
 def test_nonfinite_masks_are_degenerate() -> None:
     m = blobs()
     m[3, 0, 2, 2] = np.nan

@@ -30,6 +30,7 @@ def test_corner_mask_and_point_mask() -> None:
     m[:, :, :2, :2] = m[:, :, -2:, -2:] = m[:, :, :2, -2:] = m[:, :, -2:, :2] = 1.0
     s = mask_statistics(m).summary
     assert s["corner_mass"] == pytest.approx(1.0)
+    assert s["corners_used"] == 4.0
     assert s["entropy"] == pytest.approx(np.log(16) / np.log(64))
     p = np.zeros((4, 1, 8, 8))
     p[:, :, 3, 4] = 5.0

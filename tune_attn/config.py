@@ -168,6 +168,9 @@ class DetectorConfig:
     """dead: at least this share of the masks is all zero."""
     corner_ratio: float = 2.0
     """corner: the mass in the corner cells is at least this many times a flat mask's share (0.25 on 8 x 8)."""
+    corner_min_blocks: float = 2.0
+    """corner: the mass must be spread over at least this many of the four corner blocks (each holding
+    at least 10 % of a mask's mass, averaged over masks)."""
     border_ratio: float = 1.6
     """border: the mass in the border ring is at least this many times a flat mask's share (0.44 on 8 x 8)."""
     point_peak: float = 0.5
@@ -188,6 +191,7 @@ class DetectorConfig:
                 raise ConfigError(f"detector.{name}: {value!r} is out of range; valid: 0 < {name} <= 1")
         for name in ("dead_max", "flat_contrast", "static_variation"):
             _check_range(f"detector.{name}", getattr(self, name), 0.0, 1.0)
+        _check_range("detector.corner_min_blocks", self.corner_min_blocks, 0.0, 4.0)
         for name in ("corner_ratio", "border_ratio"):
             _check_range(f"detector.{name}", getattr(self, name), 1.0, 100.0)
 

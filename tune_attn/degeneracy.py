@@ -29,6 +29,7 @@ class HeadFigures:
     dead_fraction: float
     corner_mass: float
     corner_uniform: float
+    corners_used: float
     border_mass: float
     border_uniform: float
     peak_mass: float
@@ -65,29 +66,32 @@ class DeadRule(Rule):
         return None
 
 
-class _RegionRule(Rule):
-    """Mass piled in a region (``corner`` or ``border``, named by ``kind``): at least
-    ``<kind>_ratio`` times the share a flat mask has there."""
-
-    def check(self, f: HeadFigures) -> str | None:
-        mass, uniform = getattr(f, f"{self.kind}_mass"), getattr(f, f"{self.kind}_uniform")
-        if mass >= getattr(self.cfg, f"{self.kind}_ratio") * uniform:
-            return f"{self.kind}: {mass:.2f} of mass in {self.kind} cells (uniform {uniform:.2f})"
-        return None
-
-
-class CornerRule(_RegionRule):
-    """Mass piled in the four corner blocks: at least ``corner_ratio`` times a flat mask's share there.
-    This is the seed's headline failure: the mask sits in the corners and stops following the image."""
+class CornerRule(Rule):
+    """Mass piled in the corners: the four corner blocks hold at least ``corner_ratio`` times a flat
+    mask's share, spread over at least ``corner_min_blocks`` of them (the seed's "four corners"; a pile
+    in one corner alone is a ``border`` or ``point`` failure)."""
 
     kind = "corner"
 
+    def check(self, f: HeadFigures) -> str | None:
+        if (
+            f.corner_mass >= self.cfg.corner_ratio * f.corner_uniform
+            and f.corners_used >= self.cfg.corner_min_blocks
+        ):
+            return f"corner: {f.corner_mass:.2f} of mass in corner cells (uniform {f.corner_uniform:.2f})"
+        return None
 
-class BorderRule(_RegionRule):
+
+class BorderRule(Rule):
     """Mass piled along the edges: the border ring holds at least ``border_ratio`` times a flat mask's
-    share. Padding artefacts pull masks there; the object rarely is."""
+    share. Zero padding pulls masks there; the object rarely is."""
 
     kind = "border"
+
+    def check(self, f: HeadFigures) -> str | None:
+        if f.border_mass >= self.cfg.border_ratio * f.border_uniform:
+            return f"border: {f.border_mass:.2f} of mass in border cells (uniform {f.border_uniform:.2f})"
+        return None
 
 
 class PointRule(Rule):
@@ -172,6 +176,7 @@ def _figures(
         dead_fraction=float(stats_per["dead_fraction"][k]),
         corner_mass=float(stats_per["corner_mass"][k]),
         corner_uniform=summary["corner_uniform"],
+        corners_used=float(stats_per["corners_used"][k]),
         border_mass=float(stats_per["border_mass"][k]),
         border_uniform=summary["border_uniform"],
         peak_mass=float(stats_per["peak_mass"][k]),

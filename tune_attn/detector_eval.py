@@ -61,7 +61,7 @@ class EvalReport:
         """The confusion matrix as a Markdown table: rows are labels, columns the detector's kinds."""
         cols = [k for k in KINDS if any(p == k for (_, p) in self.counts)]
         lines = [
-            "| label \\\\ detector | " + " | ".join(cols) + " | n | recall |",
+            "| label \\ detector | " + " | ".join(cols) + " | n | recall |",
             "| --- |" + " --- |" * (len(cols) + 2),
         ]
         for label in self.labels:

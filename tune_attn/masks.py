@@ -41,6 +41,18 @@ def region_masks(h: int, w: int) -> dict[str, np.ndarray]:
     return {"corner": corner, "border": border}
 
 
+def corner_blocks(h: int, w: int) -> list[np.ndarray]:
+    """The four corner blocks of :func:`region_masks` one by one, as boolean (h, w) masks."""
+    k = max(1, min(h, w) // 4)
+    blocks = []
+    for rows in (slice(0, k), slice(h - k, h)):
+        for cols in (slice(0, k), slice(w - k, w)):
+            block = np.zeros((h, w), dtype=bool)
+            block[rows, cols] = True
+            blocks.append(block)
+    return blocks
+
+
 def pool_to_grid(masks: np.ndarray, h: int, w: int) -> np.ndarray:
     """Area-average (..., H, W) pixel masks onto an h x w grid of cells (cell i covers pixels
     [i H / h, (i + 1) H / h)), giving the covered fraction of each cell."""
@@ -101,6 +113,7 @@ def mask_statistics(
       entropy           entropy of the normalised mask / log(h w): 1 flat, 0 one cell
       peak_mass         share of the mass in the single highest cell
       corner_mass       share of the mass in the corner cells; corner_uniform is that share for a flat mask
+      corners_used      how many of the four corner blocks hold at least 10 % of the mass (mean over masks)
       border_mass       share of the mass in the border ring; border_uniform likewise
       dead_fraction     share of masks whose values are all ~0
       input_variation   mean total-variation distance between a sample's mask and the mean mask (0 static)
@@ -124,6 +137,8 @@ def mask_statistics(
     regions = region_masks(h, w)
     for name, region in regions.items():
         per[f"{name}_mass"] = p[..., region.reshape(-1)].sum(-1).mean(0)
+    block_mass = np.stack([p[..., b.reshape(-1)].sum(-1) for b in corner_blocks(h, w)], -1)  # (N, heads, 4)
+    per["corners_used"] = (block_mass >= 0.1).sum(-1).mean(0).astype(np.float64)
     per["dead_fraction"] = dead.mean(0).astype(np.float64)
     mean_p = p.mean(0, keepdims=True)
     per["input_variation"] = 0.5 * np.abs(p - mean_p).sum(-1).mean(0)
