@@ -124,3 +124,21 @@ def test_monitor_verdicts_are_recorded_and_prune_stops_the_run(tmp_path: Path) -
     train_run(cfg, tmp_path / "all")
     rows = [json.loads(x) for x in (tmp_path / "all" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and rows[-1]["detector.prune"] == 1.0
+
+
+def test_head_notes_name_the_object_share_and_main_part() -> None:
+    from tune_attn.masks import mask_statistics
+    from tune_attn.run import head_notes
+
+    obj = np.zeros((2, 4, 4))
+    obj[:, :2, :2] = 1.0
+    parts = np.zeros((2, 2, 4, 4))
+    parts[:, 0, 0, 0] = 1.0
+    parts[:, 1, 1, 1] = 1.0
+    m = np.zeros((2, 2, 4, 4))
+    m[:, 0, 0, 0] = 1.0  # head 0: all on the ears
+    m[:, 1, 1, 1] = 1.0  # head 1: half on the body ...
+    m[:, 1, 3, 3] = 1.0  # ... half on the background
+    notes = head_notes(mask_statistics(m, obj, parts, ("ears", "body")))
+    assert notes == ["on object 100%\nears 100% of it", "on object 50%\nbody 100% of it"]
+    assert head_notes(mask_statistics(m)) is None  # no ground truth, no notes

@@ -52,14 +52,15 @@ def panel_title(cfg: RunConfig, result: EpochResult) -> str:
 
 
 def head_notes(stats: MaskStats) -> list[str] | None:
-    """Per head, the ground-truth part holding most of its on-part mass, e.g. ``ears 45%`` (the parts are
-    disjoint, so the shares of one head add up to 100%)."""
-    if stats.coverage is None or not stats.part_names:
+    """Per head, the share of its mass on the object, and the ground-truth part holding most of its
+    on-part mass, e.g. ``on object 62%`` / ``ears 45% of it`` (the parts are disjoint)."""
+    if stats.coverage is None or not stats.part_names or "object_mass" not in stats.per_head:
         return None
     notes = []
-    for row in stats.coverage:
+    for k, row in enumerate(stats.coverage):
         share = row / max(float(row.sum()), 1e-12)
-        notes.append(f"{stats.part_names[int(share.argmax())]} {share.max():.0%}")
+        on = float(stats.per_head["object_mass"][k])
+        notes.append(f"on object {on:.0%}\n{stats.part_names[int(share.argmax())]} {share.max():.0%} of it")
     return notes
 
 
