@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tune_attn.config import RunConfig
+from tune_attn.tune.search import SearchSpace, SpaceError, config_from_flat
+
+ROOT = Path(__file__).resolve().parents[1]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_space_loads_and_samples_valid_configs(path: Path) -> None:
+    space = SearchSpace.load(path)
+    assert space.searched_keys()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        trial = study.ask()
+        flat = space.sample(trial)
+        cfg = config_from_flat(flat)
+        assert isinstance(cfg, RunConfig)
+        assert set(trial.params) <= set(flat)
+        study.tell(trial, 0.5)
+
+
+def test_shipped_spaces_are_the_three_named() -> None:
+    assert {p.stem for p in (ROOT / "search_spaces").glob("*.yaml")} == {"default", "smoke", "pets"}
+
+
+def test_conditional_keys_are_sampled_only_when_their_condition_holds() -> None:
+    space = SearchSpace.from_dict(
+        {
+            "train.optimizer": {"type": "categorical", "choices": ["adamw", "sgd"]},
+            "train.momentum": {
+                "type": "uniform",
+                "low": 0.5,
+                "high": 0.9,
+                "when": {"train.optimizer": "sgd"},
+            },
+        }
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        flat = space.sample(trial)
+        seen.add(flat["train.optimizer"])
+        assert ("train.momentum" in flat) == (flat["train.optimizer"] == "sgd")
+        assert ("train.momentum" in trial.params) == (flat["train.optimizer"] == "sgd")
+        study.tell(trial, 0.0)
+    assert seen == {"adamw", "sgd"}
+
+
+def test_fixed_values_and_int_log_distributions() -> None:
+    space = SearchSpace.from_dict(
+        {
+            "train.epochs": 3,
+            "model.heads": {"type": "int", "low": 1, "high": 8, "log": True},
+            "train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+        }
+    )
+    trial = optuna.create_study().ask()
+    flat = space.sample(trial)
+    assert flat["train.epochs"] == 3 and 1 <= flat["model.heads"] <= 8 and 1e-4 <= flat["train.lr"] <= 1e-2
+    assert space.searched_keys() == ["model.heads", "train.lr"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"model.headz": 2}, "unknown key 'model.headz'; valid keys: data.name"),
+        (
+            {"model.heads": {"type": "normal", "low": 1, "high": 2}},
+            "model.heads: type 'normal' is not valid; choose one of categorical, int, uniform, loguniform",
+        ),
+        ({"model.heads": {"type": "int", "low": 4, "high": 1}}, "model.heads: low 4 must be below high 1"),
+        (
+            {"model.heads": {"type": "int", "low": 0, "high": 4}},
+            "model.heads: the value 0 of this int is refused: model.heads: 0 is out of range",
+        ),
+        (
+            {"model.activation": {"type": "categorical", "choices": ["sigmoid", "tanh"]}},
+            "the value 'tanh' of this categorical is refused: model.activation: 'tanh' is not valid",
+        ),
+        ({"train.lr": {"type": "loguniform", "low": 0, "high": 1}}, "a loguniform needs low > 0"),
+        ({"train.lr": {"type": "uniform", "low": 0.1}}, "a uniform needs numbers 'low' and 'high'"),
+        ({"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2, "bins": 3}}, "unknown field(s) bins"),
+        ({"model.heads": {"type": "categorical", "choices": []}}, "needs a non-empty list 'choices'"),
+        (
+            {
+                "train.momentum": {
+                    "type": "uniform",
+                    "low": 0.1,
+                    "high": 0.2,
+                    "when": {"train.optimizer": "sgd"},
+                }
+            },
+            "'when' names 'train.optimizer', which is not a key earlier in this space",
+        ),
+        ({"model.heads": {"type": "int", "low": 1.5, "high": 4}}, "an int needs whole numbers"),
+        ({"data.image_size": 8}, "data.image_size: 8 is out of range"),
+        ([1, 2], "a search space maps config keys"),
+    ],
+)
+def test_bad_spaces_fail_before_any_trial_naming_the_key(raw: object, needle: str, tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpaceError) as exc:
+        SearchSpace.load(path)
+    assert needle in str(exc.value)
+    assert str(exc.value).startswith(str(path))

@@ -1,0 +1,1 @@
+"""Ray Tune / Optuna sweeps over attention classifiers (issue 4; the search-space part so far)."""

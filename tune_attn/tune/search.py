@@ -1,0 +1,202 @@
+"""Declarative search spaces (YAML) turned into an Optuna define-by-run function.
+
+A space file maps config keys (``section.key``, as in ``--set``) to a fixed value or a distribution::
+
+    model.activation: {type: categorical, choices: [sigmoid, relu, softmax]}
+    model.heads: {type: int, low: 1, high: 4}
+    train.weight_decay: {type: loguniform, low: 1.0e-6, high: 1.0e-1}
+    train.lr: {type: loguniform, low: 3.0e-4, high: 1.0e-2}
+    train.momentum: {type: uniform, low: 0.8, high: 0.99, when: {train.optimizer: sgd}}
+    train.epochs: 8
+
+``when`` makes a key conditional: it is sampled only when the named keys (sampled or fixed earlier in the
+file) have the given values, otherwise the config default holds. The whole space is checked before any
+trial runs: unknown keys, unknown distribution types, bad ranges and values the config would refuse raise
+:class:`SpaceError` naming the file, the key and what is valid.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tune_attn.config import ConfigError, RunConfig, from_dict, read_yaml, valid_keys
+
+DISTRIBUTIONS = ("categorical", "int", "uniform", "loguniform")
+_FIELDS = {
+    "categorical": {"type", "choices", "when"},
+    "int": {"type", "low", "high", "step", "log", "when"},
+    "uniform": {"type", "low", "high", "when"},
+    "loguniform": {"type", "low", "high", "when"},
+}
+
+
+class SpaceError(ConfigError):
+    """A search space is wrong; the message names the file, the key and what would be valid."""
+
+
+@dataclass
+class Param:
+    """One key of a space: a fixed ``value``, or a distribution to sample."""
+
+    key: str
+    kind: str  # "fixed" or one of DISTRIBUTIONS
+    value: Any = None
+    choices: list[Any] = field(default_factory=list)
+    low: float = 0.0
+    high: float = 0.0
+    step: int = 1
+    log: bool = False
+    when: dict[str, Any] = field(default_factory=dict)
+
+    def candidates(self) -> list[Any]:
+        """Values that span the parameter (for checking the space before any trial)."""
+        if self.kind == "fixed":
+            return [self.value]
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.kind == "int":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high]
+
+    def sample(self, trial: Any) -> Any:
+        """Draw this parameter from an Optuna trial (define-by-run)."""
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.key, self.choices)
+        if self.kind == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), step=self.step, log=self.log)
+        return trial.suggest_float(self.key, self.low, self.high, log=self.kind == "loguniform")
+
+
+@dataclass
+class SearchSpace:
+    """An ordered list of parameters loaded from a YAML file."""
+
+    params: list[Param]
+    source: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchSpace:
+        raw = read_yaml(path)
+        return cls.from_dict(raw, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "") -> SearchSpace:
+        where = f"{source}: " if source else ""
+        if not isinstance(raw, Mapping) or not raw:
+            raise SpaceError(
+                f"{where}a search space maps config keys to values or distributions, e.g. "
+                "'model.heads: {type: int, low: 1, high: 4}'"
+            )
+        keys = valid_keys()
+        params: list[Param] = []
+        for key, spec in raw.items():
+            if key not in keys:
+                raise SpaceError(f"{where}unknown key {key!r}; valid keys: {', '.join(keys)}")
+            params.append(_parse(key, spec, where, {p.key for p in params}))
+        space = cls(params, source)
+        space.check()
+        return space
+
+    def check(self) -> None:
+        """Build a RunConfig for the extremes of every parameter, so that a bad range or choice fails now."""
+        where = f"{self.source}: " if self.source else ""
+        fixed = {p.key: p.value for p in self.params if p.kind == "fixed"}
+        try:
+            config_from_flat(fixed)
+        except ConfigError as exc:
+            raise SpaceError(f"{where}{exc}") from None
+        for p in self.params:
+            if p.kind == "fixed":
+                continue
+            for value in p.candidates():
+                try:
+                    config_from_flat({**fixed, **p.when, p.key: value})
+                except ConfigError as exc:
+                    raise SpaceError(
+                        f"{where}{p.key}: the value {value!r} of this {p.kind} is refused: {exc}"
+                    ) from None
+
+    def sample(self, trial: Any) -> dict[str, Any]:
+        """Define-by-run: draw every active parameter from an Optuna trial; returns flat ``section.key`` values.
+
+        A parameter whose ``when`` does not hold is skipped (the config default applies)."""
+        flat: dict[str, Any] = {}
+        for p in self.params:
+            if all(flat.get(k, _default(k)) == v for k, v in p.when.items()):
+                flat[p.key] = p.sample(trial)
+        return flat
+
+    def searched_keys(self) -> list[str]:
+        return [p.key for p in self.params if p.kind != "fixed"]
+
+    def grid_corners(self) -> list[dict[str, Any]]:
+        """Every combination of the candidates of the non-conditional parameters (used by tests)."""
+        plain = [p for p in self.params if not p.when]
+        return [
+            dict(zip([p.key for p in plain], combo, strict=True))
+            for combo in itertools.product(*(p.candidates() for p in plain))
+        ]
+
+
+def _default(key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(RunConfig(), section), name)
+
+
+def _parse(key: str, spec: Any, where: str, earlier: set[str]) -> Param:
+    if not isinstance(spec, Mapping):
+        return Param(key, "fixed", value=spec)
+    kind = spec.get("type")
+    if kind not in DISTRIBUTIONS:
+        raise SpaceError(
+            f"{where}{key}: type {kind!r} is not valid; choose one of {', '.join(DISTRIBUTIONS)}"
+        )
+    extra = set(spec) - _FIELDS[kind]
+    if extra:
+        raise SpaceError(
+            f"{where}{key}: unknown field(s) {', '.join(sorted(extra))} for a {kind}; valid: "
+            f"{', '.join(sorted(_FIELDS[kind]))}"
+        )
+    when = spec.get("when") or {}
+    if not isinstance(when, Mapping):
+        raise SpaceError(
+            f"{where}{key}: 'when' must map earlier keys to values, e.g. {{train.optimizer: sgd}}"
+        )
+    for k in when:
+        if k not in earlier:
+            raise SpaceError(f"{where}{key}: 'when' names {k!r}, which is not a key earlier in this space")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise SpaceError(f"{where}{key}: a categorical needs a non-empty list 'choices'")
+        return Param(key, kind, choices=list(choices), when=dict(when))
+    try:
+        low, high = float(spec["low"]), float(spec["high"])
+    except (KeyError, TypeError, ValueError):
+        raise SpaceError(f"{where}{key}: a {kind} needs numbers 'low' and 'high'") from None
+    if not low < high and not (kind == "int" and low == high):
+        raise SpaceError(f"{where}{key}: low {low:g} must be below high {high:g}")
+    if kind == "loguniform" and low <= 0:
+        raise SpaceError(f"{where}{key}: a loguniform needs low > 0, got {low:g}")
+    if kind == "int" and (not low.is_integer() or not high.is_integer()):
+        raise SpaceError(f"{where}{key}: an int needs whole numbers, got low {low:g}, high {high:g}")
+    step = int(spec.get("step", 1))
+    return Param(key, kind, low=low, high=high, step=step, log=bool(spec.get("log", False)), when=dict(when))
+
+
+def config_from_flat(flat: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """A RunConfig from flat ``section.key`` values over ``base`` (default: the defaults)."""
+    nested: dict[str, dict[str, Any]] = {s: dict(v) for s, v in (base or RunConfig()).to_dict().items()}
+    for key, value in flat.items():
+        section, _, name = key.partition(".")
+        nested.setdefault(section, {})[name] = value
+    return from_dict(nested)
+
+
+__all__ = ["DISTRIBUTIONS", "Param", "SearchSpace", "SpaceError", "config_from_flat"]
