@@ -110,6 +110,70 @@ def train(
 
 
 @app.command()
+def sweep(
+    space: Annotated[Path, typer.Argument(help="Search space YAML (see search_spaces/).")],
+    num_samples: Annotated[int, typer.Option(help="Number of trials.")] = 8,
+    max_concurrent: Annotated[int, typer.Option(help="Trials running at once.")] = 2,
+    name: Annotated[str, typer.Option(help="Sweep name: the folder under --storage.")] = "sweep",
+    storage: Annotated[
+        str, typer.Option(help="Results folder, or a URI such as s3://bucket/prefix.")
+    ] = "runs/sweeps",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to join ('auto', 'ray://host:port'); default: a local Ray."),
+    ] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial.")] = 1.0,
+    gpus_per_trial: Annotated[
+        float, typer.Option(help="GPUs per trial (fractions allowed, e.g. 0.25).")
+    ] = 0.0,
+    scheduler: Annotated[str, typer.Option(help="asha or none.")] = "none",
+    seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted sweep of the same name.")] = False,
+) -> None:
+    """Run a hyperparameter sweep: Ray Tune trials, Optuna TPE, and degeneracy pruning."""
+    from tune_attn.tune.search import SpaceError
+    from tune_attn.tune.sweep import SweepOptions, run_sweep
+
+    try:
+        options = SweepOptions(
+            name,
+            storage,
+            num_samples,
+            max_concurrent,
+            address,
+            cpus_per_trial,
+            gpus_per_trial,
+            scheduler,
+            seed,
+            resume,
+        )
+        result = run_sweep(space, options, echo=lambda line: console.print(line, highlight=False))
+    except (SpaceError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    done: dict[str, int] = {}
+    for row in result.rows:
+        kind = row["status"].split(":")[0]
+        done[kind] = done.get(kind, 0) + 1
+    console.print(
+        f"sweep finished: {', '.join(f'{n} {k}' for k, n in sorted(done.items()))}", highlight=False
+    )
+    best = max(
+        (r for r in result.rows if r["status"] == "completed"),
+        key=lambda r: r["last_val_accuracy"],
+        default=None,
+    )
+    if best is not None:
+        console.print(
+            f"best completed trial: {best['trial_id']} val_accuracy {best['last_val_accuracy']:.3f}",
+            highlight=False,
+        )
+    console.print(
+        f"results: {result.path} (summary.csv, summary.json; each trial's panels under trial_*/run/panels)",
+        highlight=False,
+    )
+
+
+@app.command()
 def keys() -> None:
     """List every config key with its type, default and meaning."""
     table = Table("key", "type", "default", "meaning", show_lines=False)

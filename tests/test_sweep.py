@@ -1,0 +1,92 @@
+"""A real sweep: real Ray (local), real Optuna, real training on tiny embedded data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from tune_attn.tune.searcher import trial_status
+from tune_attn.tune.sweep import SweepOptions, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+COLLAPSE_SPACE = ROOT / "tests" / "data" / "space_collapse.yaml"
+
+
+@pytest.fixture(scope="module")
+def ray_local():  # type: ignore[no-untyped-def]
+    import ray
+
+    ray.init(include_dashboard=False, log_to_driver=False, num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = run_sweep(
+        COLLAPSE_SPACE, SweepOptions(name="smoke", storage=str(tmp_path), num_samples=6, seed=0)
+    )
+    trials = result.study.trials
+    assert len(trials) == 6
+    by_optimizer: dict[str, set[TrialState]] = {}
+    for t in trials:
+        by_optimizer.setdefault(t.params["train.optimizer"], set()).add(t.state)
+    # SGD with weight decay 5 kills the mask: those trials are PRUNED with their reason; AdamW completes.
+    assert by_optimizer == {"sgd": {TrialState.PRUNED}, "adamw": {TrialState.COMPLETE}}
+    for t in trials:
+        if t.state == TrialState.PRUNED:
+            assert t.user_attrs["status"] == "pruned:dead"
+            assert t.user_attrs["prune_reason"].startswith("dead:")
+            # Optuna keeps a pruned trial's last intermediate value (TPE ranks pruned trials apart).
+            assert t.value == t.intermediate_values[max(t.intermediate_values)]
+        else:
+            assert t.user_attrs["status"] == "completed" and t.value is not None
+    # The summary has one row per trial with its status, and each trial wrote its mask panels.
+    rows = json.loads((Path(result.path) / "summary.json").read_text())
+    assert len(rows) == 6
+    assert sorted(r["status"] for r in rows) == sorted(t.user_attrs["status"] for t in trials)
+    for row in rows:
+        assert row["epochs"] == (3 if row["status"] == "completed" else 2)  # grace 1 + patience 1
+        assert list(Path(row["path"]).glob("run/panels/epoch_*.png"))
+    assert (Path(result.path) / "summary.csv").read_text().startswith("trial_id,status,reason")
+
+
+def test_trial_status_from_last_result() -> None:
+    assert trial_status(None, True, "acc") == ("error", "the trial raised an error (see its error.txt)")
+    assert trial_status({"acc": float("nan")}, False, "acc") == ("error", "acc is nan")
+    assert trial_status(
+        {"acc": 0.5, "detector.prune": 1.0, "detector.kind": "corner", "detector.reason": "corner: 0.8"},
+        False,
+        "acc",
+    ) == ("pruned:corner", "corner: 0.8")
+    assert trial_status({"acc": 0.5, "epoch": 2, "epochs_budget": 6}, False, "acc")[0] == "stopped:asha"
+    assert trial_status({"acc": 0.5, "epoch": 6, "epochs_budget": 6}, False, "acc") == ("completed", "")
+
+
+def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:
+    bad = tmp_path / "space.yaml"
+    bad.write_text("model.heads: {type: int, low: 0, high: 4}\n")
+    env = {**os.environ, "COLUMNS": "200"}
+    r = subprocess.run(
+        [sys.executable, "-m", "tune_attn.cli", "sweep", str(bad), "--storage", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert "space.yaml: model.heads: the value 0 of this int is refused" in r.stderr
+    assert "Started a local Ray" not in r.stderr + r.stdout
+    r = subprocess.run(
+        [sys.executable, "-m", "tune_attn.cli", "sweep", str(COLLAPSE_SPACE), "--scheduler", "hyperband"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "--scheduler: 'hyperband' is not valid; choose asha or none" in r.stderr

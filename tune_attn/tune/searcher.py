@@ -1,0 +1,64 @@
+"""An OptunaSearch that tells Optuna how a trial really ended.
+
+Ray's ``OptunaSearch.on_trial_complete`` tells COMPLETE whenever the last result holds the metric, so a
+trial stopped for mask degeneracy (or by ASHA) would count as a finished trial with its stop-epoch accuracy,
+pulling TPE towards collapsing regions; and a NaN metric leaves the Optuna trial RUNNING. Here a trial is:
+
+- PRUNED when the degeneracy monitor stopped it (``detector.prune`` in its last result), with the reason
+  stored as the user attribute ``prune_reason``;
+- PRUNED with ``prune_reason = "stopped:asha"`` when it ended before its epoch budget without an error;
+- FAIL on an error or a non-finite metric;
+- COMPLETE otherwise, with its last metric.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+STATUS_KEY = "status"
+
+
+def trial_status(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[str, str]:
+    """(status, reason) of a finished trial from its last result: ``completed``, ``pruned:<kind>``,
+    ``stopped:asha`` or ``error``."""
+    if error or not result:
+        return "error", "the trial raised an error (see its error.txt)"
+    value = result.get(metric)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "error", f"{metric} is {value!r}"
+    if result.get("detector.prune"):
+        return f"pruned:{result.get('detector.kind', 'degenerate')}", str(result.get("detector.reason", ""))
+    if result.get("epoch", 0) < result.get("epochs_budget", 0):
+        return "stopped:asha", f"stopped by the scheduler after epoch {result.get('epoch')}"
+    return "completed", ""
+
+
+class DegeneracyAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch whose trials end COMPLETE, PRUNED or FAIL as they really ended (see the module doc)."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        ot_trial = self._ot_trials[trial_id]
+        study: Any = self._ot_study
+        status, reason = trial_status(result, error, str(self.metric))
+        ot_trial.set_user_attr("status", status)
+        if status == "completed":
+            assert result is not None
+            study.tell(ot_trial, float(result[str(self.metric)]), state=TrialState.COMPLETE)
+        elif status == "error":
+            ot_trial.set_user_attr("error", reason)
+            study.tell(ot_trial, state=TrialState.FAIL)
+        else:
+            ot_trial.set_user_attr("prune_reason", reason)
+            study.tell(ot_trial, state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+    @property
+    def study(self) -> Any:
+        """The Optuna study (read it after a sweep: states, params, user attributes)."""
+        return self._ot_study

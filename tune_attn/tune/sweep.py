@@ -1,0 +1,230 @@
+"""Build and run a sweep: Ray Tune trials, an Optuna (TPE) search, degeneracy pruning, optional ASHA.
+
+:func:`run_sweep` is what ``tune-attn sweep`` calls. The search space is checked before Ray starts.
+Results land in ``<storage>/<name>/``: Ray's own files, every trial's run folder (panels, metrics,
+checkpoint) under its trial folder, and ``summary.csv`` / ``summary.json`` with one row per trial.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tune_attn.tune.search import SearchSpace
+
+METRIC = "val_accuracy"
+SUMMARY_FIGURES = (
+    "mask.entropy",
+    "mask.corner_mass",
+    "mask.border_mass",
+    "mask.object_mass",
+    "mask.head_overlap",
+)
+
+
+@dataclass
+class SweepOptions:
+    """What ``tune-attn sweep`` takes besides the space."""
+
+    name: str = "sweep"
+    storage: str = "runs/sweeps"
+    num_samples: int = 8
+    max_concurrent: int = 2
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    scheduler: str = "none"
+    seed: int = 0
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1:
+            raise ValueError(f"--num-samples: {self.num_samples}; must be >= 1")
+        if self.max_concurrent < 1:
+            raise ValueError(f"--max-concurrent: {self.max_concurrent}; must be >= 1")
+        if self.cpus_per_trial <= 0:
+            raise ValueError(f"--cpus-per-trial: {self.cpus_per_trial}; must be > 0")
+        if self.gpus_per_trial < 0:
+            raise ValueError(f"--gpus-per-trial: {self.gpus_per_trial}; must be >= 0 (fractions allowed)")
+        if self.scheduler not in ("asha", "none"):
+            raise ValueError(f"--scheduler: {self.scheduler!r} is not valid; choose asha or none")
+        if not self.name or "/" in self.name:
+            raise ValueError(f"--name: {self.name!r}; a folder name without '/' is needed")
+
+    def storage_path(self) -> str:
+        """An absolute local path, or a URI such as ``s3://bucket/prefix`` as given."""
+        return self.storage if "://" in self.storage else str(Path(self.storage).resolve())
+
+
+@dataclass
+class SweepResult:
+    """Where the sweep wrote its results, one summary row per trial, and the Optuna study."""
+
+    path: str
+    rows: list[dict[str, Any]]
+    study: Any
+
+
+def _searcher(space: SearchSpace, seed: int, max_concurrent: int) -> tuple[Any, Any]:
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+
+    from tune_attn.tune.searcher import DegeneracyAwareOptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = DegeneracyAwareOptunaSearch(
+        space=space.sample, metric=METRIC, mode="max", sampler=optuna.samplers.TPESampler(seed=seed)
+    )
+    return search, ConcurrencyLimiter(search, max_concurrent=max_concurrent)
+
+
+def _progress_callback(echo: Callable[[str], None]) -> Any:
+    from ray.tune import Callback
+
+    from tune_attn.tune.searcher import trial_status
+
+    class Progress(Callback):
+        """One line per finished trial, with the running counts and the best accuracy so far."""
+
+        def __init__(self) -> None:
+            self.counts: dict[str, int] = {}
+            self.best = -math.inf
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._done(trials, trial, error=False)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._done(trials, trial, error=True)
+
+        def _done(self, trials: list, trial: Any, error: bool) -> None:
+            status, reason = trial_status(trial.last_result, error, METRIC)
+            kind = status.split(":")[0]
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            acc = (trial.last_result or {}).get(METRIC)
+            if status == "completed" and acc is not None:
+                self.best = max(self.best, acc)
+            running = sum(1 for t in trials if t.status == "RUNNING")
+            counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
+            best = f"{self.best:.3f}" if self.best > -math.inf else "-"
+            acc_text = f" val_accuracy {acc:.3f}" if isinstance(acc, float) else ""
+            echo(
+                f"{trial.trial_id}: {status}{acc_text}{' - ' + reason if reason else ''} | "
+                f"{running} running, {counts}; best completed {best}"
+            )
+
+    return Progress()
+
+
+def run_sweep(
+    space_path: str | Path, options: SweepOptions, echo: Callable[[str], None] = print
+) -> SweepResult:
+    """Check the space, start (or join) Ray, run the sweep to the end, write the summary."""
+    space = SearchSpace.load(space_path)  # fails here, before Ray starts, on a bad space
+    # Every epoch is a checkpoint; Tune's warning about frequent experiment snapshots is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import ray
+    from ray import tune
+
+    from tune_attn.tune.trainable import train_trial
+
+    if not ray.is_initialized():
+        if options.address:
+            ray.init(address=options.address, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
+    storage = options.storage_path()
+    path = f"{storage.rstrip('/')}/{options.name}"
+    trainable = tune.with_resources(
+        train_trial, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    )
+    search, limited = _searcher(space, options.seed, options.max_concurrent)
+    local_exists = "://" not in path and Path(path).is_dir()
+    if (options.resume or local_exists) and tune.Tuner.can_restore(path):
+        echo(f"resuming the sweep in {path}")
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        scheduler = None
+        if options.scheduler == "asha":
+            from ray.tune.schedulers import ASHAScheduler
+
+            max_t = max(
+                (p.value for p in space.params if p.key == "train.epochs" and p.kind == "fixed"), default=10
+            )
+            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=int(max_t), grace_period=2)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=METRIC,
+                mode="max",
+                search_alg=limited,
+                scheduler=scheduler,
+                num_samples=options.num_samples,
+                trial_dirname_creator=_trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=options.name,
+                storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[_progress_callback(echo)],
+                verbose=0,
+            ),
+        )
+    grid = tuner.fit()
+    rows = summary_rows(grid, space)
+    if "://" not in path:
+        write_summary(Path(path), rows)
+    study = _study_of(tuner) or search.study
+    return SweepResult(path, rows, study)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def _study_of(tuner: Any) -> Any:
+    """The Optuna study of a (possibly restored) tuner's searcher."""
+    try:
+        alg = tuner._local_tuner._tune_config.search_alg  # restored tuners carry their own searcher
+        while hasattr(alg, "searcher"):
+            alg = alg.searcher
+        return alg.study
+    except AttributeError:
+        return None
+
+
+def summary_rows(grid: Any, space: SearchSpace) -> list[dict[str, Any]]:
+    """One row per trial: searched config, best / last accuracy, status and reason, epochs, mask figures."""
+    from tune_attn.tune.searcher import trial_status
+
+    rows = []
+    for result in grid:
+        last = result.metrics or {}
+        hist = result.metrics_dataframe
+        accs = list(hist[METRIC]) if hist is not None and METRIC in hist else []
+        status, reason = trial_status(last, result.error is not None, METRIC)
+        row: dict[str, Any] = {"trial_id": last.get("trial_id", ""), "status": status, "reason": reason}
+        row.update({k: result.config.get(k) for k in space.searched_keys()})
+        row["best_val_accuracy"] = max(accs) if accs else None
+        row["last_val_accuracy"] = last.get(METRIC)
+        row["epochs"] = last.get("epoch")
+        row.update({k: last.get(k) for k in SUMMARY_FIGURES})
+        row["path"] = result.path
+        rows.append(row)
+    return rows
+
+
+def write_summary(folder: Path, rows: list[dict[str, Any]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps(rows, indent=1, default=str))
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with (folder / "summary.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
