@@ -54,6 +54,13 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
         assert row["epochs"] == (3 if row["status"] == "completed" else 2)  # grace 1 + patience 1
         assert list(Path(row["path"]).glob("run/panels/epoch_*.png"))
     assert (Path(result.path) / "summary.csv").read_text().startswith("trial_id,status,reason")
+    # A state file left empty by a driver killed mid-write is refused, not silently started over.
+    for state in Path(result.path).glob("experiment_state-*.json"):
+        state.write_text("")
+    with pytest.raises(ValueError, match="experiment state is unreadable"):
+        run_sweep(
+            COLLAPSE_SPACE, SweepOptions(name="smoke", storage=str(tmp_path), num_samples=6, resume=True)
+        )
 
 
 def test_trial_status_from_last_result() -> None:
@@ -90,3 +97,53 @@ def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:
         timeout=120,
     )
     assert r.returncode == 2 and "--scheduler: 'hyperband' is not valid; choose asha or none" in r.stderr
+
+
+def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "tune_attn.cli",
+        "sweep",
+        str(COLLAPSE_SPACE),
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "r",
+        "--num-samples",
+        "6",
+        "--max-concurrent",
+        "1",
+    ]
+    env = {**os.environ, "COLUMNS": "300", "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+    finished: list[str] = []
+    assert driver.stdout is not None
+    for line in driver.stdout:
+        if ": completed" in line or ": pruned" in line:
+            finished.append(line.split(":")[0].strip())
+            if len(finished) == 2:
+                time.sleep(1.5)  # the next trial is training now
+                break
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started die at once
+    driver.wait()
+    assert len(finished) == 2, "the sweep ended before it could be interrupted"
+    assert not (tmp_path / "r" / "summary.json").exists()  # it really did not finish
+    r = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "resuming the sweep" in r.stdout
+    rows = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert len(rows) == 6  # the search carried on to the requested number of trials
+    ids = {row["trial_id"] for row in rows}
+    assert set(finished) <= ids  # trials finished before the kill are kept
+    for row in rows:
+        assert row["status"] in ("completed", "pruned:dead")
+        epochs = [
+            json.loads(x)["epoch"] for x in (Path(row["path"]) / "result.json").read_text().splitlines()
+        ]
+        assert epochs == sorted(set(epochs)) and epochs[0] == 1, epochs  # never restarted from epoch 0

@@ -14,6 +14,7 @@ pulling TPE towards collapsing regions; and a NaN metric leaves the Optuna trial
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from optuna.trial import TrialState
@@ -57,6 +58,12 @@ class DegeneracyAwareOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr("prune_reason", reason)
             study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Like OptunaSearch.save, but atomic: a driver killed mid-write leaves the previous state intact."""
+        tmp = f"{checkpoint_path}.{os.getpid()}.tmp"
+        super().save(tmp)
+        os.replace(tmp, checkpoint_path)
 
     @property
     def study(self) -> Any:

@@ -84,7 +84,8 @@ def _searcher(space: SearchSpace, seed: int, max_concurrent: int) -> tuple[Any, 
     return search, ConcurrencyLimiter(search, max_concurrent=max_concurrent)
 
 
-def _progress_callback(echo: Callable[[str], None]) -> Any:
+def _progress_callback() -> Any:
+    """A Tune callback printing one line per finished trial (module-level state only: Tune pickles it)."""
     from ray.tune import Callback
 
     from tune_attn.tune.searcher import trial_status
@@ -109,13 +110,14 @@ def _progress_callback(echo: Callable[[str], None]) -> Any:
             acc = (trial.last_result or {}).get(METRIC)
             if status == "completed" and acc is not None:
                 self.best = max(self.best, acc)
-            running = sum(1 for t in trials if t.status == "RUNNING")
+            running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
             counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
             best = f"{self.best:.3f}" if self.best > -math.inf else "-"
             acc_text = f" val_accuracy {acc:.3f}" if isinstance(acc, float) else ""
-            echo(
+            print(
                 f"{trial.trial_id}: {status}{acc_text}{' - ' + reason if reason else ''} | "
-                f"{running} running, {counts}; best completed {best}"
+                f"{running} running, {counts}; best completed {best}",
+                flush=True,
             )
 
     return Progress()
@@ -146,6 +148,8 @@ def run_sweep(
     search, limited = _searcher(space, options.seed, options.max_concurrent)
     local_exists = "://" not in path and Path(path).is_dir()
     if (options.resume or local_exists) and tune.Tuner.can_restore(path):
+        if local_exists:
+            check_experiment_state(Path(path))
         echo(f"resuming the sweep in {path}")
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
@@ -172,7 +176,7 @@ def run_sweep(
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=2),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[_progress_callback(echo)],
+                callbacks=[_progress_callback()],
                 verbose=0,
             ),
         )
@@ -182,6 +186,21 @@ def run_sweep(
         write_summary(Path(path), rows)
     study = _study_of(tuner) or search.study
     return SweepResult(path, rows, study)
+
+
+def check_experiment_state(folder: Path) -> None:
+    """Refuse to resume from an unreadable Tune experiment state (Ray writes it in place, so a driver
+    killed during the write leaves it empty, and Tune would silently start the sweep over)."""
+    states = sorted(folder.glob("experiment_state-*.json"))
+    if not states:
+        return
+    try:
+        json.loads(states[-1].read_text() or "!")
+    except ValueError:
+        raise ValueError(
+            f"{states[-1]}: Tune's experiment state is unreadable (the driver died while writing it), so this "
+            f"sweep cannot be resumed; its finished trials stay in {folder}. Start a new sweep with another --name."
+        ) from None
 
 
 def _trial_dirname(trial: Any) -> str:
