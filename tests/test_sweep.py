@@ -54,6 +54,8 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
         assert row["epochs"] == (3 if row["status"] == "completed" else 2)  # grace 1 + patience 1
         assert list(Path(row["path"]).glob("run/panels/epoch_*.png"))
     assert (Path(result.path) / "summary.csv").read_text().startswith("trial_id,status,reason")
+    for plot in ("accuracy_vs_weight_decay.png", "heads_vs_accuracy.png"):
+        assert (Path(result.path) / plot).stat().st_size > 5000
     # A state file left empty by a driver killed mid-write is refused, not silently started over.
     for state in Path(result.path).glob("experiment_state-*.json"):
         state.write_text("")

@@ -7,7 +7,6 @@ checkpoint) under its trial folder, and ``summary.csv`` / ``summary.json`` with 
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_attn.tune.search import SearchSpace
+from tune_attn.tune.summary import write_plots, write_table
 
 METRIC = "val_accuracy"
 SUMMARY_FIGURES = (
@@ -182,9 +182,10 @@ def run_sweep(
         )
     grid = tuner.fit()
     rows = summary_rows(grid, space)
-    if "://" not in path:
-        write_summary(Path(path), rows)
     study = _study_of(tuner) or search.study
+    if "://" not in path:
+        write_table(Path(path), rows)
+        write_plots(Path(path), rows, study)
     return SweepResult(path, rows, study)
 
 
@@ -237,13 +238,3 @@ def summary_rows(grid: Any, space: SearchSpace) -> list[dict[str, Any]]:
         row["path"] = result.path
         rows.append(row)
     return rows
-
-
-def write_summary(folder: Path, rows: list[dict[str, Any]]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "summary.json").write_text(json.dumps(rows, indent=1, default=str))
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with (folder / "summary.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)

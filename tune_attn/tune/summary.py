@@ -1,0 +1,118 @@
+"""A finished sweep's summary: the table (CSV + JSON, one row per trial) and the sweep plots (PNG)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+STATUS_STYLE = {
+    "completed": ("o", "tab:blue"),
+    "pruned": ("x", "tab:red"),
+    "stopped": ("s", "tab:orange"),
+    "error": ("^", "black"),
+}
+ACTIVATION_COLOUR = {"sigmoid": "tab:green", "relu": "tab:purple", "softmax": "tab:blue"}
+
+
+def write_table(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """summary.json and summary.csv in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps(rows, indent=1, default=str))
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with (folder / "summary.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _acc(row: dict[str, Any]) -> float:
+    v = row.get("best_val_accuracy")
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else float("nan")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def accuracy_vs_weight_decay(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Best validation accuracy against weight decay (log), colour = activation, marker = how it ended."""
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
+    for row in rows:
+        wd = row.get("train.weight_decay")
+        if not isinstance(wd, (int, float)) or wd <= 0:
+            continue
+        marker, _ = STATUS_STYLE.get(str(row["status"]).split(":")[0], ("o", "grey"))
+        colour = ACTIVATION_COLOUR.get(str(row.get("model.activation")), "grey")
+        ax.scatter([wd], [_acc(row)], marker=marker, color=colour, s=40)
+        if str(row["status"]).startswith("pruned:"):
+            ax.annotate(
+                row["status"].split(":")[1],
+                (wd, _acc(row)),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("train.weight_decay")
+    ax.set_ylabel("best val_accuracy")
+    handles = [ax.scatter([], [], color=c, label=a) for a, c in ACTIVATION_COLOUR.items()]
+    handles += [ax.scatter([], [], marker=m, color="grey", label=s) for s, (m, _) in STATUS_STYLE.items()]
+    ax.legend(handles=handles, fontsize=7)
+    ax.set_title("accuracy against weight decay (x = pruned for degeneracy)", fontsize=9)
+    return _save(fig, path)
+
+
+def heads_vs_accuracy(rows: list[dict[str, Any]], path: Path) -> Path:
+    fig = Figure(figsize=(5, 4), dpi=100)
+    ax = fig.subplots()
+    for row in rows:
+        heads = row.get("model.heads")
+        if isinstance(heads, int):
+            marker, colour = STATUS_STYLE.get(str(row["status"]).split(":")[0], ("o", "grey"))
+            ax.scatter([heads], [_acc(row)], marker=marker, color=colour, s=40)
+    ax.set_xlabel("model.heads")
+    ax.set_ylabel("best val_accuracy")
+    ax.set_title("heads against accuracy (x = pruned)", fontsize=9)
+    return _save(fig, path)
+
+
+def importances(study: Any, path: Path) -> Path | None:
+    """Optuna's parameter importances over the completed trials; None when there are too few."""
+    import optuna
+
+    try:
+        imp = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return None
+    if not imp:
+        return None
+    fig = Figure(figsize=(5, 0.4 * len(imp) + 1), dpi=100)
+    ax = fig.subplots()
+    names = list(imp)[::-1]
+    ax.barh(names, [imp[n] for n in names])
+    ax.set_xlabel("importance (fANOVA) for val_accuracy")
+    return _save(fig, path)
+
+
+def write_plots(folder: Path, rows: list[dict[str, Any]], study: Any) -> list[Path]:
+    """The sweep plots that the rows allow; returns the files written."""
+    out = [
+        p
+        for p in (
+            accuracy_vs_weight_decay(rows, folder / "accuracy_vs_weight_decay.png"),
+            heads_vs_accuracy(rows, folder / "heads_vs_accuracy.png"),
+        )
+        if p
+    ]
+    imp = importances(study, folder / "param_importances.png") if study is not None else None
+    return out + ([imp] if imp else [])
