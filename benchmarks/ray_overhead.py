@@ -1,0 +1,72 @@
+"""Ray overhead: epoch time of a trial inside Ray Tune against the same training in a plain loop.
+
+Runs one config both ways, one after the other, with one CPU thread each, and prints the median wall time
+per epoch (training, evaluation, statistics, panels, checkpoint; inside Ray also the report and the
+checkpoint copy to storage) and their ratio (target: at most 1.10).
+
+    .venv/bin/python benchmarks/ray_overhead.py [--epochs 4] [--num-train 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from tune_attn.run import train_run
+from tune_attn.tune.search import config_from_flat
+from tune_attn.tune.sweep import SweepOptions, run_sweep
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--num-train", type=int, default=2000)
+    args = ap.parse_args()
+    flat = {
+        "data.num_train": args.num_train,
+        "data.num_val": 500,
+        "train.epochs": args.epochs,
+        "model.heads": 4,
+        "model.activation": "softmax",
+        "detector.grace_epochs": 100,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.set_num_threads(1)
+        stamps = [time.perf_counter()]
+        train_run(
+            config_from_flat(flat), Path(tmp) / "plain", on_epoch=lambda _: stamps.append(time.perf_counter())
+        )
+        # Wall time between epoch ends, panels and checkpoint included; the first epoch warms up.
+        plain_s = [b - a for a, b in zip(stamps, stamps[1:], strict=False)][1:]
+        space = Path(tmp) / "space.yaml"
+        # A one-trial "search": a categorical with one choice, the rest fixed.
+        space.write_text(
+            yaml.safe_dump({**flat, "model.mask_kernel": {"type": "categorical", "choices": [1]}})
+        )
+        result = run_sweep(
+            space,
+            SweepOptions(
+                name="overhead",
+                storage=str(Path(tmp) / "sweeps"),
+                num_samples=1,
+                max_concurrent=1,
+                cpus_per_trial=1,
+            ),
+        )
+        lines = (Path(result.rows[0]["path"]) / "result.json").read_text().splitlines()
+        ray_s = [json.loads(x)["time_this_iter_s"] for x in lines][1:]  # between reports, the same span
+    p, r = statistics.median(plain_s), statistics.median(ray_s)
+    print(f"plain loop: median epoch {p:.2f} s ({', '.join(f'{x:.2f}' for x in plain_s)})")
+    print(f"Ray Tune trial: median epoch {r:.2f} s ({', '.join(f'{x:.2f}' for x in ray_s)})")
+    print(f"ratio Ray / plain epoch time: {r / p:.3f}")
+
+
+if __name__ == "__main__":
+    main()
