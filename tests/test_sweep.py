@@ -149,3 +149,23 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
             json.loads(x)["epoch"] for x in (Path(row["path"]) / "result.json").read_text().splitlines()
         ]
         assert epochs == sorted(set(epochs)) and epochs[0] == 1, epochs  # never restarted from epoch 0
+
+
+def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    space = ROOT / "tests" / "data" / "space_failing.yaml"
+    result = run_sweep(
+        space, SweepOptions(name="fail", storage=str(tmp_path), num_samples=4, seed=0)
+    )  # seed 0: both branches drawn
+    by_data = {}
+    for t in result.study.trials:
+        by_data.setdefault(t.params["data.name"], set()).add(t.state)
+    assert by_data.get("imagefolder") == {TrialState.FAIL}
+    assert by_data.get("synthetic") == {TrialState.COMPLETE}
+    rows = {r["trial_id"]: r for r in result.rows}
+    assert len(rows) == 4
+    failed = [r for r in rows.values() if r["data.name"] == "imagefolder"]
+    assert failed and all(r["status"] == "error" for r in failed)
+    assert all("/nonexistent/tune-attn-test-data is not a folder" in r["reason"] for r in failed)
+    assert all(r["status"] == "completed" for r in rows.values() if r["data.name"] == "synthetic")
+    errors = [t.user_attrs["error"] for t in result.study.trials if t.state == TrialState.FAIL]
+    assert all("error" in e for e in errors)

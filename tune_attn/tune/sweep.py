@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,6 +220,16 @@ def _study_of(tuner: Any) -> Any:
         return None
 
 
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Diverged)\w*: ")
+
+
+def error_reason(error: BaseException) -> str:
+    """The trial's own exception and message, without the traceback that Ray wraps around it."""
+    lines = str(error).strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if _EXC_LINE.match(line)]
+    return " ".join(lines[starts[-1] :] if starts else lines[-1:])[:500]
+
+
 def summary_rows(grid: Any, space: SearchSpace) -> list[dict[str, Any]]:
     """One row per trial: searched config, best / last accuracy, status and reason, epochs, mask figures."""
     from tune_attn.tune.searcher import trial_status
@@ -229,6 +240,8 @@ def summary_rows(grid: Any, space: SearchSpace) -> list[dict[str, Any]]:
         hist = result.metrics_dataframe
         accs = list(hist[METRIC]) if hist is not None and METRIC in hist else []
         status, reason = trial_status(last, result.error is not None, METRIC)
+        if result.error is not None:
+            reason = error_reason(result.error)
         row: dict[str, Any] = {"trial_id": last.get("trial_id", ""), "status": status, "reason": reason}
         row.update({k: result.config.get(k) for k in space.searched_keys()})
         row["best_val_accuracy"] = max(accs) if accs else None
