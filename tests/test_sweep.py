@@ -75,6 +75,12 @@ def test_trial_status_from_last_result() -> None:
     ) == ("pruned:corner", "corner: 0.8")
     assert trial_status({"acc": 0.5, "epoch": 2, "epochs_budget": 6}, False, "acc")[0] == "stopped:asha"
     assert trial_status({"acc": 0.5, "epoch": 6, "epochs_budget": 6}, False, "acc") == ("completed", "")
+    # A sweep run with --no-prune records the verdict but lets the trial complete.
+    assert trial_status(
+        {"acc": 0.5, "detector.prune": 1.0, "prune_enabled": 0.0, "epoch": 6, "epochs_budget": 6},
+        False,
+        "acc",
+    ) == ("completed", "")
 
 
 def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:

@@ -129,6 +129,7 @@ def sweep(
     scheduler: Annotated[str, typer.Option(help="asha or none.")] = "none",
     seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted sweep of the same name.")] = False,
+    prune: Annotated[bool, typer.Option(help="Stop trials whose attention masks collapse.")] = True,
 ) -> None:
     """Run a hyperparameter sweep: Ray Tune trials, Optuna TPE, and degeneracy pruning."""
     from tune_attn.tune.search import SpaceError
@@ -146,6 +147,7 @@ def sweep(
             scheduler,
             seed,
             resume,
+            prune,
         )
         result = run_sweep(space, options, echo=lambda line: console.print(line, highlight=False))
     except (SpaceError, ValueError) as exc:

@@ -31,7 +31,7 @@ def trial_status(result: dict[str, Any] | None, error: bool, metric: str) -> tup
     value = result.get(metric)
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return "error", f"{metric} is {value!r}"
-    if result.get("detector.prune"):
+    if result.get("detector.prune") and result.get("prune_enabled", 1.0):
         return f"pruned:{result.get('detector.kind', 'degenerate')}", str(result.get("detector.reason", ""))
     if result.get("epoch", 0) < result.get("epochs_budget", 0):
         return "stopped:asha", f"stopped by the scheduler after epoch {result.get('epoch')}"

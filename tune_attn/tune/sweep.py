@@ -43,6 +43,7 @@ class SweepOptions:
     scheduler: str = "none"
     seed: int = 0
     resume: bool = False
+    prune: bool = True
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -144,7 +145,8 @@ def run_sweep(
     storage = options.storage_path()
     path = f"{storage.rstrip('/')}/{options.name}"
     trainable = tune.with_resources(
-        train_trial, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+        tune.with_parameters(train_trial, prune=options.prune),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     search, limited = _searcher(space, options.seed, options.max_concurrent)
     local_exists = "://" not in path and Path(path).is_dir()

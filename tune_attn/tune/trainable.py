@@ -24,8 +24,9 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
 
 
-def train_trial(config: dict[str, Any]) -> None:
-    """Train one trial's config (flat ``section.key`` values) and report every epoch to Tune."""
+def train_trial(config: dict[str, Any], prune: bool = True) -> None:
+    """Train one trial's config (flat ``section.key`` values) and report every epoch to Tune; with
+    ``prune`` stop when the degeneracy monitor says so."""
     cfg = config_from_flat(config)
     cpus = int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1) or 1)
     torch.set_num_threads(max(1, cpus))
@@ -39,8 +40,9 @@ def train_trial(config: dict[str, Any]) -> None:
     def report(result: EpochResult) -> None:
         metrics = scalar_metrics(result.metrics)
         metrics["epochs_budget"] = cfg.train.epochs
+        metrics["prune_enabled"] = float(prune)
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copy(out / CHECKPOINT, Path(tmp) / CHECKPOINT)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    train_run(cfg, out, resume=(out / CHECKPOINT).exists(), on_epoch=report, prune=True)
+    train_run(cfg, out, resume=(out / CHECKPOINT).exists(), on_epoch=report, prune=prune)
