@@ -40,7 +40,7 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             epochs = sum(int(r["epochs"] or 0) for r in res.rows)
             healthy = [
-                r for r in res.rows if r["status"] == "completed" and r.get("degenerate_at_end") != 1.0
+                r for r in res.rows if r["status"] == "completed" and r.get("detector.kind") == "healthy"
             ]
             best = max((r["best_val_accuracy"] for r in healthy), default=float("nan"))
             kinds = sorted(r["status"] for r in res.rows)

@@ -21,6 +21,7 @@ from tune_attn.tune.summary import write_plots, write_table
 
 METRIC = "val_accuracy"
 SUMMARY_FIGURES = (
+    "detector.kind",
     "mask.entropy",
     "mask.corner_mass",
     "mask.border_mass",
