@@ -100,7 +100,7 @@ def importances(study: Any, path: Path) -> Path | None:
     ax = fig.subplots()
     names = list(imp)[::-1]
     ax.barh(names, [imp[n] for n in names])
-    ax.set_xlabel("importance (fANOVA) for val_accuracy")
+    ax.set_xlabel("importance for val_accuracy (Optuna's default evaluator)")
     return _save(fig, path)
 
 
