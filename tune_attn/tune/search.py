@@ -17,7 +17,6 @@ trial runs: unknown keys, unknown distribution types, bad ranges and values the 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,14 +133,6 @@ class SearchSpace:
 
     def searched_keys(self) -> list[str]:
         return [p.key for p in self.params if p.kind != "fixed"]
-
-    def grid_corners(self) -> list[dict[str, Any]]:
-        """Every combination of the candidates of the non-conditional parameters (used by tests)."""
-        plain = [p for p in self.params if not p.when]
-        return [
-            dict(zip([p.key for p in plain], combo, strict=True))
-            for combo in itertools.product(*(p.candidates() for p in plain))
-        ]
 
 
 def _default(key: str) -> Any:
