@@ -213,14 +213,13 @@ def diagnose(masks: Any, config: DetectorConfig | None = None, **overrides: Any)
         raise ValueError(f"masks: minimum {m.min():.3g}; masks must be non-negative (an activation's output)")
     st = mask_statistics(m)
     stats = dict(st.summary)
-    sums = m.reshape(n, heads, -1).sum(-1)
-    per_max = m.reshape(n, heads, -1).max(-1).mean(0)  # (heads,)
+    sums = m.reshape(n, heads, -1).sum(-1)  # (N, heads)
     rules = [r(cfg) for r in RULES]
     head_kinds: list[str] = []
     reasons: list[str] = []
     for k in range(heads):
         sums_to_one = bool(np.allclose(sums[:, k], 1.0, atol=1e-3))
-        figs = _figures(st.per_head, stats, k, sums_to_one, float(per_max[k]), h * w)
+        figs = _figures(st.per_head, stats, k, sums_to_one, float(st.per_head["max"][k]), h * w)
         fired = [(r.kind, msg) for r in rules if (msg := r.check(figs)) is not None]
         head_kinds.append(fired[0][0] if fired else HEALTHY)
         prefix = f"head {k} " if heads > 1 else ""

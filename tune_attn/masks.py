@@ -31,18 +31,14 @@ def as_masks(masks: Any) -> np.ndarray:
 def region_masks(h: int, w: int) -> dict[str, np.ndarray]:
     """Boolean (h, w) masks of the corner cells (a k x k block in each corner, k = max(1, min(h, w) // 4))
     and of the border ring (the outer row / column of cells)."""
-    k = max(1, min(h, w) // 4)
-    corner = np.zeros((h, w), dtype=bool)
-    for rows in (slice(0, k), slice(h - k, h)):
-        for cols in (slice(0, k), slice(w - k, w)):
-            corner[rows, cols] = True
+    corner = np.logical_or.reduce(corner_blocks(h, w))
     border = np.zeros((h, w), dtype=bool)
     border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
     return {"corner": corner, "border": border}
 
 
 def corner_blocks(h: int, w: int) -> list[np.ndarray]:
-    """The four corner blocks of :func:`region_masks` one by one, as boolean (h, w) masks."""
+    """The four corner blocks (k x k cells, k = max(1, min(h, w) // 4)) one by one, as boolean (h, w) masks."""
     k = max(1, min(h, w) // 4)
     blocks = []
     for rows in (slice(0, k), slice(h - k, h)):

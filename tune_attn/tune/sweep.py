@@ -149,7 +149,7 @@ def run_sweep(
         tune.with_parameters(train_trial, prune=options.prune),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
-    search, limited = _searcher(space, options.seed, options.max_concurrent)
+    search = None  # a restored sweep brings its own searcher back
     local_exists = "://" not in path and Path(path).is_dir()
     if (options.resume or local_exists) and tune.Tuner.can_restore(path):
         if local_exists:
@@ -157,6 +157,7 @@ def run_sweep(
         echo(f"resuming the sweep in {path}")
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
+        search, limited = _searcher(space, options.seed, options.max_concurrent)
         scheduler = None
         if options.scheduler == "asha":
             from ray.tune.schedulers import ASHAScheduler
@@ -186,7 +187,7 @@ def run_sweep(
         )
     grid = tuner.fit()
     rows = summary_rows(grid, space)
-    study = _study_of(tuner) or search.study
+    study = _study_of(tuner) or (search.study if search is not None else None)
     if "://" not in path:
         write_table(Path(path), rows)
         write_plots(Path(path), rows, study)
