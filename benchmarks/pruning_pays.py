@@ -4,7 +4,8 @@ Prints, for each, the trial-epochs spent, the wall time, and the best validation
 masks were healthy at the end, then the ratios (targets: at least 30 % fewer trial-epochs, best accuracy no
 more than 1 point lower).
 
-    .venv/bin/python benchmarks/pruning_pays.py [--space search_spaces/default.yaml] [--num-samples 12]
+    .venv/bin/python benchmarks/pruning_pays.py [--space search_spaces/default.yaml] [--num-samples 12] \
+        [--set train.epochs=12]
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ def main() -> None:
     ap.add_argument("--space", default="search_spaces/default.yaml")
     ap.add_argument("--num-samples", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--set", action="append", default=[], help="fix a key over the space, e.g. train.epochs=12"
+    )
     args = ap.parse_args()
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -35,6 +39,7 @@ def main() -> None:
                     max_concurrent=2,
                     seed=args.seed,
                     prune=prune,
+                    fixed=tuple(args.set),
                 ),
             )
             seconds = time.perf_counter() - t0

@@ -66,6 +66,24 @@ def test_fixed_values_and_int_log_distributions() -> None:
     flat = space.sample(trial)
     assert flat["train.epochs"] == 3 and 1 <= flat["model.heads"] <= 8 and 1e-4 <= flat["train.lr"] <= 1e-2
     assert space.searched_keys() == ["model.heads", "train.lr"]
+    assert space.max_value("model.heads") == 8 and space.max_value("train.epochs") == 3
+    assert space.max_value("train.batch_size") == 64  # not in the space: the config default
+
+
+def test_set_fixes_keys_over_the_space_file(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text("train.epochs: 3\nmodel.heads: {type: int, low: 1, high: 4}\n")
+    space = SearchSpace.load(path, ["model.heads=2", "train.epochs=12", "train.lr=0.01"])
+    assert space.searched_keys() == []
+    assert space.sample(optuna.create_study().ask()) == {
+        "train.epochs": 12,
+        "model.heads": 2,
+        "train.lr": 0.01,
+    }
+    with pytest.raises(SpaceError, match=r"space.yaml \+ --set: .*model.heads"):
+        SearchSpace.load(path, ["model.heads=0"])
+    with pytest.raises(SpaceError, match="expected KEY=VALUE"):
+        SearchSpace.load(path, ["model.heads"])
 
 
 @pytest.mark.parametrize(

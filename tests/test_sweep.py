@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from optuna.trial import TrialState
 
@@ -53,7 +54,7 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
     for row in rows:
         assert row["epochs"] == (3 if row["status"] == "completed" else 2)  # grace 1 + patience 1
         assert list(Path(row["path"]).glob("run/panels/epoch_*.png"))
-    assert (Path(result.path) / "summary.csv").read_text().startswith("trial_id,status,reason")
+    assert (Path(result.path) / "summary.csv").read_text().startswith("trial_id,number,status,reason")
     for plot in ("accuracy_vs_weight_decay.png", "heads_vs_accuracy.png"):
         assert (Path(result.path) / plot).stat().st_size > 5000
     # A state file left empty by a driver killed mid-write is refused, not silently started over.
@@ -105,6 +106,82 @@ def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:
         timeout=120,
     )
     assert r.returncode == 2 and "--scheduler: 'hyperband' is not valid; choose asha or none" in r.stderr
+
+
+def two_class_space(tmp_path: Path) -> Path:
+    """A space over an image folder of dark and light noise (learnt in one epoch at lr 3e-3, not at 1e-8),
+    4 epochs: a trial with lr 1e-8 after a learning one is certainly below ASHA's rung."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, level in (("dark", 40), ("light", 215)):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(64):
+            pixels = np.clip(level + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    space = tmp_path / "space_asha.yaml"
+    space.write_text(
+        f"data.name: imagefolder\ndata.root: {tmp_path / 'data'}\ndata.image_size: 32\n"
+        "data.val_fraction: 0.25\nmodel.width: 8\ntrain.epochs: 4\ntrain.batch_size: 16\n"
+        "train.stats_samples: 16\ntrain.panel_samples: 2\n"
+        "train.lr: {type: categorical, choices: [3.0e-3, 1.0e-8]}\n"
+        "model.heads: {type: int, low: 1, high: 2}\n"
+    )
+    return space
+
+
+def test_asha_stops_trials_below_the_rung_and_optuna_hears_pruned(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = run_sweep(
+        two_class_space(tmp_path),
+        SweepOptions(
+            name="asha",
+            storage=str(tmp_path),
+            num_samples=6,
+            max_concurrent=1,
+            scheduler="asha",
+            asha_grace=1,
+            prune=False,
+            seed=0,
+        ),
+    )
+    rows = result.rows
+    assert len(rows) == 6
+    statuses = [r["status"] for r in rows]
+    assert set(statuses) <= {"completed", "stopped:asha"}
+    stopped = [r for r in rows if r["status"] == "stopped:asha"]
+    # Rungs at epoch 1 (grace) and 4 (budget). Trials run one at a time, so each meets the rung with the
+    # epoch-1 accuracies of all trials before it: below their 75th percentile it is stopped, else it goes on.
+    assert [r["number"] for r in rows] == list(range(6))  # rows in the order the search proposed them
+    recorded: list[float] = []
+    for row in rows:
+        first = json.loads((Path(row["path"]) / "result.json").read_text().splitlines()[0])
+        assert first["epoch"] == 1
+        below = bool(recorded) and first["val_accuracy"] < np.percentile(recorded, 75)
+        assert row["status"] == ("stopped:asha" if below else "completed"), (row, recorded)
+        recorded.append(first["val_accuracy"])
+    assert stopped, statuses
+    assert all(r["epochs"] == 1 and r["reason"] == "stopped by the scheduler after epoch 1" for r in stopped)
+    assert all(r["epochs"] == 4 for r in rows if r["status"] == "completed")
+    by_status = {t.user_attrs["status"]: t.state for t in result.study.trials}
+    assert by_status == {"completed": TrialState.COMPLETE, "stopped:asha": TrialState.PRUNED}
+    pruned = [t for t in result.study.trials if t.state == TrialState.PRUNED]
+    assert len(pruned) == len(stopped)
+    assert all(t.user_attrs["prune_reason"].startswith("stopped by the scheduler") for t in pruned)
+
+
+def test_sweep_options_are_checked_before_ray_starts(tmp_path: Path) -> None:
+    asha = two_class_space(tmp_path)
+    with pytest.raises(ValueError, match=r"--asha-grace 4 leaves ASHA nothing to stop: .* at most 4 epochs"):
+        run_sweep(asha, SweepOptions(storage=str(tmp_path), scheduler="asha", asha_grace=4))
+    # --set fixes a key over the space file, and is checked like the file.
+    with pytest.raises(ValueError, match="--asha-grace 2 leaves ASHA nothing to stop: .* at most 2 epochs"):
+        run_sweep(asha, SweepOptions(storage=str(tmp_path), scheduler="asha", fixed=("train.epochs=2",)))
+    with pytest.raises(ValueError, match=r"space_asha.yaml \+ --set: .*train.epochs"):
+        run_sweep(asha, SweepOptions(storage=str(tmp_path), fixed=("train.epochs=0",)))
+    with pytest.raises(ValueError, match="--sampler: 'grid' is not valid; choose tpe or random"):
+        SweepOptions(sampler="grid")
+    with pytest.raises(ValueError, match="--asha-grace: 0; must be >= 1 epoch"):
+        SweepOptions(asha_grace=0)
 
 
 def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Path) -> None:

@@ -127,9 +127,17 @@ def sweep(
         float, typer.Option(help="GPUs per trial (fractions allowed, e.g. 0.25).")
     ] = 0.0,
     scheduler: Annotated[str, typer.Option(help="asha or none.")] = "none",
-    seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
+    asha_grace: Annotated[
+        int, typer.Option(help="With --scheduler asha: epochs every trial runs before ASHA may stop it.")
+    ] = 2,
+    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe, or random (a baseline).")] = "tpe",
+    seed: Annotated[int, typer.Option(help="Seed of the Optuna sampler.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted sweep of the same name.")] = False,
     prune: Annotated[bool, typer.Option(help="Stop trials whose attention masks collapse.")] = True,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Fix a key over the space file, e.g. --set train.epochs=12 (repeatable)."),
+    ] = None,
 ) -> None:
     """Run a hyperparameter sweep: Ray Tune trials, Optuna TPE, and degeneracy pruning."""
     from tune_attn.tune.search import SpaceError
@@ -137,17 +145,20 @@ def sweep(
 
     try:
         options = SweepOptions(
-            name,
-            storage,
-            num_samples,
-            max_concurrent,
-            address,
-            cpus_per_trial,
-            gpus_per_trial,
-            scheduler,
-            seed,
-            resume,
-            prune,
+            name=name,
+            storage=storage,
+            num_samples=num_samples,
+            max_concurrent=max_concurrent,
+            address=address,
+            cpus_per_trial=cpus_per_trial,
+            gpus_per_trial=gpus_per_trial,
+            scheduler=scheduler,
+            asha_grace=asha_grace,
+            sampler=sampler,
+            seed=seed,
+            resume=resume,
+            prune=prune,
+            fixed=tuple(set_ or ()),
         )
         result = run_sweep(space, options, echo=lambda line: console.print(line, highlight=False))
     except (SpaceError, ValueError) as exc:

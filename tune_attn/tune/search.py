@@ -17,12 +17,12 @@ trial runs: unknown keys, unknown distribution types, bad ranges and values the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune_attn.config import ConfigError, RunConfig, from_dict, read_yaml, valid_keys
+from tune_attn.config import ConfigError, RunConfig, from_dict, parse_overrides, read_yaml, valid_keys
 
 DISTRIBUTIONS = ("categorical", "int", "uniform", "loguniform")
 _FIELDS = {
@@ -80,9 +80,19 @@ class SearchSpace:
     source: str = ""
 
     @classmethod
-    def load(cls, path: str | Path) -> SearchSpace:
+    def load(cls, path: str | Path, fixed: Iterable[str] = ()) -> SearchSpace:
+        """Load a space file; ``fixed`` (``["train.epochs=12"]``, as ``--set``) fixes keys over the file's."""
         raw = read_yaml(path)
-        return cls.from_dict(raw, source=str(path))
+        fixed = list(fixed)
+        if fixed and isinstance(raw, Mapping):
+            raw = dict(raw)
+            try:
+                nested = parse_overrides(fixed)
+            except ConfigError as exc:
+                raise SpaceError(f"{path}: {exc}") from None
+            for section, values in nested.items():
+                raw.update({f"{section}.{name}": value for name, value in values.items()})
+        return cls.from_dict(raw, source=f"{path} + --set" if fixed else str(path))
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "") -> SearchSpace:
@@ -133,6 +143,11 @@ class SearchSpace:
 
     def searched_keys(self) -> list[str]:
         return [p.key for p in self.params if p.kind != "fixed"]
+
+    def max_value(self, key: str) -> Any:
+        """The largest value ``key`` can take in this space (the config default when the space omits it)."""
+        values = [v for p in self.params if p.key == key for v in p.candidates()]
+        return max(values) if values else _default(key)
 
 
 def _default(key: str) -> Any:

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 STATUS_KEY = "status"
+RAY_TRIAL_ID = "ray_trial_id"
 
 
 def trial_status(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[str, str]:
@@ -48,6 +49,7 @@ class DegeneracyAwareOptunaSearch(OptunaSearch):
         study: Any = self._ot_study
         status, reason = trial_status(result, error, str(self.metric))
         ot_trial.set_user_attr("status", status)
+        ot_trial.set_user_attr(RAY_TRIAL_ID, trial_id)
         if status == "completed":
             assert result is not None
             study.tell(ot_trial, float(result[str(self.metric)]), state=TrialState.COMPLETE)

@@ -20,6 +20,7 @@ from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.summary import write_plots, write_table
 
 METRIC = "val_accuracy"
+SAMPLERS = ("tpe", "random")
 SUMMARY_FIGURES = (
     "detector.kind",
     "mask.entropy",
@@ -42,9 +43,13 @@ class SweepOptions:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     scheduler: str = "none"
+    asha_grace: int = 2
+    sampler: str = "tpe"
     seed: int = 0
     resume: bool = False
     prune: bool = True
+    fixed: tuple[str, ...] = ()
+    """``section.key=value`` items that fix keys over the space file's (``--set``)."""
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -57,6 +62,10 @@ class SweepOptions:
             raise ValueError(f"--gpus-per-trial: {self.gpus_per_trial}; must be >= 0 (fractions allowed)")
         if self.scheduler not in ("asha", "none"):
             raise ValueError(f"--scheduler: {self.scheduler!r} is not valid; choose asha or none")
+        if self.asha_grace < 1:
+            raise ValueError(f"--asha-grace: {self.asha_grace}; must be >= 1 epoch")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"--sampler: {self.sampler!r} is not valid; choose {' or '.join(SAMPLERS)}")
         if not self.name or "/" in self.name:
             raise ValueError(f"--name: {self.name!r}; a folder name without '/' is needed")
 
@@ -74,17 +83,20 @@ class SweepResult:
     study: Any
 
 
-def _searcher(space: SearchSpace, seed: int, max_concurrent: int) -> tuple[Any, Any]:
+def _searcher(space: SearchSpace, options: SweepOptions) -> tuple[Any, Any]:
     import optuna
     from ray.tune.search import ConcurrencyLimiter
 
     from tune_attn.tune.searcher import DegeneracyAwareOptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search = DegeneracyAwareOptunaSearch(
-        space=space.sample, metric=METRIC, mode="max", sampler=optuna.samplers.TPESampler(seed=seed)
+    sampler: Any = (
+        optuna.samplers.TPESampler(seed=options.seed)
+        if options.sampler == "tpe"
+        else optuna.samplers.RandomSampler(seed=options.seed)
     )
-    return search, ConcurrencyLimiter(search, max_concurrent=max_concurrent)
+    search = DegeneracyAwareOptunaSearch(space=space.sample, metric=METRIC, mode="max", sampler=sampler)
+    return search, ConcurrencyLimiter(search, max_concurrent=options.max_concurrent)
 
 
 def _progress_callback() -> Any:
@@ -130,7 +142,13 @@ def run_sweep(
     space_path: str | Path, options: SweepOptions, echo: Callable[[str], None] = print
 ) -> SweepResult:
     """Check the space, start (or join) Ray, run the sweep to the end, write the summary."""
-    space = SearchSpace.load(space_path)  # fails here, before Ray starts, on a bad space
+    space = SearchSpace.load(space_path, options.fixed)  # fails here, before Ray starts, on a bad space
+    max_epochs = int(space.max_value("train.epochs"))
+    if options.scheduler == "asha" and options.asha_grace >= max_epochs:
+        raise ValueError(
+            f"--asha-grace {options.asha_grace} leaves ASHA nothing to stop: {space_path} trains at most "
+            f"{max_epochs} epochs (train.epochs); choose a grace below {max_epochs}"
+        )
     # Every epoch is a checkpoint; Tune's warning about frequent experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
@@ -157,15 +175,14 @@ def run_sweep(
         echo(f"resuming the sweep in {path}")
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
-        search, limited = _searcher(space, options.seed, options.max_concurrent)
+        search, limited = _searcher(space, options)
         scheduler = None
         if options.scheduler == "asha":
             from ray.tune.schedulers import ASHAScheduler
 
-            max_t = max(
-                (p.value for p in space.params if p.key == "train.epochs" and p.kind == "fixed"), default=10
+            scheduler = ASHAScheduler(
+                time_attr="training_iteration", max_t=max_epochs, grace_period=options.asha_grace
             )
-            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=int(max_t), grace_period=2)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -186,8 +203,8 @@ def run_sweep(
             ),
         )
     grid = tuner.fit()
-    rows = summary_rows(grid, space)
     study = _study_of(tuner) or (search.study if search is not None else None)
+    rows = summary_rows(grid, space, study)
     if "://" not in path:
         write_table(Path(path), rows)
         write_plots(Path(path), rows, study)
@@ -234,10 +251,12 @@ def error_reason(error: BaseException) -> str:
     return " ".join(lines[starts[-1] :] if starts else lines[-1:])[:500]
 
 
-def summary_rows(grid: Any, space: SearchSpace) -> list[dict[str, Any]]:
-    """One row per trial: searched config, best / last accuracy, status and reason, epochs, mask figures."""
-    from tune_attn.tune.searcher import trial_status
+def summary_rows(grid: Any, space: SearchSpace, study: Any = None) -> list[dict[str, Any]]:
+    """One row per trial, in the order the search proposed them (the Optuna trial ``number``): searched
+    config, best / last accuracy, status and reason, epochs, mask figures."""
+    from tune_attn.tune.searcher import RAY_TRIAL_ID, trial_status
 
+    numbers = {t.user_attrs.get(RAY_TRIAL_ID): t.number for t in (study.trials if study else [])}
     rows = []
     for result in grid:
         last = result.metrics or {}
@@ -246,7 +265,9 @@ def summary_rows(grid: Any, space: SearchSpace) -> list[dict[str, Any]]:
         status, reason = trial_status(last, result.error is not None, METRIC)
         if result.error is not None:
             reason = error_reason(result.error)
-        row: dict[str, Any] = {"trial_id": last.get("trial_id", ""), "status": status, "reason": reason}
+        trial_id = last.get("trial_id", "")
+        row: dict[str, Any] = {"trial_id": trial_id, "number": numbers.get(trial_id), "status": status}
+        row["reason"] = reason
         row.update({k: result.config.get(k) for k in space.searched_keys()})
         row["best_val_accuracy"] = max(accs) if accs else None
         row["last_val_accuracy"] = last.get(METRIC)
@@ -254,4 +275,4 @@ def summary_rows(grid: Any, space: SearchSpace) -> list[dict[str, Any]]:
         row.update({k: last.get(k) for k in SUMMARY_FIGURES})
         row["path"] = result.path
         rows.append(row)
-    return rows
+    return sorted(rows, key=lambda r: (r["number"] is None, r["number"] or 0))

@@ -1,0 +1,102 @@
+"""Search pays: TPE with degeneracy pruning against random search without it, with the same number of trials.
+
+For each seed, both sweeps run one trial at a time (so "trial-epochs spent so far" is well defined, in trial
+order). A trial reaches a target when it completed with healthy masks and its best validation accuracy is
+at or above the target; the cost to reach a target is the trial-epochs spent up to the end of that trial.
+Prints, for every target, the cost per seed and the median over seeds for each arm, and the ratio of
+medians (random / TPE: above 1 means TPE + pruning needed fewer trial-epochs). A target never reached counts
+as the whole budget plus one trial (a lower bound of the true cost), marked with ">".
+
+    .venv/bin/python benchmarks/search_pays.py [--seeds 0 1 2] [--num-samples 10] [--targets 0.3 0.35 0.4] \\
+        [--set train.epochs=8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tune_attn.tune.sweep import SweepOptions, run_sweep
+
+ARMS = {"tpe+pruning": ("tpe", True), "random": ("random", False)}
+
+
+def trial_log(rows: list[dict[str, Any]]) -> list[tuple[int, bool, float]]:
+    """(epochs, healthy at the end and completed, best val accuracy) per trial, in trial order."""
+    out = []
+    for row in rows:  # run_sweep returns them in the order the search proposed them
+        healthy = row["status"] == "completed" and row.get("detector.kind") == "healthy"
+        out.append((int(row["epochs"] or 0), healthy, float(row["best_val_accuracy"] or 0.0)))
+    return out
+
+
+def cost_to_reach(log: list[tuple[int, bool, float]], target: float) -> tuple[int, bool]:
+    """Trial-epochs spent up to the end of the first healthy trial reaching ``target`` (and whether it did)."""
+    spent = 0
+    for epochs, healthy, best in log:
+        spent += epochs
+        if healthy and best >= target:
+            return spent, True
+    return spent + max((e for e, _, _ in log), default=0), False
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--space", default="search_spaces/default.yaml")
+    ap.add_argument("--num-samples", type=int, default=10)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--targets", type=float, nargs="+", default=[0.30, 0.35, 0.40])
+    ap.add_argument(
+        "--set", action="append", default=[], help="fix a key over the space, e.g. train.epochs=8"
+    )
+    ap.add_argument("--json", help="also write the per-trial logs here")
+    args = ap.parse_args()
+    logs: dict[str, dict[int, list[tuple[int, bool, float]]]] = {arm: {} for arm in ARMS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            for arm, (sampler, prune) in ARMS.items():
+                t0 = time.perf_counter()
+                res = run_sweep(
+                    args.space,
+                    SweepOptions(
+                        name=f"{arm}-{seed}",
+                        storage=tmp,
+                        num_samples=args.num_samples,
+                        max_concurrent=1,
+                        cpus_per_trial=2,
+                        sampler=sampler,
+                        seed=seed,
+                        prune=prune,
+                        fixed=tuple(args.set),
+                    ),
+                    echo=lambda line: None,
+                )
+                log = trial_log(res.rows)
+                logs[arm][seed] = log
+                best = max((b for _, h, b in log if h), default=float("nan"))
+                print(
+                    f"seed {seed} {arm:12s}: {sum(e for e, _, _ in log)} trial-epochs, "
+                    f"{sum(h for _, h, _ in log)} healthy completed, best healthy {best:.3f}, "
+                    f"{time.perf_counter() - t0:.0f} s",
+                    flush=True,
+                )
+    for target in args.targets:
+        medians = {}
+        for arm in ARMS:
+            costs = [cost_to_reach(logs[arm][s], target) for s in args.seeds]
+            medians[arm] = statistics.median(c for c, _ in costs)
+            shown = ", ".join(f"{'' if ok else '>'}{c}" for c, ok in costs)
+            print(f"target {target:.2f} {arm:12s}: trial-epochs per seed [{shown}], median {medians[arm]:g}")
+        ratio = medians["random"] / medians["tpe+pruning"]
+        print(f"target {target:.2f}: ratio of medians random / tpe+pruning: {ratio:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "logs": logs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
