@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from optuna.trial import TrialState
 
-from tune_attn.tune.searcher import trial_status
+from tests.wandb_records import OfflineRun
+from tune_attn.run import run_status
 from tune_attn.tune.sweep import SweepOptions, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,17 +68,17 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
 
 
 def test_trial_status_from_last_result() -> None:
-    assert trial_status(None, True, "acc") == ("error", "the trial raised an error (see its error.txt)")
-    assert trial_status({"acc": float("nan")}, False, "acc") == ("error", "acc is nan")
-    assert trial_status(
+    assert run_status(None, True, "acc") == ("error", "the trial raised an error (see its error.txt)")
+    assert run_status({"acc": float("nan")}, False, "acc") == ("error", "acc is nan")
+    assert run_status(
         {"acc": 0.5, "detector.prune": 1.0, "detector.kind": "corner", "detector.reason": "corner: 0.8"},
         False,
         "acc",
     ) == ("pruned:corner", "corner: 0.8")
-    assert trial_status({"acc": 0.5, "epoch": 2, "epochs_budget": 6}, False, "acc")[0] == "stopped:asha"
-    assert trial_status({"acc": 0.5, "epoch": 6, "epochs_budget": 6}, False, "acc") == ("completed", "")
+    assert run_status({"acc": 0.5, "epoch": 2, "epochs_budget": 6}, False, "acc")[0] == "stopped:asha"
+    assert run_status({"acc": 0.5, "epoch": 6, "epochs_budget": 6}, False, "acc") == ("completed", "")
     # A sweep run with --no-prune records the verdict but lets the trial complete.
-    assert trial_status(
+    assert run_status(
         {"acc": 0.5, "detector.prune": 1.0, "prune_enabled": 0.0, "epoch": 6, "epochs_budget": 6},
         False,
         "acc",
@@ -166,6 +167,12 @@ def test_asha_stops_trials_below_the_rung_and_optuna_hears_pruned(ray_local, tmp
     assert by_status == {"completed": TrialState.COMPLETE, "stopped:asha": TrialState.PRUNED}
     pruned = [t for t in result.study.trials if t.state == TrialState.PRUNED]
     assert len(pruned) == len(stopped)
+    # Each trial's W&B run ends with its status, also for trials that Tune stopped between epochs.
+    for row in rows:
+        (folder,) = (Path(row["path"]) / "run" / "wandb").glob("offline-run-*")
+        run = OfflineRun.read(folder)
+        assert run.summary.get("status") == row["status"] and row["status"] in run.tags, (row, run.summary)
+        assert [h["epoch"] for h in run.history] == list(range(1, row["epochs"] + 1)) and run.exited
     assert all(t.user_attrs["prune_reason"].startswith("stopped by the scheduler") for t in pruned)
 
 

@@ -26,6 +26,23 @@ SetOpt = Annotated[
 ]
 
 
+WandbOpt = Annotated[
+    str, typer.Option("--wandb", help="W&B: offline (local runs, `wandb sync` later), online, or off.")
+]
+WandbProjectOpt = Annotated[str, typer.Option(help="W&B project.")]
+WandbEntityOpt = Annotated[str | None, typer.Option(help="W&B entity (user or team).")]
+
+
+def _tell_wandb_runs(runs: list[Path]) -> None:
+    if runs:
+        where = sorted({str(p.parent) for p in runs})
+        console.print(
+            f"W&B: {len(runs)} offline run(s) under {', '.join(where[:3])}{' ...' if len(where) > 3 else ''}; "
+            f"upload them with: wandb sync {' '.join(str(p) for p in runs[:3])}{' ...' if len(runs) > 3 else ''}",
+            highlight=False,
+        )
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
@@ -38,11 +55,15 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/train-<time>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint.")] = False,
     prune: Annotated[bool, typer.Option(help="Stop when the degeneracy monitor says prune.")] = False,
+    wandb: WandbOpt = "offline",
+    wandb_project: WandbProjectOpt = "tune-attn",
+    wandb_entity: WandbEntityOpt = None,
 ) -> None:
     """Train one config, writing metrics, per-epoch mask panels and a checkpoint to the run folder."""
     from tune_attn.data import DatasetError
     from tune_attn.engine import EpochResult, Trainer
-    from tune_attn.run import train_run
+    from tune_attn.run import panel_path, train_run
+    from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id
 
     if resume and out is None:
         raise _fail("--resume needs --out, the run folder to continue")
@@ -56,6 +77,7 @@ def train(
     if (out / "checkpoint.pt").exists() and not resume:
         raise _fail(f"{out}: holds a run already; add --resume to continue it, or choose another --out")
     try:
+        wandb_options = WandbOptions(wandb, wandb_project, wandb_entity)
         trainer = Trainer(cfg)
     except (DatasetError, ValueError) as exc:
         raise _fail(str(exc)) from None
@@ -85,6 +107,9 @@ def train(
             )
 
         def on_epoch(result: EpochResult) -> None:
+            wb.log_epoch(result, panel_path(out, result.epoch))
+            last.clear()
+            last.update(result.metrics)
             m, s = result.metrics, result.stats.summary
             extra = f" object {s['object_mass']:.2f}" if "object_mass" in s else ""
             progress.console.print(
@@ -96,17 +121,36 @@ def train(
             if m["detector.prune"]:
                 progress.console.print(f"  prune: {m['detector.reason']}", highlight=False)
 
+        last: dict = {}
+        wb = WandbRun(
+            wandb_options,
+            out,
+            name=out.name,
+            id=run_id(out.name, str(out.resolve())),
+            job_type="train",
+            config=cfg.to_dict(),
+        )
+        if wb.error:
+            err.print(f"W&B: {wb.error}; the panels are still written to {out / 'panels'}", highlight=False)
+        told = bool(wb.error)
         try:
             train_run(
                 cfg, out, resume=resume, on_batch=on_batch, on_epoch=on_epoch, trainer=trainer, prune=prune
             )
-        except ValueError as exc:
-            raise _fail(str(exc)) from None
+        except BaseException as exc:
+            wb.end(last, exc)
+            if isinstance(exc, ValueError):
+                raise _fail(str(exc)) from None
+            raise
+        wb.end(last)
+    if wb.error and not told:
+        err.print(f"W&B: {wb.error}; the panels are still written to {out / 'panels'}", highlight=False)
     console.print(
         f"done: panels in {out / 'panels'}, metrics in {out / 'metrics.jsonl'}, "
         f"checkpoint {out / 'checkpoint.pt'}",
         highlight=False,
     )
+    _tell_wandb_runs(offline_runs(out) if wb.mode == "offline" else [])
 
 
 @app.command()
@@ -138,6 +182,9 @@ def sweep(
         list[str] | None,
         typer.Option("--set", help="Fix a key over the space file, e.g. --set train.epochs=12 (repeatable)."),
     ] = None,
+    wandb: WandbOpt = "offline",
+    wandb_project: WandbProjectOpt = "tune-attn",
+    wandb_entity: WandbEntityOpt = None,
 ) -> None:
     """Run a hyperparameter sweep: Ray Tune trials, Optuna TPE, and degeneracy pruning."""
     from tune_attn.tune.search import SpaceError
@@ -159,6 +206,9 @@ def sweep(
             resume=resume,
             prune=prune,
             fixed=tuple(set_ or ()),
+            wandb=wandb,
+            wandb_project=wandb_project,
+            wandb_entity=wandb_entity,
         )
         result = run_sweep(space, options, echo=lambda line: console.print(line, highlight=False))
     except (SpaceError, ValueError) as exc:
@@ -184,6 +234,7 @@ def sweep(
         f"results: {result.path} (summary.csv, summary.json; each trial's panels under trial_*/run/panels)",
         highlight=False,
     )
+    _tell_wandb_runs(result.wandb_runs)
 
 
 @app.command()

@@ -46,6 +46,17 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (1 - ALPHA) * image + ALPHA * heat
 
 
+MASK_LEVELS = {0: "< 25% of the head's max", 1: "25-50%", 2: "50-75%", 3: ">= 75% of the head's max"}
+
+
+def mask_levels(mask: np.ndarray, size_h: int, size_w: int) -> np.ndarray:
+    """One (h, w) mask upsampled to (size_h, size_w) and cut into the 4 classes of :data:`MASK_LEVELS`
+    (quarters of its own maximum), as uint8: a segmentation that W&B overlays and toggles per head."""
+    top = float(mask.max())
+    scaled = _upsample(mask / top if top > 0 else np.zeros_like(mask), size_h, size_w)
+    return np.clip(np.floor(scaled * 4), 0, 3).astype(np.uint8)
+
+
 def _grid(tiles: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
     """Tiles (rows of equal-size RGB arrays) laid out on a white canvas."""
     th, tw = tiles[0][0].shape[:2]

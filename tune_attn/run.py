@@ -13,8 +13,9 @@ Layout of a run folder::
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,13 @@ from tune_attn.engine import BatchCallback, EpochResult, Trainer
 from tune_attn.masks import MaskStats
 
 CHECKPOINT = "checkpoint.pt"
+METRIC = "val_accuracy"
+"""The metric a run is judged by (sweeps maximize it)."""
+
+
+def panel_path(out_dir: str | Path, epoch: int) -> Path:
+    """Where a run folder keeps the mask panel of ``epoch``."""
+    return Path(out_dir) / "panels" / f"epoch_{epoch:03d}.png"
 
 
 def panel_title(cfg: RunConfig, result: EpochResult) -> str:
@@ -118,7 +126,7 @@ class RunWriter:
         panels.mask_panel(
             result.panel_images,
             result.masks[:n],
-            self.dir / "panels" / f"epoch_{result.epoch:03d}.png",
+            panel_path(self.dir, result.epoch),
             panel_title(self.cfg, result),
             head_notes=head_notes(result.stats),
         )
@@ -133,20 +141,21 @@ class RunWriter:
         panels.curves(trainer.history, self.dir / "curves.png", f"{self.dir.name}")
 
 
-def train_run(
+def run_epochs(
     cfg: RunConfig,
     out_dir: str | Path,
     *,
     resume: bool = False,
     on_batch: BatchCallback | None = None,
-    on_epoch: Callable[[EpochResult], None] | None = None,
     trainer: Trainer | None = None,
     prune: bool = False,
-) -> Trainer:
-    """Train ``cfg`` writing everything to ``out_dir``; with ``resume`` continue from its checkpoint.
+) -> Iterator[EpochResult]:
+    """Train ``cfg`` writing everything to ``out_dir``, yielding each epoch once it is written (metrics,
+    panel, checkpoint); with ``resume`` continue from the folder's checkpoint.
 
     The degeneracy monitor (``cfg.detector``) checks the masks every epoch; its verdict goes into the
     metrics (``detector.*`` keys) and the panel title. With ``prune`` the run stops when it says prune.
+    Every epoch's metrics also carry ``epochs_budget`` and ``prune_enabled`` (see :func:`run_status`).
     """
     out = Path(out_dir)
     ckpt = out / CHECKPOINT
@@ -166,11 +175,28 @@ def train_run(
     for result in trainer.epochs(on_batch):
         verdict = monitor.update(result.epoch, result.masks)
         result.metrics.update(verdict_metrics(verdict))
+        result.metrics.update(epochs_budget=cfg.train.epochs, prune_enabled=float(prune))
         writer.write_epoch(trainer, result, {"monitor": monitor.state_dict()})
+        yield result
+        if prune and verdict.prune:
+            return
+
+
+def train_run(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    on_batch: BatchCallback | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    trainer: Trainer | None = None,
+    prune: bool = False,
+) -> Trainer:
+    """:func:`run_epochs` to the end, calling ``on_epoch`` after each epoch; returns the trainer."""
+    trainer = trainer or Trainer(cfg)
+    for result in run_epochs(cfg, out_dir, resume=resume, on_batch=on_batch, trainer=trainer, prune=prune):
         if on_epoch is not None:
             on_epoch(result)
-        if prune and verdict.prune:
-            break
     return trainer
 
 
@@ -183,3 +209,25 @@ def verdict_metrics(verdict: Verdict) -> dict[str, Any]:
         "detector.prune": float(verdict.prune),
         "detector.reason": verdict.reason or verdict.diagnosis.reason,
     }
+
+
+def run_status(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[str, str]:
+    """(status, reason) of a finished run (a sweep trial) from its last result: ``completed``,
+    ``pruned:<kind>`` (the degeneracy monitor stopped it), ``stopped:asha`` (ended before its epoch budget
+    without an error: a scheduler stopped it) or ``error``."""
+    if error or not result:
+        return "error", "the trial raised an error (see its error.txt)"
+    value = result.get(metric)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "error", f"{metric} is {value!r}"
+    if result.get("detector.prune") and result.get("prune_enabled", 1.0):
+        return f"pruned:{result.get('detector.kind', 'degenerate')}", str(result.get("detector.reason", ""))
+    if result.get("epoch", 0) < result.get("epochs_budget", 0):
+        return "stopped:asha", f"stopped by the scheduler after epoch {result.get('epoch')}"
+    return "completed", ""
+
+
+def is_last_epoch(metrics: dict[str, Any]) -> bool:
+    """Whether a run ends after the epoch with these metrics: its epoch budget is reached, or it is pruned."""
+    pruned = bool(metrics.get("detector.prune")) and bool(metrics.get("prune_enabled", 1.0))
+    return pruned or metrics.get("epoch", 0) >= metrics.get("epochs_budget", math.inf)

@@ -13,30 +13,16 @@ pulling TPE towards collapsing regions; and a NaN metric leaves the Optuna trial
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from tune_attn.run import run_status
+
 STATUS_KEY = "status"
 RAY_TRIAL_ID = "ray_trial_id"
-
-
-def trial_status(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[str, str]:
-    """(status, reason) of a finished trial from its last result: ``completed``, ``pruned:<kind>``,
-    ``stopped:asha`` or ``error``."""
-    if error or not result:
-        return "error", "the trial raised an error (see its error.txt)"
-    value = result.get(metric)
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "error", f"{metric} is {value!r}"
-    if result.get("detector.prune") and result.get("prune_enabled", 1.0):
-        return f"pruned:{result.get('detector.kind', 'degenerate')}", str(result.get("detector.reason", ""))
-    if result.get("epoch", 0) < result.get("epochs_budget", 0):
-        return "stopped:asha", f"stopped by the scheduler after epoch {result.get('epoch')}"
-    return "completed", ""
 
 
 class DegeneracyAwareOptunaSearch(OptunaSearch):
@@ -47,7 +33,7 @@ class DegeneracyAwareOptunaSearch(OptunaSearch):
             return super().on_trial_complete(trial_id, result, error)
         ot_trial = self._ot_trials[trial_id]
         study: Any = self._ot_study
-        status, reason = trial_status(result, error, str(self.metric))
+        status, reason = run_status(result, error, str(self.metric))
         ot_trial.set_user_attr("status", status)
         ot_trial.set_user_attr(RAY_TRIAL_ID, trial_id)
         if status == "completed":

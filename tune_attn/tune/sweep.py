@@ -12,14 +12,15 @@ import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tune_attn.run import METRIC
+from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.summary import write_plots, write_table
 
-METRIC = "val_accuracy"
 SAMPLERS = ("tpe", "random")
 SUMMARY_FIGURES = (
     "detector.kind",
@@ -50,6 +51,9 @@ class SweepOptions:
     prune: bool = True
     fixed: tuple[str, ...] = ()
     """``section.key=value`` items that fix keys over the space file's (``--set``)."""
+    wandb: str = "offline"
+    wandb_project: str = "tune-attn"
+    wandb_entity: str | None = None
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -68,6 +72,10 @@ class SweepOptions:
             raise ValueError(f"--sampler: {self.sampler!r} is not valid; choose {' or '.join(SAMPLERS)}")
         if not self.name or "/" in self.name:
             raise ValueError(f"--name: {self.name!r}; a folder name without '/' is needed")
+        self.wandb_options()  # checks --wandb
+
+    def wandb_options(self) -> WandbOptions:
+        return WandbOptions(self.wandb, self.wandb_project, self.wandb_entity, group=self.name)
 
     def storage_path(self) -> str:
         """An absolute local path, or a URI such as ``s3://bucket/prefix`` as given."""
@@ -81,6 +89,8 @@ class SweepResult:
     path: str
     rows: list[dict[str, Any]]
     study: Any
+    wandb_runs: list[Path] = field(default_factory=list)
+    """The offline W&B runs (trials and the sweep's own), for ``wandb sync``."""
 
 
 def _searcher(space: SearchSpace, options: SweepOptions) -> tuple[Any, Any]:
@@ -103,7 +113,8 @@ def _progress_callback() -> Any:
     """A Tune callback printing one line per finished trial (module-level state only: Tune pickles it)."""
     from ray.tune import Callback
 
-    from tune_attn.tune.searcher import trial_status
+    from tune_attn.run import run_status
+    from tune_attn.tune.trainable import WANDB_ERROR
 
     class Progress(Callback):
         """One line per finished trial, with the running counts and the best accuracy so far."""
@@ -111,6 +122,19 @@ def _progress_callback() -> Any:
         def __init__(self) -> None:
             self.counts: dict[str, int] = {}
             self.best = -math.inf
+            self.told_wandb = False
+
+        def on_trial_result(
+            self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+        ) -> None:
+            problem = result.get(WANDB_ERROR)
+            if problem and not self.told_wandb:
+                self.told_wandb = True
+                print(
+                    f"W&B: {problem} (trial {trial.trial_id}). The sweep goes on and every trial's panels are "
+                    "still written under trial_*/run/panels; further W&B problems are not shown.",
+                    flush=True,
+                )
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._done(trials, trial, error=False)
@@ -119,7 +143,7 @@ def _progress_callback() -> Any:
             self._done(trials, trial, error=True)
 
         def _done(self, trials: list, trial: Any, error: bool) -> None:
-            status, reason = trial_status(trial.last_result, error, METRIC)
+            status, reason = run_status(trial.last_result, error, METRIC)
             kind = status.split(":")[0]
             self.counts[kind] = self.counts.get(kind, 0) + 1
             acc = (trial.last_result or {}).get(METRIC)
@@ -149,12 +173,17 @@ def run_sweep(
             f"--asha-grace {options.asha_grace} leaves ASHA nothing to stop: {space_path} trains at most "
             f"{max_epochs} epochs (train.epochs); choose a grace below {max_epochs}"
         )
+    wandb = options.wandb_options()
+    problem = wandb.problem()
+    if problem:
+        echo(f"W&B: {problem}. W&B logging is off for this sweep; the panels are still written to disk.")
+        wandb = WandbOptions("off")
     # Every epoch is a checkpoint; Tune's warning about frequent experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
     from ray import tune
 
-    from tune_attn.tune.trainable import train_trial
+    from tune_attn.tune.trainable import AttentionTrial
 
     if not ray.is_initialized():
         if options.address:
@@ -163,12 +192,19 @@ def run_sweep(
             ray.init(include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
     storage = options.storage_path()
     path = f"{storage.rstrip('/')}/{options.name}"
+    remote = "://" in path
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, prune=options.prune),
+        tune.with_parameters(
+            AttentionTrial,
+            prune=options.prune,
+            wandb=wandb,
+            experiment=None if remote else path,
+            sweep=options.name,
+        ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     search = None  # a restored sweep brings its own searcher back
-    local_exists = "://" not in path and Path(path).is_dir()
+    local_exists = not remote and Path(path).is_dir()
     if (options.resume or local_exists) and tune.Tuner.can_restore(path):
         if local_exists:
             check_experiment_state(Path(path))
@@ -197,7 +233,9 @@ def run_sweep(
                 name=options.name,
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=2),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1),
+                # A remote storage gets each trial's run folder (panels, W&B run) uploaded from where it ran.
+                sync_config=tune.SyncConfig(sync_artifacts=remote),
                 callbacks=[_progress_callback()],
                 verbose=0,
             ),
@@ -205,10 +243,47 @@ def run_sweep(
     grid = tuner.fit()
     study = _study_of(tuner) or (search.study if search is not None else None)
     rows = summary_rows(grid, space, study)
-    if "://" not in path:
+    result = SweepResult(path, rows, study)
+    if not remote:
         write_table(Path(path), rows)
-        write_plots(Path(path), rows, study)
-    return SweepResult(path, rows, study)
+        plots = write_plots(Path(path), rows, study)
+        log_sweep_run(wandb, Path(path), options, space, rows, plots, echo)
+        result.wandb_runs = offline_runs(path)
+    return result
+
+
+def log_sweep_run(
+    wandb: WandbOptions,
+    folder: Path,
+    options: SweepOptions,
+    space: SearchSpace,
+    rows: list[dict[str, Any]],
+    plots: list[Path],
+    echo: Callable[[str], None],
+) -> None:
+    """The sweep's own W&B run (job type ``sweep``): the summary as a W&B Table ``trials`` and the plots."""
+    if wandb.mode == "off":
+        return
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    config = {
+        "space": {p.key: p.value if p.kind == "fixed" else p.kind for p in space.params},
+        "space_file": space.source,
+        "options": {k: v for k, v in vars(options).items() if not k.startswith("wandb")},
+    }
+    run = WandbRun(
+        wandb,
+        folder,
+        name=f"{options.name}/summary",
+        id=run_id(f"{options.name}-summary", f"{options.name}/summary"),
+        job_type="sweep",
+        config=config,
+    )
+    run.log_table("trials", rows, plots)
+    run.finish("completed", summary={"trials": len(rows), **{f"trials/{k}": n for k, n in counts.items()}})
+    if run.error:
+        echo(f"W&B: {run.error}; the summary and plots are in {folder}")
 
 
 def check_experiment_state(folder: Path) -> None:
@@ -254,7 +329,8 @@ def error_reason(error: BaseException) -> str:
 def summary_rows(grid: Any, space: SearchSpace, study: Any = None) -> list[dict[str, Any]]:
     """One row per trial, in the order the search proposed them (the Optuna trial ``number``): searched
     config, best / last accuracy, status and reason, epochs, mask figures."""
-    from tune_attn.tune.searcher import RAY_TRIAL_ID, trial_status
+    from tune_attn.run import run_status
+    from tune_attn.tune.searcher import RAY_TRIAL_ID
 
     numbers = {t.user_attrs.get(RAY_TRIAL_ID): t.number for t in (study.trials if study else [])}
     rows = []
@@ -262,7 +338,7 @@ def summary_rows(grid: Any, space: SearchSpace, study: Any = None) -> list[dict[
         last = result.metrics or {}
         hist = result.metrics_dataframe
         accs = list(hist[METRIC]) if hist is not None and METRIC in hist else []
-        status, reason = trial_status(last, result.error is not None, METRIC)
+        status, reason = run_status(last, result.error is not None, METRIC)
         if result.error is not None:
             reason = error_reason(result.error)
         trial_id = last.get("trial_id", "")

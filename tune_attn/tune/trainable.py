@@ -1,13 +1,18 @@
-"""The Ray Tune function trainable: a thin adapter over :func:`tune_attn.run.train_run`.
+"""The Ray Tune trainable: a thin adapter over :func:`tune_attn.run.run_epochs`, one epoch per ``step``.
 
-Each epoch it reports scalar metrics (with the degeneracy verdict) and a checkpoint; it stops the trial when
-the monitor says prune. It resumes from Tune's checkpoint after a failure, exactly where it left off.
+Each step trains one epoch and returns its scalar metrics (with the degeneracy verdict); Tune saves a
+checkpoint after every step and ends the trial when the epoch budget is spent or the monitor says prune
+(``done``). A restored trial continues exactly where its checkpoint left off.
+
+A class trainable (not a function one) so that the trial's W&B run is closed in :meth:`cleanup`, which Tune
+runs in the trial's process before it ends: a function trainable stopped by a scheduler is torn down while
+its training thread still runs, and the W&B run it was writing was lost (seen with ray 2.60, wandb 0.31).
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +20,12 @@ import torch
 from ray import tune
 
 from tune_attn.engine import EpochResult
-from tune_attn.run import CHECKPOINT, train_run
+from tune_attn.run import CHECKPOINT, is_last_epoch, panel_path, run_epochs
+from tune_attn.tracking import WandbOptions, WandbRun, run_id
 from tune_attn.tune.search import config_from_flat
+
+WANDB_ERROR = "wandb.error"
+"""Result key carrying a trial's first W&B failure to the driver (which tells the user once)."""
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -24,25 +33,73 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
 
 
-def train_trial(config: dict[str, Any], prune: bool = True) -> None:
-    """Train one trial's config (flat ``section.key`` values) and report every epoch to Tune; with
-    ``prune`` stop when the degeneracy monitor says so."""
-    cfg = config_from_flat(config)
-    cpus = int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1) or 1)
-    torch.set_num_threads(max(1, cpus))
-    out = Path(tune.get_context().get_trial_dir()) / "run"
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a restarted trial: continue from the last reported epoch
-        with checkpoint.as_directory() as folder:
-            shutil.copy(Path(folder) / CHECKPOINT, out / CHECKPOINT)
+class AttentionTrial(tune.Trainable):
+    """One sweep trial: ``config`` holds flat ``section.key`` values; see the module doc."""
 
-    def report(result: EpochResult) -> None:
+    def setup(
+        self,
+        config: dict[str, Any],
+        prune: bool = True,
+        wandb: WandbOptions | None = None,
+        experiment: str | None = None,
+        sweep: str = "sweep",
+    ) -> None:
+        """``experiment``: the sweep's local (or shared) folder, where the trial's run folder (panels, metrics,
+        W&B run) is written; None for a remote storage: then the trial's working directory, which Tune
+        uploads (``SyncConfig(sync_artifacts=True)``)."""
+        self.cfg = config_from_flat(config)
+        self.prune = prune
+        resources = self.trial_resources.required_resources if self.trial_resources else {}
+        torch.set_num_threads(max(1, int(resources.get("CPU", 1) or 1)))
+        base = Path(experiment) / f"trial_{self.trial_id}" if experiment else Path.cwd()
+        self.out = base / "run"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.epochs: Iterator[EpochResult] | None = None  # started at the first step (after any restore)
+        self.last: dict[str, Any] = {}
+        self.error: BaseException | None = None
+        self.wb = WandbRun(
+            wandb or WandbOptions(mode="off"),
+            self.out,
+            name=f"{sweep}/trial_{self.trial_id}",
+            id=run_id(f"{sweep}-{self.trial_id}", f"{sweep}/{self.trial_id}"),
+            job_type="trial",
+            config={
+                **self.cfg.to_dict(),
+                "trial_id": self.trial_id,
+                "sweep": sweep,
+                "searched": sorted(config),
+            },
+        )
+        self.told_wandb = False
+
+    def step(self) -> dict[str, Any]:
+        try:
+            if self.epochs is None:
+                resume = (self.out / CHECKPOINT).exists()
+                self.epochs = run_epochs(self.cfg, self.out, resume=resume, prune=self.prune)
+            result = next(self.epochs)
+        except StopIteration:  # restored from the checkpoint of its last epoch: nothing left to train
+            return {**self.last, "done": True}
+        except BaseException as exc:
+            self.error = exc
+            raise
         metrics = scalar_metrics(result.metrics)
-        metrics["epochs_budget"] = cfg.train.epochs
-        metrics["prune_enabled"] = float(prune)
-        with tempfile.TemporaryDirectory() as tmp:
-            shutil.copy(out / CHECKPOINT, Path(tmp) / CHECKPOINT)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        self.wb.log_epoch(result, panel_path(self.out, result.epoch))
+        if self.wb.error and not self.told_wandb:
+            metrics[WANDB_ERROR] = self.wb.error
+            self.told_wandb = True
+        self.last = metrics
+        metrics["done"] = is_last_epoch(metrics)
+        return metrics
 
-    train_run(cfg, out, resume=(out / CHECKPOINT).exists(), on_epoch=report, prune=prune)
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        shutil.copy(self.out / CHECKPOINT, Path(checkpoint_dir) / CHECKPOINT)
+
+    def load_checkpoint(self, checkpoint: Any) -> None:
+        """Continue from Tune's checkpoint (a trial restarted after a failure, here or on another node)."""
+        shutil.copy(Path(checkpoint) / CHECKPOINT, self.out / CHECKPOINT)
+        self.epochs = None
+
+    def cleanup(self) -> None:
+        """Close the W&B run with the trial's status (Tune calls this however the trial ends)."""
+        self.wb.end(self.last, self.error)

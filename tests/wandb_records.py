@@ -1,0 +1,81 @@
+"""Read back what wandb wrote offline: the records of a run's ``run-<id>.wandb`` transaction log.
+
+wandb 0.31 has no public reader for offline runs; the file is a LevelDB-style log (a 7-byte ``:W&B``
+header, then 32 KiB blocks of chunks with a 7-byte header: CRC32, length, type) holding ``Record`` protos.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wandb.proto import wandb_internal_pb2 as pb
+
+BLOCK = 32768
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def records(path: Path) -> list[Any]:
+    """Every Record in a ``.wandb`` file, in order."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path}: not a W&B transaction log"
+    out, pos, pending = [], 7, b""
+    while pos + 7 <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < 7:  # block trailer: padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            break
+        if kind in (FULL, FIRST):
+            pending = chunk
+        else:
+            pending += chunk
+        if kind in (FULL, LAST):
+            rec = pb.Record()
+            rec.ParseFromString(pending)
+            out.append(rec)
+    return out
+
+
+def _key(item: Any) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+@dataclass
+class OfflineRun:
+    """The parts of an offline run that a user sees in W&B."""
+
+    folder: Path
+    run: Any = None  # the RunRecord: id, group, job type, tags, name
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    exited: bool = False
+
+    @classmethod
+    def read(cls, folder: Path) -> OfflineRun:
+        (log,) = folder.glob("run-*.wandb")
+        out = cls(folder)
+        for rec in records(log):
+            kind = rec.WhichOneof("record_type")
+            if kind == "run":
+                out.run = rec.run
+                out.tags = list(rec.run.tags)
+                out.config.update({_key(c): json.loads(c.value_json) for c in rec.run.config.update})
+            elif kind == "config":
+                out.config.update({_key(c): json.loads(c.value_json) for c in rec.config.update})
+            elif kind == "history":
+                out.history.append({_key(i): json.loads(i.value_json) for i in rec.history.item})
+            elif kind == "summary":
+                out.summary.update({_key(i): json.loads(i.value_json) for i in rec.summary.update})
+            elif kind == "exit":
+                out.exited = True
+        return out
