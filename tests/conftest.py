@@ -9,9 +9,13 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+def _cache_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Generated synthetic sets are cached in a fresh folder per test session, not in the user's home."""
     os.environ["TUNE_ATTN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    # wandb's own settings, caches and data stay in the test session too (runs go to each run folder).
+    wandb_home = tmp_path_factory.mktemp("wandb-home")
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        os.environ[var] = str(wandb_home / var.lower())
 
 
 TINY = [

@@ -56,6 +56,25 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
         assert row["epochs"] == (3 if row["status"] == "completed" else 2)  # grace 1 + patience 1
         assert list(Path(row["path"]).glob("run/panels/epoch_*.png"))
     assert (Path(result.path) / "summary.csv").read_text().startswith("trial_id,number,status,reason")
+    # W&B (offline): one run per trial in its folder of the storage path, grouped by the sweep, with its
+    # config, one history row and one panel per epoch, and its status; plus the sweep's own run.
+    assert len(result.wandb_runs) == 7
+    for row in rows:
+        (folder,) = (Path(row["path"]) / "run" / "wandb").glob("offline-run-*")
+        run = OfflineRun.read(folder)
+        assert run.run.run_group == "smoke" and run.run.job_type == "trial" and run.exited
+        assert run.config["trial_id"] == row["trial_id"] and run.config["train"]["epochs"] == 3
+        assert [h["epoch"] for h in run.history] == list(range(1, row["epochs"] + 1))
+        assert all((folder / "files" / h["panel"]["path"]).is_file() for h in run.history)
+        assert run.summary["status"] == row["status"] and run.tags == [row["status"]]
+    (folder,) = (Path(result.path) / "wandb").glob("offline-run-*")
+    sweep_run = OfflineRun.read(folder)
+    assert sweep_run.run.job_type == "sweep" and sweep_run.summary["trials"] == 6
+    (logged,) = [h for h in sweep_run.history if "trials" in h]
+    table = json.loads((folder / "files" / logged["trials"]["path"]).read_text())
+    assert len(table["data"]) == 6 and table["columns"][:3] == ["trial_id", "number", "status"]
+    assert sorted(r[2] for r in table["data"]) == sorted(r["status"] for r in rows)
+    assert {"accuracy_vs_weight_decay", "heads_vs_accuracy"} <= set(logged)
     for plot in ("accuracy_vs_weight_decay.png", "heads_vs_accuracy.png"):
         assert (Path(result.path) / plot).stat().st_size > 5000
     # A state file left empty by a driver killed mid-write is refused, not silently started over.
@@ -210,7 +229,8 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
         "--max-concurrent",
         "1",
     ]
-    env = {**os.environ, "COLUMNS": "300", "PYTHONUNBUFFERED": "1"}
+    secret = "0123456789abcdef" * 2 + "deadbeefcafe0042"  # looks like a W&B API key
+    env = {**os.environ, "COLUMNS": "300", "PYTHONUNBUFFERED": "1", "WANDB_API_KEY": secret}
     driver = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
     )
@@ -239,6 +259,10 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
             json.loads(x)["epoch"] for x in (Path(row["path"]) / "result.json").read_text().splitlines()
         ]
         assert epochs == sorted(set(epochs)) and epochs[0] == 1, epochs  # never restarted from epoch 0
+    # The W&B key in the environment never lands in any file the sweep wrote (Ray's, ours or wandb's).
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert not leaked
+    assert len(list(tmp_path.glob("r/trial_*/run/wandb/offline-run-*"))) >= 6
 
 
 def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -259,3 +283,28 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path:
     assert all(r["status"] == "completed" for r in rows.values() if r["data.name"] == "synthetic")
     errors = [t.user_attrs["error"] for t in result.study.trials if t.state == TrialState.FAIL]
     assert all("error" in e for e in errors)
+
+
+def test_wandb_problems_never_stop_a_sweep_and_are_told_once(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "tune_attn.cli", "sweep", str(COLLAPSE_SPACE), "--storage", str(tmp_path)]
+    env = {
+        **os.environ,
+        "COLUMNS": "300",
+        "WANDB_API_KEY": "",
+        "HOME": str(tmp_path / "home"),
+        "WANDB_BASE_URL": "http://127.0.0.1:9",  # should anything try to reach a W&B server: nothing answers
+    }
+    # Online without an API key: every trial falls back to an offline run; the user is told once.
+    cmd = [*base, "--name", "online", "--num-samples", "3", "--wandb", "online"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stdout.count("W&B:") == 2, r.stdout  # the one warning, and where the offline runs are
+    assert "logging offline instead" in r.stdout and "wandb sync" in r.stdout
+    assert len(list(tmp_path.glob("online/trial_*/run/wandb/offline-run-*"))) == 3
+    # A project name W&B refuses: said before any trial runs; the sweep runs without W&B, panels on disk.
+    cmd = [*base, "--name", "badproject", "--num-samples", "1", "--wandb-project", "a/b"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stdout.count("W&B:") == 1 and "Invalid project name 'a/b'" in r.stdout
+    assert list(tmp_path.glob("badproject/trial_*/run/panels/epoch_*.png"))
+    assert not list(tmp_path.glob("badproject/**/offline-run-*"))

@@ -44,8 +44,16 @@ def records(path: Path) -> list[Any]:
     return out
 
 
-def _key(item: Any) -> str:
-    return item.key or "/".join(item.nested_key)
+def _items(items: Any) -> dict[str, Any]:
+    """Items (``key`` or ``nested_key`` + JSON value) as a dict; nested keys become nested dicts."""
+    out: dict[str, Any] = {}
+    for item in items:
+        path = [item.key] if item.key else list(item.nested_key)
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = json.loads(item.value_json)
+    return out
 
 
 @dataclass
@@ -69,13 +77,13 @@ class OfflineRun:
             if kind == "run":
                 out.run = rec.run
                 out.tags = list(rec.run.tags)
-                out.config.update({_key(c): json.loads(c.value_json) for c in rec.run.config.update})
+                out.config.update(_items(rec.run.config.update))
             elif kind == "config":
-                out.config.update({_key(c): json.loads(c.value_json) for c in rec.config.update})
+                out.config.update(_items(rec.config.update))
             elif kind == "history":
-                out.history.append({_key(i): json.loads(i.value_json) for i in rec.history.item})
+                out.history.append(_items(rec.history.item))
             elif kind == "summary":
-                out.summary.update({_key(i): json.loads(i.value_json) for i in rec.summary.update})
+                out.summary.update(_items(rec.summary.update))
             elif kind == "exit":
                 out.exited = True
         return out

@@ -22,6 +22,8 @@ from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.summary import write_plots, write_table
 
 SAMPLERS = ("tpe", "random")
+WANDB_TOLD: set[str] = set()
+"""W&B problems already told to the user by this driver process (each is told once)."""
 SUMMARY_FIGURES = (
     "detector.kind",
     "mask.entropy",
@@ -122,14 +124,13 @@ def _progress_callback() -> Any:
         def __init__(self) -> None:
             self.counts: dict[str, int] = {}
             self.best = -math.inf
-            self.told_wandb = False
 
         def on_trial_result(
             self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
         ) -> None:
             problem = result.get(WANDB_ERROR)
-            if problem and not self.told_wandb:
-                self.told_wandb = True
+            if problem and not WANDB_TOLD:
+                WANDB_TOLD.add(problem)
                 print(
                     f"W&B: {problem} (trial {trial.trial_id}). The sweep goes on and every trial's panels are "
                     "still written under trial_*/run/panels; further W&B problems are not shown.",
@@ -282,7 +283,7 @@ def log_sweep_run(
     )
     run.log_table("trials", rows, plots)
     run.finish("completed", summary={"trials": len(rows), **{f"trials/{k}": n for k, n in counts.items()}})
-    if run.error:
+    if run.error and run.error not in WANDB_TOLD:
         echo(f"W&B: {run.error}; the summary and plots are in {folder}")
 
 

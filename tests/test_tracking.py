@@ -1,0 +1,147 @@
+"""W&B logging with the real wandb library in offline mode, read back from what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import TINY
+from tests.wandb_records import OfflineRun
+from tune_attn.panels import MASK_LEVELS, mask_levels
+from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id
+
+
+def _train(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    sets = [a for kv in [*TINY, "model.heads=2", "model.activation=softmax"] for a in ("--set", kv)]
+    return subprocess.run(
+        [sys.executable, "-m", "tune_attn.cli", "train", *sets, "--out", "run", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "300", **(env or {})},
+        timeout=300,
+    )
+
+
+def test_mask_levels_cut_each_head_at_quarters_of_its_own_max() -> None:
+    mask = np.array([[0.0, 0.1], [0.3, 0.4]])  # max 0.4: levels 0, 1, 3, 3 at the corners
+    levels = mask_levels(mask, 8, 8)
+    assert levels.shape == (8, 8) and levels.dtype == np.uint8
+    assert levels[0, 0] == 0 and levels[-1, -1] == 3 and levels[0, -1] == 1
+    assert set(np.unique(levels)) <= set(MASK_LEVELS)
+    assert (mask_levels(np.zeros((2, 2)), 4, 4) == 0).all()  # a dead head: nothing highlighted
+
+
+def test_run_ids_are_stable_safe_and_short() -> None:
+    a = run_id("my sweep/with:odd chars-" + "x" * 80, "key")
+    assert a == run_id("my sweep/with:odd chars-" + "x" * 80, "key") and len(a) <= 64
+    assert set(a) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+    assert run_id("s", "k1") != run_id("s", "k2")
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="--wandb: 'cloud' is not valid; choose one of offline, online, off"):
+        WandbOptions(mode="cloud")
+    assert "Invalid project name 'a/b'" in (WandbOptions(project="a/b").problem() or "")
+    assert WandbOptions(project="a/b", mode="off").problem() is None
+
+
+def test_train_logs_an_offline_run_with_config_history_panels_and_status(tmp_path: Path) -> None:
+    r = _train(tmp_path)
+    assert r.returncode == 0, r.stderr
+    runs = offline_runs(tmp_path / "run")
+    assert len(runs) == 1 and f"wandb sync {runs[0].relative_to(tmp_path)}" in r.stdout.replace("\n", "")
+    run = OfflineRun.read(runs[0])
+    assert run.run.job_type == "train" and run.exited
+    assert run.config["model"]["heads"] == 2 and run.config["train"]["epochs"] == 2
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["_step"] for h in run.history] == [1, 2]  # step = epoch: the media panel scrolls by epoch
+    for h, m in zip(run.history, metrics, strict=True):
+        assert h["val_accuracy"] == m["val_accuracy"] and h["mask.entropy"] == m["mask.entropy"]
+        # the epoch's panel PNG, as written to disk
+        assert h["panel"]["_type"] == "image-file"
+        logged = Image.open(runs[0] / "files" / h["panel"]["path"])
+        on_disk = Image.open(tmp_path / "run" / "panels" / f"epoch_{m['epoch']:03d}.png")
+        assert logged.size == on_disk.size
+        # every fixed sample with one toggleable mask per head
+        for i in range(3):
+            sample = h[f"masks/sample_{i}"]
+            assert sorted(sample["masks"]) == ["head_0", "head_1"]
+            levels = np.asarray(Image.open(runs[0] / "files" / sample["masks"]["head_0"]["path"]))
+            assert levels.shape == (32, 32) and set(np.unique(levels)) <= set(MASK_LEVELS)
+    assert run.summary["status"] == "completed" and run.tags == ["completed"]
+    assert run.summary["detector.kind"] == metrics[-1]["detector.kind"]
+
+
+def test_a_pruned_run_ends_with_its_status_and_tag(tmp_path: Path) -> None:
+    # weight decay 5 with SGD at lr 0.1 kills a ReLU mask within an epoch (see tests/data/space_collapse.yaml)
+    r = _train(
+        tmp_path,
+        "--prune",
+        "--set",
+        "model.activation=relu",
+        "--set",
+        "train.optimizer=sgd",
+        "--set",
+        "train.lr=0.1",
+        "--set",
+        "train.weight_decay=5",
+        "--set",
+        "train.epochs=4",
+        "--set",
+        "detector.grace_epochs=1",
+        "--set",
+        "detector.patience=1",
+    )
+    assert r.returncode == 0, r.stderr
+    run = OfflineRun.read(offline_runs(tmp_path / "run")[0])
+    assert run.summary["status"] == "pruned:dead" and run.tags == ["pruned:dead"]
+    assert "dead: mask maximum" in run.summary["reason"] and len(run.history) == 2
+
+
+def test_wandb_failures_never_stop_training_and_are_told_once(tmp_path: Path) -> None:
+    # A project name W&B refuses: training goes on, panels are written, one clear message.
+    (tmp_path / "a").mkdir()
+    r = _train(tmp_path / "a", "--wandb-project", "bad/name")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("W&B:") == 1 and "Invalid project name 'bad/name'" in r.stderr
+    assert (tmp_path / "a" / "run" / "panels" / "epoch_002.png").is_file()
+    assert not offline_runs(tmp_path / "a" / "run")
+    # Online without an API key (and a W&B server address that cannot answer): falls back to offline.
+    (tmp_path / "b").mkdir()
+    env = {"WANDB_API_KEY": "", "HOME": str(tmp_path / "home"), "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    r = _train(tmp_path / "b", "--wandb", "online", env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("W&B:") == 1 and "logging offline instead" in r.stderr, r.stderr
+    (run,) = offline_runs(tmp_path / "b" / "run")
+    assert OfflineRun.read(run).summary["status"] == "completed"
+    # --wandb off: nothing of W&B is written.
+    (tmp_path / "c").mkdir()
+    r = _train(tmp_path / "c", "--wandb", "off")
+    assert r.returncode == 0 and not (tmp_path / "c" / "run" / "wandb").exists()
+
+
+def test_a_wandb_error_mid_run_turns_logging_off_without_raising(tmp_path: Path) -> None:
+    run = WandbRun(
+        WandbOptions(), tmp_path, name="t", id=run_id("t", str(tmp_path)), job_type="train", config={}
+    )
+    assert run.active and run.error is None
+
+    def broken(*args: object, **kwargs: object) -> None:  # a failure we cannot cause for real: a full disk
+        raise OSError(28, "No space left on device")
+
+    run.run.log = broken
+    run.log({"a": 1.0}, step=1)
+    assert not run.active and "W&B log failed (OSError: [Errno 28] No space left on device)" in (
+        run.error or ""
+    )
+    run.log({"a": 2.0}, step=2)  # later calls are no-ops
+    run.finish("completed")
+    assert "W&B log failed" in (run.error or "")
