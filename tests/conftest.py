@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -28,3 +29,12 @@ TINY = [
     "train.panel_samples=3",
     "model.width=8",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _own_wandb_service() -> Iterator[None]:
+    """A test that used wandb in this process leaves WANDB_SERVICE set; later subprocesses would then write
+    their runs through this process's wandb-core, which flushes them to disk only later. Each process owns
+    its own service, as for a user."""
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
