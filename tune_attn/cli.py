@@ -237,6 +237,113 @@ def sweep(
     _tell_wandb_runs(result.wandb_runs)
 
 
+MetricOpt = Annotated[
+    str, typer.Option(help="Rank by last_val_accuracy (the exported weights' epoch) or best_val_accuracy.")
+]
+MinObjectOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Pick only trials with at least this share of mask mass on the object (mask.object_mass)."
+    ),
+]
+
+
+@app.command()
+def best(
+    experiment: Annotated[Path, typer.Argument(help="A sweep folder (finished or still running).")],
+    metric: MetricOpt = "last_val_accuracy",
+    min_object_mass: MinObjectOpt = None,
+    show_pruned: Annotated[bool, typer.Option(help="List pruned, stopped and failed trials too.")] = False,
+    top: Annotated[int, typer.Option(help="Rows in the leaderboard.")] = 10,
+    export: Annotated[Path | None, typer.Option(help="Export the picked trial's bundle here.")] = None,
+) -> None:
+    """Leaderboard of a sweep and the best trial whose masks are healthy at the end."""
+    from tune_attn.export import BundleError, export_bundle, rank, read_sweep
+
+    try:
+        rows = read_sweep(experiment)
+        board, pick = rank(rows, metric, min_object_mass, show_pruned)
+    except (BundleError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    searched = sorted(
+        {k for r in rows for k, v in r["config"].items() if len({str(x["config"].get(k)) for x in rows}) > 1}
+    )
+    table = Table("trial", "status", metric, "masks", "object", "entropy", *searched)
+    for r in board[:top]:
+        mark = " *" if pick is not None and r["trial_id"] == pick["trial_id"] else ""
+        table.add_row(
+            r["trial_id"] + mark,
+            r["status"],
+            _num(r.get(metric)),
+            str(r.get("detector.kind")),
+            _num(r.get("mask.object_mass")),
+            _num(r.get("mask.entropy")),
+            *[_num(r["config"].get(k)) for k in searched],
+        )
+    console.print(table)
+    if pick is None:
+        raise _fail(
+            "no trial completed with healthy masks"
+            + (" and enough mass on the object" if min_object_mass else ""),
+            1,
+        )
+    console.print(
+        f"best: trial {pick['trial_id']} {metric} {_num(pick.get(metric))} (run folder {pick['run']})",
+        highlight=False,
+    )
+    if export is not None:
+        try:
+            export_bundle(pick, export, experiment)
+        except (BundleError, ValueError, FileNotFoundError) as exc:
+            raise _fail(str(exc)) from None
+        console.print(f"exported to {export}", highlight=False)
+
+
+@app.command("export")
+def export_(
+    experiment: Annotated[Path, typer.Argument(help="A sweep folder.")],
+    out: Annotated[Path, typer.Option(help="Bundle folder to write.")],
+    trial: Annotated[str | None, typer.Option(help="Export this trial id instead of the best one.")] = None,
+    metric: MetricOpt = "last_val_accuracy",
+    min_object_mass: MinObjectOpt = None,
+) -> None:
+    """Write a deployable bundle (config, weights, torch.export model, panel, model card) of a sweep's trial."""
+    from tune_attn.export import BundleError, export_bundle, find_trial, rank, read_sweep
+
+    try:
+        rows = read_sweep(experiment)
+        row = find_trial(rows, trial) if trial else rank(rows, metric, min_object_mass)[1]
+        if row is None:
+            raise BundleError(f"{experiment}: no trial completed with healthy masks; choose one with --trial")
+        export_bundle(row, out, experiment)
+    except (BundleError, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"exported trial {row['trial_id']} to {out}", highlight=False)
+
+
+@app.command()
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by export.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+) -> None:
+    """Class and probability per image, on the CPU; writes <image>.attention.png next to each image."""
+    from tune_attn.data import DatasetError
+    from tune_attn.export import BundleError, load_bundle
+    from tune_attn.export import predict as run_predict
+
+    try:
+        loaded = load_bundle(bundle)
+        results = run_predict(loaded, images)
+    except (BundleError, DatasetError) as exc:
+        raise _fail(str(exc)) from None
+    for p in results:
+        typer.echo(f"{p.image}\t{p.label}\t{p.probability:.4f}\t{p.overlay}")  # tab-separated, for scripts
+
+
+def _num(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+
 @app.command()
 def keys() -> None:
     """List every config key with its type, default and meaning."""

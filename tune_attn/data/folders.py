@@ -28,7 +28,7 @@ IMAGEFOLDER_LAYOUT = """expected an ImageFolder tree: ROOT/<class name>/<image f
 image files ending in """ + ", ".join(IMAGE_SUFFIXES)
 
 
-def _load_rgb(path: Path, size: int) -> torch.Tensor:
+def load_rgb(path: Path, size: int) -> torch.Tensor:
     """Read an image file as uint8 (3, size, size)."""
     try:
         with Image.open(path) as im:
@@ -56,7 +56,7 @@ class FileImages(AttnDataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return _load_rgb(self.files[i], self.size), self.labels[i]
+        return load_rgb(self.files[i], self.size), self.labels[i]
 
     def masks(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if self.trimaps is None:

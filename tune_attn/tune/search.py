@@ -61,6 +61,21 @@ class Param:
             return [int(self.low), int(self.high)]
         return [self.low, self.high]
 
+    def spec(self) -> Any:
+        """The YAML form of this parameter (a fixed value, or its distribution)."""
+        if self.kind == "fixed":
+            return self.value
+        out: dict[str, Any] = {"type": self.kind}
+        if self.kind == "categorical":
+            out["choices"] = list(self.choices)
+        else:
+            out.update(low=self.low, high=self.high)
+            if self.kind == "int":
+                out.update(low=int(self.low), high=int(self.high), step=self.step, log=self.log)
+        if self.when:
+            out["when"] = dict(self.when)
+        return out
+
     def sample(self, trial: Any) -> Any:
         """Draw this parameter from an Optuna trial (define-by-run)."""
         if self.kind == "fixed":
@@ -140,6 +155,10 @@ class SearchSpace:
             if all(flat.get(k, _default(k)) == v for k, v in p.when.items()):
                 flat[p.key] = p.sample(trial)
         return flat
+
+    def to_dict(self) -> dict[str, Any]:
+        """The space as a YAML-ready mapping (``SearchSpace.from_dict`` reads it back to an equal space)."""
+        return {p.key: p.spec() for p in self.params}
 
     def searched_keys(self) -> list[str]:
         return [p.key for p in self.params if p.kind != "fixed"]

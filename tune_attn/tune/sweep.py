@@ -22,6 +22,7 @@ from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.summary import write_plots, write_table
 
 SAMPLERS = ("tpe", "random")
+SWEEP_RECORD = "sweep.json"
 WANDB_TOLD: set[str] = set()
 """W&B problems already told to the user by this driver process (each is told once)."""
 SUMMARY_FIGURES = (
@@ -206,6 +207,9 @@ def run_sweep(
     )
     search = None  # a restored sweep brings its own searcher back
     local_exists = not remote and Path(path).is_dir()
+    if not remote and not (Path(path) / SWEEP_RECORD).exists():  # provenance, for `best` / `export`
+        Path(path).mkdir(parents=True, exist_ok=True)
+        write_provenance(Path(path), space, options)
     if (options.resume or local_exists) and tune.Tuner.can_restore(path):
         if local_exists:
             check_experiment_state(Path(path))
@@ -285,6 +289,16 @@ def log_sweep_run(
     run.finish("completed", summary={"trials": len(rows), **{f"trials/{k}": n for k, n in counts.items()}})
     if run.error and run.error not in WANDB_TOLD:
         echo(f"W&B: {run.error}; the summary and plots are in {folder}")
+
+
+def write_provenance(folder: Path, space: SearchSpace, options: SweepOptions) -> None:
+    """``sweep.json``: the space file, the resolved space and the options the sweep started with."""
+    record = {
+        "space_file": str(Path(space.source.split(" + ")[0]).resolve()),
+        "space": space.to_dict(),
+        "options": {k: v for k, v in vars(options).items() if k != "wandb_entity"},
+    }
+    (folder / SWEEP_RECORD).write_text(json.dumps(record, indent=1, default=str))
 
 
 def check_experiment_state(folder: Path) -> None:

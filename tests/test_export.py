@@ -1,0 +1,165 @@
+"""Picking the best trial of a real (tiny) sweep, exporting it, loading the bundle and predicting."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tune_attn.export import BundleError, export_bundle, load_bundle, predict, rank, read_sweep
+from tune_attn.run import load_checkpoint
+from tune_attn.tune.sweep import SweepOptions, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import ray
+
+    storage = tmp_path_factory.mktemp("sweeps")
+    ray.init(include_dashboard=False, log_to_driver=False, num_cpus=2)
+    try:
+        space = ROOT / "tests" / "data" / "space_collapse.yaml"
+        result = run_sweep(space, SweepOptions(name="s", storage=str(storage), num_samples=4, wandb="off"))
+    finally:
+        ray.shutdown()
+    return Path(result.path)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tune_attn.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "250"},
+        timeout=300,
+    )
+
+
+def test_the_pick_is_the_best_completed_trial_with_healthy_masks(sweep: Path) -> None:
+    rows = read_sweep(sweep)
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert {r["trial_id"]: r["status"] for r in rows} == {r["trial_id"]: r["status"] for r in summary}
+    board, pick = rank(rows)
+    assert pick is not None and pick["status"] == "completed" and pick["detector.kind"] == "healthy"
+    eligible = [r for r in rows if r["status"] == "completed" and r["detector.kind"] == "healthy"]
+    assert pick["last_val_accuracy"] == max(r["last_val_accuracy"] for r in eligible)
+    assert all(r["status"] == "completed" for r in board)  # pruned trials only with show_pruned
+    assert len(rank(rows, show_pruned=True)[0]) == len(rows) == 4
+    assert any(r["status"].startswith("pruned:") for r in rows)
+    # A quality floor no trial reaches leaves nothing to pick; bad options are refused.
+    assert rank(rows, min_object_mass=1.0)[1] is None
+    with pytest.raises(ValueError, match="--metric: 'acc' is not valid; choose one of last_val_accuracy"):
+        rank(rows, metric="acc")
+    with pytest.raises(ValueError, match=r"--min-object-mass: 1.5; must be in \[0, 1\]"):
+        rank(rows, min_object_mass=1.5)
+
+
+def test_a_running_sweep_can_be_ranked(sweep: Path, tmp_path: Path) -> None:
+    running = tmp_path / "running"
+    shutil.copytree(sweep, running, ignore=shutil.ignore_patterns("checkpoint*", "*.pt"))
+    (running / "summary.json").unlink()  # the driver writes it only at the end
+    trial = next(r for r in read_sweep(sweep) if r["status"] == "completed")["trial_id"]
+    metrics = running / f"trial_{trial}" / "run" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")  # this trial is at epoch 1 of 3
+    rows = {r["trial_id"]: r for r in read_sweep(running)}
+    assert rows[trial]["status"] == "running" and rows[trial]["reason"] == "epoch 1 of 3"
+    assert all(
+        r["status"].startswith("pruned:") or r["status"] in ("completed", "running") for r in rows.values()
+    )
+
+
+def test_export_predict_and_rerun(sweep: Path, tmp_path: Path) -> None:
+    r = _cli("best", str(sweep), "--export", str(tmp_path / "bundle"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    pick = rank(read_sweep(sweep))[1]
+    assert pick is not None and f"best: trial {pick['trial_id']}" in r.stdout
+    bundle = tmp_path / "bundle"
+    for name in ("config.yaml", "weights.pt", "model.pt2", "bundle.json", "panel.png", "MODEL_CARD.md"):
+        assert (bundle / name).is_file(), name
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["provenance"]["trial_id"] == pick["trial_id"] and meta["provenance"]["space"]
+    assert meta["provenance"]["space_file"].endswith("space_collapse.yaml")
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert pick["trial_id"] in card and "mask.object_mass" in card
+    # The exported program gives the eager model's logits and masks.
+    loaded = load_bundle(bundle)
+    state = load_checkpoint(Path(pick["run"]) / "checkpoint.pt")
+    for k, v in loaded.model.state_dict().items():
+        assert torch.equal(v, state["model"][k])
+    x = torch.rand(3, 3, 32, 32)
+    program = torch.export.load(bundle / "model.pt2").module()
+    with torch.no_grad():
+        eager, exported = loaded.model(x), program(x)
+    assert torch.allclose(eager[0], exported[0], atol=1e-5) and torch.allclose(
+        eager[1], exported[1], atol=1e-5
+    )
+    # predict in a fresh process on CPU: class and probability per image, an overlay next to each image.
+    images = []
+    for i in range(2):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray((np.random.default_rng(i).random((40, 50, 3)) * 255).astype(np.uint8)).save(path)
+        images.append(path)
+    r = _cli("predict", str(bundle), *map(str, images), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    expected = predict(loaded, images)
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for line, p in zip(lines, expected, strict=True):
+        path, label, prob, overlay = line.split("\t")
+        assert (path, label) == (str(p.image), p.label) and float(prob) == pytest.approx(
+            p.probability, abs=1e-4
+        )
+        assert Path(overlay).is_file() and Path(overlay).parent == p.image.parent
+    # The exported config reruns as is and reproduces the trial's first epoch.
+    r = _cli(
+        "train",
+        "--config",
+        str(bundle / "config.yaml"),
+        "--set",
+        "train.epochs=1",
+        "--out",
+        "rerun",
+        "--wandb",
+        "off",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    first = json.loads((Path(pick["run"]) / "metrics.jsonl").read_text().splitlines()[0])
+    again = json.loads((tmp_path / "rerun" / "metrics.jsonl").read_text().splitlines()[0])
+    assert again["val_accuracy"] == first["val_accuracy"]
+    assert again["train_loss"] == pytest.approx(first["train_loss"], rel=1e-5)
+    assert again["mask.entropy"] == pytest.approx(first["mask.entropy"], rel=1e-4)
+
+
+def test_bad_bundles_are_refused_naming_the_file(sweep: Path, tmp_path: Path) -> None:
+    pick = rank(read_sweep(sweep))[1]
+    assert pick is not None
+    good = export_bundle(pick, tmp_path / "good", sweep)
+    with pytest.raises(BundleError, match="no such bundle folder"):
+        load_bundle(tmp_path / "nope")
+    broken = Path(shutil.copytree(good, tmp_path / "missing"))
+    (broken / "weights.pt").unlink()
+    with pytest.raises(BundleError, match="missing weights.pt"):
+        load_bundle(broken)
+    corrupt = Path(shutil.copytree(good, tmp_path / "corrupt"))
+    (corrupt / "weights.pt").write_bytes(b"not a torch file")
+    with pytest.raises(BundleError, match=r"corrupt/weights.pt: not readable weights"):
+        load_bundle(corrupt)
+    mismatched = Path(shutil.copytree(good, tmp_path / "mismatched"))
+    cfg = (mismatched / "config.yaml").read_text()
+    (mismatched / "config.yaml").write_text(cfg.replace("heads: 1", "heads: 2"))
+    with pytest.raises(BundleError, match="does not match config.yaml"):
+        load_bundle(mismatched)
+    r = _cli("predict", str(corrupt), str(tmp_path / "x.png"), cwd=tmp_path)
+    assert r.returncode == 2 and "not readable weights" in r.stderr
