@@ -208,6 +208,12 @@ def test_sweep_options_are_checked_before_ray_starts(tmp_path: Path) -> None:
         SweepOptions(sampler="grid")
     with pytest.raises(ValueError, match="--asha-grace: 0; must be >= 1 epoch"):
         SweepOptions(asha_grace=0)
+    with pytest.raises(ValueError, match="--startup-trials: 0; must be >= 1"):
+        SweepOptions(startup_trials=0)
+    with pytest.raises(ValueError, match="--wandb: 'cloud' is not valid"):
+        SweepOptions(wandb="cloud")
+    assert [SweepOptions(num_samples=n).tpe_startup_trials() for n in (8, 16, 40, 100)] == [4, 4, 10, 10]
+    assert SweepOptions(startup_trials=2).tpe_startup_trials() == 2
 
 
 def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Path) -> None:

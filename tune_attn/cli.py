@@ -175,6 +175,12 @@ def sweep(
         int, typer.Option(help="With --scheduler asha: epochs every trial runs before ASHA may stop it.")
     ] = 2,
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe, or random (a baseline).")] = "tpe",
+    startup_trials: Annotated[
+        int | None,
+        typer.Option(
+            help="TPE: random trials before it models the results (default max(4, min(10, n / 4)))."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the Optuna sampler.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted sweep of the same name.")] = False,
     prune: Annotated[bool, typer.Option(help="Stop trials whose attention masks collapse.")] = True,
@@ -202,6 +208,7 @@ def sweep(
             scheduler=scheduler,
             asha_grace=asha_grace,
             sampler=sampler,
+            startup_trials=startup_trials,
             seed=seed,
             resume=resume,
             prune=prune,

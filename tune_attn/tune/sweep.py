@@ -49,6 +49,9 @@ class SweepOptions:
     scheduler: str = "none"
     asha_grace: int = 2
     sampler: str = "tpe"
+    startup_trials: int | None = None
+    """TPE's random trials before it models the results; default max(4, min(10, num_samples // 4)) (Optuna's
+    10 would leave a 10-trial sweep purely random)."""
     seed: int = 0
     resume: bool = False
     prune: bool = True
@@ -71,11 +74,18 @@ class SweepOptions:
             raise ValueError(f"--scheduler: {self.scheduler!r} is not valid; choose asha or none")
         if self.asha_grace < 1:
             raise ValueError(f"--asha-grace: {self.asha_grace}; must be >= 1 epoch")
+        if self.startup_trials is not None and self.startup_trials < 1:
+            raise ValueError(f"--startup-trials: {self.startup_trials}; must be >= 1")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler: {self.sampler!r} is not valid; choose {' or '.join(SAMPLERS)}")
         if not self.name or "/" in self.name:
             raise ValueError(f"--name: {self.name!r}; a folder name without '/' is needed")
         self.wandb_options()  # checks --wandb
+
+    def tpe_startup_trials(self) -> int:
+        if self.startup_trials is not None:
+            return self.startup_trials
+        return max(4, min(10, self.num_samples // 4))
 
     def wandb_options(self) -> WandbOptions:
         return WandbOptions(self.wandb, self.wandb_project, self.wandb_entity, group=self.name)
@@ -104,7 +114,7 @@ def _searcher(space: SearchSpace, options: SweepOptions) -> tuple[Any, Any]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler: Any = (
-        optuna.samplers.TPESampler(seed=options.seed)
+        optuna.samplers.TPESampler(seed=options.seed, n_startup_trials=options.tpe_startup_trials())
         if options.sampler == "tpe"
         else optuna.samplers.RandomSampler(seed=options.seed)
     )
