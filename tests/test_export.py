@@ -26,7 +26,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import ray
 
     storage = tmp_path_factory.mktemp("sweeps")
-    ray.init(include_dashboard=False, log_to_driver=False, num_cpus=2)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=2)
     try:
         space = ROOT / "tests" / "data" / "space_collapse.yaml"
         result = run_sweep(space, SweepOptions(name="s", storage=str(storage), num_samples=4, wandb="off"))

@@ -24,7 +24,7 @@ COLLAPSE_SPACE = ROOT / "tests" / "data" / "space_collapse.yaml"
 def ray_local():  # type: ignore[no-untyped-def]
     import ray
 
-    ray.init(include_dashboard=False, log_to_driver=False, num_cpus=2)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=2)
     yield
     ray.shutdown()
 

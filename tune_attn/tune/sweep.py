@@ -201,7 +201,8 @@ def run_sweep(
         if options.address:
             ray.init(address=options.address, log_to_driver=False)
         else:
-            ray.init(include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
+            # "local": always a new embedded Ray, never one that `ray start` left running on this machine
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
     storage = options.storage_path()
     path = f"{storage.rstrip('/')}/{options.name}"
     remote = "://" in path

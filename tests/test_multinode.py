@@ -1,0 +1,87 @@
+"""A sweep on a real multi-node Ray cluster on loopback addresses (127.0.0.2-4), with token auth, surviving
+the loss of a worker node: the lost trial resumes from its last checkpoint on the other node."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tune_attn import localcluster
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _results(trial: Path) -> list[dict]:
+    path = trial / "result.json"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    c = localcluster.start(workers=2, cpus_per_worker=1, port=6395, env=env)
+    yield c
+    c.stop()
+
+
+def test_a_sweep_survives_a_lost_worker_node(cluster: localcluster.LocalCluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "data.image_size: 32\ndata.num_train: 192\ndata.num_val: 48\nmodel.width: 8\ntrain.epochs: 6\n"
+        "train.batch_size: 32\ntrain.stats_samples: 24\ntrain.panel_samples: 2\n"
+        "model.heads: {type: int, low: 1, high: 2}\n"
+    )
+    cmd = [sys.executable, "-m", "tune_attn.cli", "sweep", str(space), "--address", cluster.address]
+    cmd += [
+        "--storage",
+        str(tmp_path / "sweeps"),
+        "--name",
+        "mn",
+        "--num-samples",
+        "4",
+        "--max-concurrent",
+        "2",
+    ]
+    cmd += ["--no-prune", "--wandb", "off"]
+    driver = subprocess.Popen(
+        cmd,
+        env={**cluster.env, "COLUMNS": "300"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    folder = tmp_path / "sweeps" / "mn"
+    # Wait until a trial on the second worker (127.0.0.4) has reported 2 epochs, then kill that node.
+    victim, deadline = None, time.monotonic() + 240
+    while victim is None and time.monotonic() < deadline and driver.poll() is None:
+        for trial in folder.glob("trial_*"):
+            rows = _results(trial)
+            if len(rows) >= 2 and rows[-1].get("node_ip") == "127.0.0.4" and rows[-1]["epoch"] < 6:
+                victim = trial
+        time.sleep(0.2)
+    assert victim is not None, "no trial ran on the second worker in time"
+    done_before = {t.name: _results(t) for t in folder.glob("trial_*") if len(_results(t)) == 6}
+    cluster.kill(2)
+    out, _ = driver.communicate(timeout=420)
+    assert driver.returncode == 0, out[-3000:]
+    rows = json.loads((folder / "summary.json").read_text())
+    assert len(rows) == 4 and all(r["status"] == "completed" for r in rows), out[-3000:]
+    # The trials ran on both workers.
+    nodes = {r.get("node_ip") for t in folder.glob("trial_*") for r in _results(t)}
+    assert {"127.0.0.3", "127.0.0.4"} <= nodes
+    # The lost trial finished on the surviving node, resumed from its last checkpoint: its epochs never go
+    # back to 1, and the first epoch after the move follows one it had reported.
+    results = _results(victim)
+    epochs = [r["epoch"] for r in results]
+    moved = next(i for i, r in enumerate(results) if r["node_ip"] == "127.0.0.3")
+    assert moved >= 2 and epochs[moved] > 1 and epochs[moved] - 1 in epochs[:moved], epochs
+    assert epochs[-1] == 6 and 1 not in epochs[moved:], epochs
+    # Nothing finished before the loss was lost or rerun.
+    for name, before in done_before.items():
+        assert _results(folder / name)[: len(before)] == before

@@ -1,0 +1,177 @@
+"""A real multi-node Ray cluster on this machine, on loopback addresses only: a head and N worker nodes.
+
+For trying the cluster path (``tune-attn sweep --address``) without machines, and for the multi-node tests.
+Each node is a real ``ray start --block`` process (in its own process group, so stopping a node stops all
+of its processes) on its own loopback address: Ray turns ``127.0.0.1`` into the machine's routable address,
+so the head is ``127.0.0.2`` and the workers ``127.0.0.3``, ``127.0.0.4``, ... Ray's token authentication
+is on, as on a real cluster: every node and the driver run with ``RAY_AUTH_MODE=token`` and the same token
+(``~/.ray/auth_token``, made with ``ray get-auth-token --generate``).
+
+    python -m tune_attn.localcluster start --workers 2      # prints the address and the driver's env
+    python -m tune_attn.localcluster stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HEAD_IP = "127.0.0.2"
+STATE = Path.home() / ".cache" / "tune_attn" / "localcluster.json"
+
+
+def _ray() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def token_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for every node and the driver: token auth on, the token made if missing."""
+    env = {**(env or os.environ), "RAY_AUTH_MODE": "token"}
+    subprocess.run([_ray(), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    return env
+
+
+@dataclass
+class LocalCluster:
+    """The nodes of a local cluster: ``nodes[0]`` is the head; ``ips[i]`` the address of ``nodes[i]``."""
+
+    port: int
+    env: dict[str, str]
+    nodes: list[subprocess.Popen] = field(default_factory=list)
+    ips: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"{HEAD_IP}:{self.port}"
+
+    def add_worker(self, cpus: int = 1, resources: dict[str, float] | None = None) -> str:
+        ip = f"127.0.0.{len(self.nodes) + 2}"
+        cmd = [_ray(), "start", "--block", f"--address={self.address}", f"--node-ip-address={ip}"]
+        cmd += [f"--num-cpus={cpus}", "--num-gpus=0", f"--resources={json.dumps(resources or {})}"]
+        self._start(cmd, ip)
+        return ip
+
+    @property
+    def temp_dir(self) -> str:
+        """The head's Ray temp dir: its own (short: socket paths are limited), so that `ray start` here does not
+        become the cluster that a plain ``ray.init()`` elsewhere on the machine would join."""
+        return f"/tmp/tune-attn-ray-{self.port}"
+
+    def _start(self, cmd: list[str], ip: str) -> None:
+        log = open(f"{self.temp_dir}-{ip}.log", "w")  # noqa: SIM115
+        self.nodes.append(
+            subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        )
+        self.ips.append(ip)
+
+    def wait_for(self, alive: int, timeout: float = 90.0) -> None:
+        """Wait until ``alive`` nodes are registered and alive (asks the head's GCS, via the ray CLI)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for p in self.nodes:
+                if p.poll() is not None:
+                    raise RuntimeError(f"a Ray node exited with {p.returncode}: see {self.temp_dir}-*.log")
+            r = subprocess.run(
+                [sys.executable, "-c", _COUNT_ALIVE, self.address],
+                env=self.env,
+                capture_output=True,
+                text=True,
+            )
+            if r.returncode == 0 and r.stdout.strip().isdigit() and int(r.stdout) >= alive:
+                return
+            time.sleep(1.0)
+        raise TimeoutError(f"the local cluster at {self.address} did not reach {alive} alive nodes")
+
+    def kill(self, index: int) -> None:
+        """Kill node ``index`` and all its processes at once (a lost machine)."""
+        stop_group(self.nodes[index].pid, grace=0.0)
+        self.nodes[index].wait()
+
+    def stop(self) -> None:
+        for p in reversed(self.nodes):
+            stop_group(p.pid)
+            p.wait()
+
+
+def stop_group(pgid: int, grace: float = 10.0) -> None:
+    """SIGTERM a node's process group, SIGKILL whatever is left after ``grace`` seconds; returns when the
+    group is gone, or 5 s after the SIGKILL (killed processes that no one reaps linger as zombies)."""
+    deadline = time.monotonic() + grace
+    sig = signal.SIGTERM if grace > 0 else signal.SIGKILL
+    while time.monotonic() < deadline + 5.0:
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
+        time.sleep(0.2)
+
+
+_COUNT_ALIVE = """
+import sys, ray
+ray.init(address=sys.argv[1], _node_ip_address="127.0.0.2", log_to_driver=False)
+print(sum(1 for n in ray.nodes() if n["Alive"]))
+"""
+
+
+def start(
+    workers: int = 2, cpus_per_worker: int = 1, port: int = 6393, env: dict[str, str] | None = None
+) -> LocalCluster:
+    """Start a head (no CPUs: it runs the driver only) and ``workers`` worker nodes; wait until all are up."""
+    cluster = LocalCluster(port, token_env(env))
+    cluster._start(
+        [
+            _ray(),
+            "start",
+            "--block",
+            "--head",
+            f"--node-ip-address={HEAD_IP}",
+            f"--port={port}",
+            "--num-cpus=0",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            f"--temp-dir={cluster.temp_dir}",
+        ],
+        HEAD_IP,
+    )
+    cluster.wait_for(1)
+    for _ in range(workers):
+        cluster.add_worker(cpus_per_worker)
+    cluster.wait_for(1 + workers)
+    return cluster
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["start", "stop"])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cpus-per-worker", type=int, default=1)
+    ap.add_argument("--port", type=int, default=6393)
+    args = ap.parse_args()
+    if args.action == "start":
+        cluster = start(args.workers, args.cpus_per_worker, args.port)
+        STATE.parent.mkdir(parents=True, exist_ok=True)
+        STATE.write_text(json.dumps({"pids": [p.pid for p in cluster.nodes], "address": cluster.address}))
+        print(f"local Ray cluster: head {cluster.address}, workers {', '.join(cluster.ips[1:])}")
+        print("run a sweep on it with:")
+        print(f"  RAY_AUTH_MODE=token tune-attn sweep search_spaces/smoke.yaml --address {cluster.address}")
+        print("stop it with: python -m tune_attn.localcluster stop")
+    else:
+        if not STATE.is_file():
+            sys.exit(f"{STATE}: no local cluster recorded")
+        for pid in reversed(json.loads(STATE.read_text())["pids"]):
+            stop_group(pid)
+        STATE.unlink()
+        print("stopped")
+
+
+if __name__ == "__main__":
+    main()
