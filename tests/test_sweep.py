@@ -314,3 +314,21 @@ def test_wandb_problems_never_stop_a_sweep_and_are_told_once(tmp_path: Path) -> 
     assert r.stdout.count("W&B:") == 1 and "Invalid project name 'a/b'" in r.stdout
     assert list(tmp_path.glob("badproject/trial_*/run/panels/epoch_*.png"))
     assert not list(tmp_path.glob("badproject/**/offline-run-*"))
+
+
+def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A file:// URI takes the remote-storage path (as s3:// would): trials write in their working directory
+    # and Tune uploads it; the summary is written locally and uploaded.
+    result = run_sweep(
+        COLLAPSE_SPACE, SweepOptions(name="uri", storage=f"file://{tmp_path}/store", num_samples=2, seed=0)
+    )
+    assert result.path == f"file://{tmp_path}/store/uri"
+    folder = tmp_path / "store" / "uri"
+    rows = json.loads((folder / "summary.json").read_text())
+    assert len(rows) == 2 and (folder / "sweep.json").is_file() and (folder / "summary.csv").is_file()
+    for row in rows:
+        trial = folder / f"trial_{row['trial_id']}"
+        assert list(trial.glob("run/panels/epoch_*.png")) and (trial / "run" / "metrics.jsonl").is_file()
+        (run_folder,) = trial.glob("run/wandb/offline-run-*")  # one copy: no "latest-run" duplicate
+        run = OfflineRun.read(run_folder)
+        assert run.exited and run.summary["status"] == row["status"] and len(run.history) == row["epochs"]

@@ -216,6 +216,9 @@ class WandbRun:
                 run.finish()
             except Exception as exc:
                 self.error = self.error or f"W&B finish failed ({_first_line(exc)})"
+            link = self.dir / "wandb" / "latest-run"  # wandb's convenience link: copied to a storage URI,
+            if link.is_symlink():  # it would become a second copy of the run
+                link.unlink()
 
 
 def _is_number(v: Any) -> bool:

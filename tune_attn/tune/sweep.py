@@ -265,6 +265,16 @@ def run_sweep(
         plots = write_plots(Path(path), rows, study)
         log_sweep_run(wandb, Path(path), options, space, rows, plots, echo)
         result.wandb_runs = offline_runs(path)
+    else:  # a URI (s3://, gs://, ...): write the summary here, then upload it next to Ray's files
+        import tempfile
+
+        import pyarrow.fs
+
+        with tempfile.TemporaryDirectory() as tmp:
+            write_table(Path(tmp), rows)
+            write_plots(Path(tmp), rows, study)
+            write_provenance(Path(tmp), space, options)
+            pyarrow.fs.copy_files(tmp, path)
     return result
 
 

@@ -90,6 +90,8 @@ class AttentionTrial(tune.Trainable):
             self.told_wandb = True
         self.last = metrics
         metrics["done"] = is_last_epoch(metrics)
+        if metrics["done"]:  # closed before Tune saves (and, for a remote storage, uploads) the last epoch
+            self.wb.end(self.last)
         return metrics
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
@@ -101,5 +103,9 @@ class AttentionTrial(tune.Trainable):
         self.epochs = None
 
     def cleanup(self) -> None:
-        """Close the W&B run with the trial's status (Tune calls this however the trial ends)."""
+        """Close the W&B run with the trial's status (Tune calls this however the trial ends); with a remote
+        storage, upload the run folder once more so that the W&B run's end reaches it."""
         self.wb.end(self.last, self.error)
+        storage = getattr(self, "_storage", None)  # Tune's StorageContext of this trial (ray 2.60)
+        if storage is not None and storage.sync_config.sync_artifacts:
+            storage.persist_artifacts(force=True)
