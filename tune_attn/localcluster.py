@@ -14,6 +14,7 @@ is on, as on a real cluster: every node and the driver run with ``RAY_AUTH_MODE=
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -51,11 +52,24 @@ class LocalCluster:
     def address(self) -> str:
         return f"{HEAD_IP}:{self.port}"
 
-    def add_worker(self, cpus: int = 1, resources: dict[str, float] | None = None) -> str:
+    def add_worker(self, cpus: int = 1, resources: dict[str, float] | None = None, tries: int = 2) -> str:
+        """Start a worker node on the next loopback address and wait until it is alive; on a loaded machine a
+        node can time out while starting (Ray's own startup timeout): it is started again, ``tries`` in all."""
         ip = f"127.0.0.{len(self.nodes) + 2}"
         cmd = [_ray(), "start", "--block", f"--address={self.address}", f"--node-ip-address={ip}"]
         cmd += [f"--num-cpus={cpus}", "--num-gpus=0", f"--resources={json.dumps(resources or {})}"]
-        self._start(cmd, ip)
+        for attempt in range(tries):
+            self._start(cmd, ip)
+            try:
+                self.wait_for(len(self.nodes))
+                return ip
+            except RuntimeError:
+                if attempt == tries - 1:
+                    raise
+                failed = self.nodes.pop()
+                self.ips.pop()
+                stop_group(failed.pid, grace=0.0)  # whatever the failed start left running
+                failed.wait()
         return ip
 
     @property
@@ -65,14 +79,14 @@ class LocalCluster:
         return f"/tmp/tune-attn-ray-{self.port}"
 
     def _start(self, cmd: list[str], ip: str) -> None:
-        log = open(f"{self.temp_dir}-{ip}.log", "w")  # noqa: SIM115
+        log = open(f"{self.temp_dir}-{ip}.log", "a")  # noqa: SIM115
         self.nodes.append(
             subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         )
         self.ips.append(ip)
 
     def wait_for(self, alive: int, timeout: float = 90.0) -> None:
-        """Wait until ``alive`` nodes are registered and alive (asks the head's GCS, via the ray CLI)."""
+        """Wait until ``alive`` nodes are registered and alive (asks the head's GCS from a fresh driver process)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for p in self.nodes:
@@ -90,14 +104,36 @@ class LocalCluster:
         raise TimeoutError(f"the local cluster at {self.address} did not reach {alive} alive nodes")
 
     def kill(self, index: int) -> None:
-        """Kill node ``index`` and all its processes at once (a lost machine)."""
-        stop_group(self.nodes[index].pid, grace=0.0)
+        """Kill node ``index`` and every process it started at once, its trials' worker processes included
+        (they run in process groups of their own): a lost machine."""
+        root = self.nodes[index].pid
+        for pid in [root, *descendants(root)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        stop_group(root, grace=0.0)
         self.nodes[index].wait()
 
     def stop(self) -> None:
         for p in reversed(self.nodes):
             stop_group(p.pid)
             p.wait()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), children before grandchildren."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
 
 
 def stop_group(pgid: int, grace: float = 10.0) -> None:
@@ -144,8 +180,9 @@ def start(
     )
     cluster.wait_for(1)
     for _ in range(workers):
-        cluster.add_worker(cpus_per_worker)
-    cluster.wait_for(1 + workers)
+        cluster.add_worker(
+            cpus_per_worker
+        )  # one at a time: starting nodes together overloads a small machine
     return cluster
 
 
