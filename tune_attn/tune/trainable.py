@@ -50,6 +50,10 @@ class AttentionTrial(tune.Trainable):
         self.cfg = config_from_flat(config)
         self.prune = prune
         resources = self.trial_resources.required_resources if self.trial_resources else {}
+        self.resources = {
+            "resources.cpu": float(resources.get("CPU", 0)),
+            "resources.gpu": float(resources.get("GPU", 0)),
+        }
         torch.set_num_threads(max(1, int(resources.get("CPU", 1) or 1)))
         base = Path(experiment) / f"trial_{self.trial_id}" if experiment else Path.cwd()
         self.out = base / "run"
@@ -83,7 +87,7 @@ class AttentionTrial(tune.Trainable):
         except BaseException as exc:
             self.error = exc
             raise
-        metrics = scalar_metrics(result.metrics)
+        metrics = {**scalar_metrics(result.metrics), **self.resources}  # what Ray gave this trial
         self.wb.log_epoch(result, panel_path(self.out, result.epoch))
         if self.wb.error and not self.told_wandb:
             metrics[WANDB_ERROR] = self.wb.error
