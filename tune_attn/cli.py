@@ -242,6 +242,10 @@ def sweep(
         highlight=False,
     )
     _tell_wandb_runs(result.wandb_runs)
+    if "://" not in result.path:
+        console.print(
+            f"pick and export the best config: tune-attn best {result.path} --export DIR", highlight=False
+        )
 
 
 MetricOpt = Annotated[

@@ -21,7 +21,6 @@ from ray.tune.search.optuna import OptunaSearch
 
 from tune_attn.run import run_status
 
-STATUS_KEY = "status"
 RAY_TRIAL_ID = "ray_trial_id"
 
 
