@@ -289,6 +289,14 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path:
     assert all(r["status"] == "completed" for r in rows.values() if r["data.name"] == "synthetic")
     errors = [t.user_attrs["error"] for t in result.study.trials if t.state == TrialState.FAIL]
     assert all("error" in e for e in errors)
+    # `tune-attn best` lists the failed trials (they never trained an epoch) only with --show-pruned.
+    from tune_attn.export import rank, read_sweep
+
+    listed = read_sweep(result.path)
+    assert {r["trial_id"]: r["status"] for r in listed} == {r["trial_id"]: r["status"] for r in result.rows}
+    board, pick = rank(listed, show_pruned=True)
+    assert len(board) == 4 and (pick is None or pick["status"] == "completed")
+    assert all(r["status"] != "error" for r in rank(listed)[0])
 
 
 def test_wandb_problems_never_stop_a_sweep_and_are_told_once(tmp_path: Path) -> None:

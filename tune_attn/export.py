@@ -46,9 +46,9 @@ class BundleError(ValueError):
 
 
 def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
-    """One row per trial that trained at least one epoch: trial id, status and reason, accuracies, epochs,
-    detector verdict, mask figures, the flat config and the run folder. Works while the sweep runs: a trial
-    still training is ``running``."""
+    """One row per trial: trial id, status and reason, accuracies, epochs, detector verdict, mask figures, the
+    flat config and the run folder. Works while the sweep runs (a trial still training is ``running``); a
+    trial that failed before its first epoch is known only once the sweep has finished (``summary.json``)."""
     folder = Path(experiment)
     if not folder.is_dir():
         raise BundleError(f"{folder}: no such sweep folder")
@@ -85,6 +85,23 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
         row["config"] = {f"{s}.{k}": v for s, sec in (config or {}).items() for k, v in sec.items()}
         row["run"] = str(run)
         rows.append(row)
+    seen = {r["trial_id"] for r in rows}
+    for trial_id, done in final.items():  # trials that failed before their first epoch
+        if trial_id not in seen:
+            rows.append(
+                {
+                    "trial_id": trial_id,
+                    "number": done.get("number"),
+                    "status": done["status"],
+                    "reason": done.get("reason", ""),
+                    "last_val_accuracy": None,
+                    "best_val_accuracy": None,
+                    "epochs": None,
+                    "detector.kind": None,
+                    "config": {},
+                    "run": "",
+                }
+            )
     return rows
 
 
