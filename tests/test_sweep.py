@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from optuna.trial import TrialState
 
 from tests.wandb_records import OfflineRun
 from tune_attn.run import run_status
+from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
 from tune_attn.tune.sweep import SweepOptions, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,11 +240,18 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     secret = "0123456789abcdef" * 2 + "deadbeefcafe0042"  # looks like a W&B API key
     env = {**os.environ, "COLUMNS": "300", "PYTHONUNBUFFERED": "1", "WANDB_API_KEY": secret}
     driver = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+        [*cmd, "--progress-every", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
     finished: list[str] = []
+    seen: list[str] = []
     assert driver.stdout is not None
     for line in driver.stdout:
+        seen.append(line)
         if ": completed" in line or ": pruned" in line:
             finished.append(line.split(":")[0].strip())
             if len(finished) == 2:
@@ -251,6 +260,13 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started die at once
     driver.wait()
     assert len(finished) == 2, "the sweep ended before it could be interrupted"
+    # Progress while it ran: each trial's start with its searched values, a status line after every epoch
+    # (--progress-every 0) with the running trial's epoch, and each trial's end with the counts so far.
+    assert any(re.match(r"\w+: started optimizer=(adamw|sgd) .*mask_kernel=[13] \| ", x) for x in seen), seen
+    assert any(
+        re.match(r"\[\d+m\d\ds\] 1 running, 0 done; best completed - \(\w+ epoch 1/3\)", x) for x in seen
+    )
+    assert any(re.search(r": (completed|pruned:dead).* \| \d running, 2 done: ", x) for x in seen), seen
     assert not (tmp_path / "r" / "summary.json").exists()  # it really did not finish
     r = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -259,6 +275,14 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     assert len(rows) == 6  # the search carried on to the requested number of trials
     ids = {row["trial_id"] for row in rows}
     assert set(finished) <= ids  # trials finished before the kill are kept
+    # The restored searcher's study holds every trial, before and after the kill, told as it ended.
+    assert sorted(row["number"] for row in rows) == list(range(6))
+    study = load_study(str(tmp_path / "r"))
+    told = {t.user_attrs[RAY_TRIAL_ID]: t.state for t in study.trials}
+    assert told == {
+        row["trial_id"]: TrialState.COMPLETE if row["status"] == "completed" else TrialState.PRUNED
+        for row in rows
+    }
     for row in rows:
         assert row["status"] in ("completed", "pruned:dead")
         epochs = [
@@ -334,6 +358,8 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(ray_local, t
     folder = tmp_path / "store" / "uri"
     rows = json.loads((folder / "summary.json").read_text())
     assert len(rows) == 2 and (folder / "sweep.json").is_file() and (folder / "summary.csv").is_file()
+    study = load_study(result.path)  # read back from the searcher state Tune uploaded
+    assert sorted(t.user_attrs[RAY_TRIAL_ID] for t in study.trials) == sorted(r["trial_id"] for r in rows)
     for row in rows:
         trial = folder / f"trial_{row['trial_id']}"
         assert list(trial.glob("run/panels/epoch_*.png")) and (trial / "run" / "metrics.jsonl").is_file()

@@ -130,8 +130,12 @@ def train(
             job_type="train",
             config=cfg.to_dict(),
         )
-        if wb.error:
+
+        def tell_wandb_problem() -> None:
             err.print(f"W&B: {wb.error}; the panels are still written to {out / 'panels'}", highlight=False)
+
+        if wb.error:
+            tell_wandb_problem()
         told = bool(wb.error)
         try:
             train_run(
@@ -144,7 +148,7 @@ def train(
             raise
         wb.end(last)
     if wb.error and not told:
-        err.print(f"W&B: {wb.error}; the panels are still written to {out / 'panels'}", highlight=False)
+        tell_wandb_problem()
     console.print(
         f"done: panels in {out / 'panels'}, metrics in {out / 'metrics.jsonl'}, "
         f"checkpoint {out / 'checkpoint.pt'}",
@@ -188,6 +192,9 @@ def sweep(
         list[str] | None,
         typer.Option("--set", help="Fix a key over the space file, e.g. --set train.epochs=12 (repeatable)."),
     ] = None,
+    progress_every: Annotated[
+        float, typer.Option(help="Seconds between status lines while trials train (0: every epoch).")
+    ] = 60.0,
     wandb: WandbOpt = "offline",
     wandb_project: WandbProjectOpt = "tune-attn",
     wandb_entity: WandbEntityOpt = None,
@@ -213,6 +220,7 @@ def sweep(
             resume=resume,
             prune=prune,
             fixed=tuple(set_ or ()),
+            progress_seconds=progress_every,
             wandb=wandb,
             wandb_project=wandb_project,
             wandb_entity=wandb_entity,

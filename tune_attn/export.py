@@ -34,6 +34,7 @@ from tune_attn.config import ConfigError, RunConfig, load_config
 from tune_attn.data.folders import load_rgb
 from tune_attn.models.classifier import build_model
 from tune_attn.run import CHECKPOINT, is_last_epoch, load_checkpoint, panel_path, run_status
+from tune_attn.tune.sweep import SWEEP_RECORD
 
 METRICS = ("last_val_accuracy", "best_val_accuracy")
 QUALITY = "mask.object_mass"
@@ -198,7 +199,7 @@ def _provenance(row: dict[str, Any], experiment: str | Path | None) -> dict[str,
     out: dict[str, Any] = {"trial_id": row["trial_id"], "optuna_trial": row.get("number"), "run": row["run"]}
     if experiment is not None:
         out["sweep"] = str(Path(experiment).resolve())
-        record = Path(experiment) / "sweep.json"
+        record = Path(experiment) / SWEEP_RECORD
         if record.is_file():
             sweep = json.loads(record.read_text())
             out.update(space_file=sweep.get("space_file"), space=sweep.get("space"))

@@ -14,6 +14,7 @@ pulling TPE towards collapsing regions; and a NaN metric leaves the Optuna trial
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from optuna.trial import TrialState
@@ -56,3 +57,37 @@ class DegeneracyAwareOptunaSearch(OptunaSearch):
     def study(self) -> Any:
         """The Optuna study (read it after a sweep: states, params, user attributes)."""
         return self._ot_study
+
+
+def load_study(experiment: str) -> Any:
+    """The Optuna study of a sweep, from the searcher state Tune saved in its experiment folder (a local
+    path or a URI such as ``s3://bucket/sweeps/name``); None when there is none.
+
+    Tune saves the searcher apart from its wrappers (the concurrency limit) so that it can be restored
+    alone with ``Searcher.restore_from_dir``. The file is a pickle: read only sweeps you ran yourself.
+    """
+    import glob
+    import tempfile
+
+    searcher = DegeneracyAwareOptunaSearch()
+    pattern = searcher.CKPT_FILE_TMPL.format("*")
+    if "://" not in experiment:
+        if not glob.glob(os.path.join(experiment, pattern)):
+            return None
+        searcher.restore_from_dir(experiment)
+        return searcher.study
+    import fnmatch
+
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(experiment)
+    files = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    states = [f.path for f in files if fnmatch.fnmatch(f.base_name, pattern)]
+    if not states:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in states:
+            with fs.open_input_stream(path) as src:
+                Path(tmp, os.path.basename(path)).write_bytes(src.read())
+        searcher.restore_from_dir(tmp)
+    return searcher.study

@@ -57,6 +57,8 @@ class SweepOptions:
     prune: bool = True
     fixed: tuple[str, ...] = ()
     """``section.key=value`` items that fix keys over the space file's (``--set``)."""
+    progress_seconds: float = 60.0
+    """While trials train, a status line at most this often (0: after every epoch reported)."""
     wandb: str = "offline"
     wandb_project: str = "tune-attn"
     wandb_entity: str | None = None
@@ -74,6 +76,8 @@ class SweepOptions:
             raise ValueError(f"--scheduler: {self.scheduler!r} is not valid; choose asha or none")
         if self.asha_grace < 1:
             raise ValueError(f"--asha-grace: {self.asha_grace}; must be >= 1 epoch")
+        if self.progress_seconds < 0:
+            raise ValueError(f"--progress-every: {self.progress_seconds}; must be >= 0 seconds")
         if self.startup_trials is not None and self.startup_trials < 1:
             raise ValueError(f"--startup-trials: {self.startup_trials}; must be >= 1")
         if self.sampler not in SAMPLERS:
@@ -122,56 +126,91 @@ def _searcher(space: SearchSpace, options: SweepOptions) -> tuple[Any, Any]:
     return search, ConcurrencyLimiter(search, max_concurrent=options.max_concurrent)
 
 
-def _progress_callback() -> Any:
-    """A Tune callback printing one line per finished trial (module-level state only: Tune pickles it)."""
+def _progress_callback(keys: list[str], every: float) -> Any:
+    """A Tune callback that shows the sweep's progress (module-level state only: Tune pickles it).
+
+    One line when a trial starts (its searched values), one when it ends (status, accuracy), and, while
+    trials train, a status line at most every ``every`` seconds: the running trials' epochs, the finished
+    trials by status, and the best accuracy so far.
+    """
+    import time
+
     from ray.tune import Callback
 
     from tune_attn.run import run_status
     from tune_attn.tune.trainable import WANDB_ERROR
 
     class Progress(Callback):
-        """One line per finished trial, with the running counts and the best accuracy so far."""
-
         def __init__(self) -> None:
             self.counts: dict[str, int] = {}
             self.best = -math.inf
+            self.epochs: dict[str, tuple[int, int]] = {}  # trial id -> (epoch, epochs budget)
+            self.start = self.last_line = time.monotonic()
+            self.fresh = False  # a result came in since the last line
+
+        def say(self, line: str) -> None:
+            print(line, flush=True)
+            self.last_line = time.monotonic()
+            self.fresh = False
+
+        def status(self) -> str:
+            done = sum(self.counts.values())
+            counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
+            best = f"{self.best:.3f}" if self.best > -math.inf else "-"
+            return f"{len(self.epochs)} running, {done} done{': ' + counts if counts else ''}; best completed {best}"
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.epochs.setdefault(trial.trial_id, (0, 0))
+            values = " ".join(
+                f"{k.split('.')[-1]}={_short(trial.config[k])}" for k in keys if k in trial.config
+            )
+            self.say(f"{trial.trial_id}: started {values} | {self.status()}")
 
         def on_trial_result(
             self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
         ) -> None:
+            self.epochs[trial.trial_id] = (int(result.get("epoch", 0)), int(result.get("epochs_budget", 0)))
+            self.fresh = True
             problem = result.get(WANDB_ERROR)
             if problem and not WANDB_TOLD:
                 WANDB_TOLD.add(problem)
-                print(
+                self.say(
                     f"W&B: {problem} (trial {trial.trial_id}). The sweep goes on and every trial's panels are "
-                    "still written under trial_*/run/panels; further W&B problems are not shown.",
-                    flush=True,
+                    "still written under trial_*/run/panels; further W&B problems are not shown."
                 )
 
+        def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+            now = time.monotonic()
+            if not self.fresh or now - self.last_line < every or not self.epochs:
+                return
+            minutes, seconds = divmod(int(now - self.start), 60)
+            running = ", ".join(f"{t} epoch {e}/{n}" for t, (e, n) in sorted(self.epochs.items()))
+            self.say(f"[{minutes}m{seconds:02d}s] {self.status()} ({running})")
+
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._done(trials, trial, error=False)
+            self._done(trial, error=False)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._done(trials, trial, error=True)
+            self._done(trial, error=True)
 
-        def _done(self, trials: list, trial: Any, error: bool) -> None:
+        def _done(self, trial: Any, error: bool) -> None:
             status, reason = run_status(trial.last_result, error, METRIC)
+            self.epochs.pop(trial.trial_id, None)
             kind = status.split(":")[0]
             self.counts[kind] = self.counts.get(kind, 0) + 1
             acc = (trial.last_result or {}).get(METRIC)
             if status == "completed" and acc is not None:
                 self.best = max(self.best, acc)
-            running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
-            counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
-            best = f"{self.best:.3f}" if self.best > -math.inf else "-"
             acc_text = f" val_accuracy {acc:.3f}" if isinstance(acc, float) else ""
-            print(
-                f"{trial.trial_id}: {status}{acc_text}{' - ' + reason if reason else ''} | "
-                f"{running} running, {counts}; best completed {best}",
-                flush=True,
+            self.say(
+                f"{trial.trial_id}: {status}{acc_text}{' - ' + reason if reason else ''} | {self.status()}"
             )
 
     return Progress()
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def run_sweep(
@@ -195,6 +234,7 @@ def run_sweep(
     import ray
     from ray import tune
 
+    from tune_attn.tune.searcher import load_study
     from tune_attn.tune.trainable import AttentionTrial
 
     if not ray.is_initialized():
@@ -252,12 +292,13 @@ def run_sweep(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1),
                 # A remote storage gets each trial's run folder (panels, W&B run) uploaded from where it ran.
                 sync_config=tune.SyncConfig(sync_artifacts=remote),
-                callbacks=[_progress_callback()],
+                callbacks=[_progress_callback(space.searched_keys(), options.progress_seconds)],
                 verbose=0,
             ),
         )
     grid = tuner.fit()
-    study = _study_of(tuner) or (search.study if search is not None else None)
+    # A restored sweep's searcher lives inside the restored Tuner: read its study from the saved state.
+    study = search.study if search is not None else load_study(path)
     rows = summary_rows(grid, space, study)
     result = SweepResult(path, rows, study)
     if not remote:
@@ -339,17 +380,6 @@ def check_experiment_state(folder: Path) -> None:
 
 def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
-
-
-def _study_of(tuner: Any) -> Any:
-    """The Optuna study of a (possibly restored) tuner's searcher."""
-    try:
-        alg = tuner._local_tuner._tune_config.search_alg  # restored tuners carry their own searcher
-        while hasattr(alg, "searcher"):
-            alg = alg.searcher
-        return alg.study
-    except AttributeError:
-        return None
 
 
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Diverged)\w*: ")
