@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tune_attn.degeneracy import DegeneracyMonitor
 from tune_attn.run import METRIC
 from tune_attn.tune.sweep import SweepOptions, run_sweep
 
@@ -36,14 +37,10 @@ def history(trial_dir: str) -> list[dict[str, Any]]:
 
 
 def stop_epoch(epochs: list[dict[str, Any]], grace: int, patience: int) -> int | None:
-    """The epoch at which the monitor's rule (see DegeneracyMonitor) would stop this run, or None."""
-    streak = 0
+    """The epoch at which the degeneracy monitor's rule would stop this run, or None."""
+    monitor = DegeneracyMonitor(grace_epochs=grace, patience=patience)
     for e in epochs:
-        if e["epoch"] <= grace or not e["detector.degenerate"]:
-            streak = 0
-            continue
-        streak += 1
-        if streak >= patience:
+        if monitor.observe(int(e["epoch"]), bool(e["detector.degenerate"])):
             return int(e["epoch"])
     return None
 

@@ -165,6 +165,19 @@ def test_monitor_grace_patience_and_reason_step_by_step() -> None:
     assert v.reason.startswith("corner: 0.9") and v.reason.endswith("(uniform 0.25) for 3 epochs")
 
 
+def test_monitor_observe_counts_recorded_diagnoses_step_by_step() -> None:
+    # The rule alone, on recorded diagnoses (what benchmarks/patience.py replays): grace 1, patience 2.
+    mon = DegeneracyMonitor(grace_epochs=1, patience=2)
+    assert (mon.observe(1, True), mon.streak) == (False, 0)  # in the grace period
+    assert (mon.observe(2, True), mon.streak) == (False, 1)
+    assert (mon.observe(3, False), mon.streak) == (False, 0)  # a healthy epoch resets the streak
+    assert (mon.observe(4, True), mon.streak) == (False, 1)
+    assert (mon.observe(5, True), mon.streak) == (True, 2)
+    assert mon.history == []  # no masks were diagnosed
+    with pytest.raises(ValueError, match="epoch: 5 after epoch 5"):
+        mon.observe(5, True)
+
+
 def test_monitor_state_survives_a_checkpoint_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
     mon = DegeneracyMonitor(DetectorConfig(grace_epochs=0, patience=2))
     assert not mon.update(1, points()).prune

@@ -275,16 +275,25 @@ class DegeneracyMonitor:
         if epoch <= self.last_epoch:
             raise ValueError(f"epoch: {epoch} after epoch {self.last_epoch}; epochs must increase")
         d = diagnose(masks, self.cfg)
-        self.last_epoch = epoch
+        prune = self.observe(epoch, d.degenerate)
         self.history.append((epoch, d.kind))
         self.kind = d.kind
-        if epoch <= self.cfg.grace_epochs or not d.degenerate:
-            self.streak = 0
+        if not self.streak:
             return Verdict(False, d.kind, "", 0, d)
-        self.streak += 1
         epochs = "epoch" if self.streak == 1 else "epochs"
-        reason = f"{d.reason} for {self.streak} {epochs}"
-        return Verdict(self.streak >= self.cfg.patience, d.kind, reason, self.streak, d)
+        return Verdict(prune, d.kind, f"{d.reason} for {self.streak} {epochs}", self.streak, d)
+
+    def observe(self, epoch: int, degenerate: bool) -> bool:
+        """Count one epoch's diagnosis into the streak and say whether to prune (the rule of this class;
+        :meth:`update` calls it, and a replay of recorded diagnoses can too)."""
+        if epoch <= self.last_epoch:
+            raise ValueError(f"epoch: {epoch} after epoch {self.last_epoch}; epochs must increase")
+        self.last_epoch = epoch
+        if epoch <= self.cfg.grace_epochs or not degenerate:
+            self.streak = 0
+            return False
+        self.streak += 1
+        return self.streak >= self.cfg.patience
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data (JSON- and weights_only-safe)."""
