@@ -14,6 +14,7 @@ other configs afterwards (``benchmarks/pruning_pays.py`` measures that whole eff
     .venv/bin/python benchmarks/patience.py [--seeds 0 1 2] [--num-samples 12] [--set train.epochs=12] \\
         [--patience 1 2 3] [--grace 1 2] [--json histories.json]
     .venv/bin/python benchmarks/patience.py --replay histories.json     # replay saved histories again
+    .venv/bin/python benchmarks/patience.py --runs runs/collapse-*/*    # replay benchmarks/collapse.py's runs
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ from tune_attn.tune.sweep import SweepOptions, run_sweep
 def history(trial_dir: str) -> list[dict[str, Any]]:
     """The trial's per-epoch results (Ray's ``result.json``, one JSON object a line)."""
     lines = (Path(trial_dir) / "result.json").read_text().splitlines()
+    keep = ("epoch", METRIC, "detector.degenerate", "detector.kind")
+    return [{k: r.get(k) for k in keep} for r in map(json.loads, filter(None, lines))]
+
+
+def train_history(folder: str) -> list[dict[str, Any]]:
+    """A ``tune-attn train`` run's per-epoch metrics (``metrics.jsonl``), as :func:`history` returns them."""
+    lines = (Path(folder) / "metrics.jsonl").read_text().splitlines()
     keep = ("epoch", METRIC, "detector.degenerate", "detector.kind")
     return [{k: r.get(k) for k in keep} for r in map(json.loads, filter(None, lines))]
 
@@ -108,16 +116,23 @@ def main() -> None:
     ap.add_argument("--grace", type=int, nargs="+", default=[2])
     ap.add_argument("--json", help="write the per-epoch histories here (for --replay)")
     ap.add_argument("--replay", help="replay histories written by --json instead of running sweeps")
+    ap.add_argument(
+        "--runs", nargs="+", help="replay `tune-attn train` run folders (their metrics.jsonl) instead"
+    )
     args = ap.parse_args()
     if args.replay:
         runs = json.loads(Path(args.replay).read_text())
+    elif args.runs:
+        runs = {"runs": [train_history(folder) for folder in args.runs]}
     else:
         runs = run(args)
         if args.json:
             Path(args.json).write_text(json.dumps(runs))
     trials = [t for seed in runs.values() for t in seed]
     ends = sum(t[-1]["detector.kind"] != "healthy" for t in trials)
-    print(f"{len(trials)} trials over seeds {', '.join(runs)}; {ends} degenerate at their last epoch")
+    print(
+        f"{len(trials)} trials ({', '.join(f'{k}: {len(v)}' for k, v in runs.items())}); {ends} degenerate at their last epoch"
+    )
     print("grace patience | trial-epochs (saved) | stopped | false stops | missed | best healthy kept / all")
     for grace in args.grace:
         for patience in args.patience:
@@ -125,7 +140,7 @@ def main() -> None:
             spent, full = sum(s["spent"] for s in seeds), sum(s["full"] for s in seeds)
             per_seed = " ".join(f"{s['best_kept']:.3f}/{s['best_all']:.3f}" for s in seeds)
             print(
-                f"{grace:5d} {patience:8d} | {spent:4d} of {full} ({1 - spent / full:4.0%}) | "
+                f"{grace:5d} {patience:8d} | {spent:4d} of {full} ({1 - spent / full:5.1%}) | "
                 f"{sum(s['stopped'] for s in seeds):7d} | {sum(s['false_stops'] for s in seeds):11d} | "
                 f"{sum(s['missed'] for s in seeds):6d} | {per_seed}",
                 flush=True,
