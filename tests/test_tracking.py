@@ -15,7 +15,7 @@ from PIL import Image
 from tests.conftest import TINY
 from tests.wandb_records import OfflineRun
 from tune_attn.panels import MASK_LEVELS, mask_levels
-from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id
+from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id, sync_command
 
 
 def _train(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -145,3 +145,24 @@ def test_a_wandb_error_mid_run_turns_logging_off_without_raising(tmp_path: Path)
     run.log({"a": 2.0}, step=2)  # later calls are no-ops
     run.finish("completed")
     assert "W&B log failed" in (run.error or "")
+
+
+def test_sync_command_expands_to_every_offline_run(tmp_path: Path) -> None:
+    import subprocess
+
+    sweep = tmp_path / "my sweeps" / "s"  # a space in the path must survive the shell
+    runs = [sweep / f"trial_{t}" / "run" / "wandb" / f"offline-run-2026-{t}" for t in ("a1", "b2", "c3")]
+    runs += [sweep / "trial_a1" / "run" / "wandb" / "offline-run-2027-a1"]  # a restarted trial's second run
+    runs += [sweep / "wandb" / "offline-run-2026-summary"]
+    for run in runs:
+        run.mkdir(parents=True)
+    (sweep / "trial_d4" / "run").mkdir(parents=True)  # a trial without W&B adds nothing
+    command = sync_command(runs)
+    assert command.startswith("wandb sync ") and command.count("offline-run-*") == 2
+    listed = subprocess.run(
+        ["bash", "-c", f"printf '%s\\n' {command.removeprefix('wandb sync ')}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert sorted(listed) == sorted(str(r) for r in runs)

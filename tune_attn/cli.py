@@ -34,12 +34,11 @@ WandbEntityOpt = Annotated[str | None, typer.Option(help="W&B entity (user or te
 
 
 def _tell_wandb_runs(runs: list[Path]) -> None:
+    from tune_attn.tracking import sync_command
+
     if runs:
-        where = sorted({str(p.parent) for p in runs})
         console.print(
-            f"W&B: {len(runs)} offline run(s) under {', '.join(where[:3])}{' ...' if len(where) > 3 else ''}; "
-            f"upload them with: wandb sync {' '.join(str(p) for p in runs[:3])}{' ...' if len(runs) > 3 else ''}",
-            highlight=False,
+            f"W&B: {len(runs)} offline run(s); upload them with: {sync_command(runs)}", highlight=False
         )
 
 

@@ -233,3 +233,20 @@ def _cell(v: Any) -> Any:
 def offline_runs(folder: str | Path) -> list[Path]:
     """Every offline W&B run under ``folder`` (a run or an experiment), for ``wandb sync``."""
     return sorted(Path(folder).glob("**/wandb/offline-run-*"))
+
+
+def sync_command(runs: list[Path]) -> str:
+    """A ``wandb sync`` command line that uploads all of ``runs``: trial folders and run folders become
+    shell patterns (``trial_*``, ``offline-run-*``), so it stays short for any number of trials."""
+    import shlex
+
+    def pattern(run: Path) -> str:
+        parts = [
+            "trial_*" if part.startswith("trial_") else shlex.quote(part)
+            for part in run.parent.parts
+            if part != run.anchor
+        ]
+        return run.anchor + "/".join([*parts, "offline-run-*"])
+
+    patterns = sorted({pattern(run) for run in runs})
+    return "wandb sync " + " ".join(patterns)
