@@ -237,7 +237,8 @@ def offline_runs(folder: str | Path) -> list[Path]:
 
 def sync_command(runs: list[Path]) -> str:
     """A ``wandb sync`` command line that uploads all of ``runs``: trial folders and run folders become
-    shell patterns (``trial_*``, ``offline-run-*``), so it stays short for any number of trials."""
+    shell patterns (``trial_*``, ``offline-run-*``), so it stays short for any number of trials; a run
+    that no other run shares a pattern with is named as it is."""
     import shlex
 
     def pattern(run: Path) -> str:
@@ -248,5 +249,8 @@ def sync_command(runs: list[Path]) -> str:
         ]
         return run.anchor + "/".join([*parts, "offline-run-*"])
 
-    patterns = sorted({pattern(run) for run in runs})
-    return "wandb sync " + " ".join(patterns)
+    groups: dict[str, list[Path]] = {}
+    for run in runs:
+        groups.setdefault(pattern(run), []).append(run)
+    args = [pat if len(group) > 1 else shlex.quote(str(group[0])) for pat, group in sorted(groups.items())]
+    return "wandb sync " + " ".join(args)
