@@ -271,6 +271,7 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     r = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "resuming the sweep" in r.stdout
+    assert re.search(r"\| 0 running, 6 done: ", r.stdout), r.stdout  # the trials finished before count too
     rows = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert len(rows) == 6  # the search carried on to the requested number of trials
     ids = {row["trial_id"] for row in rows}

@@ -141,12 +141,26 @@ def _progress_callback(keys: list[str], every: float) -> Any:
     from tune_attn.tune.trainable import WANDB_ERROR
 
     class Progress(Callback):
-        def __init__(self) -> None:
+        def setup(
+            self,
+            stop: Any = None,
+            num_samples: int | None = None,
+            total_num_samples: int | None = None,
+            **info: Any,
+        ) -> None:  # at the start of every run, a resumed one too
             self.counts: dict[str, int] = {}
             self.best = -math.inf
             self.epochs: dict[str, tuple[int, int]] = {}  # trial id -> (epoch, epochs budget)
             self.start = self.last_line = time.monotonic()
             self.fresh = False  # a result came in since the last line
+            self.caught_up = False  # the trials a resumed sweep had finished are counted
+
+        def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+            if not self.caught_up:
+                self.caught_up = True
+                for trial in trials:
+                    if trial.status in ("TERMINATED", "ERROR"):
+                        self._count(trial, trial.status == "ERROR")
 
         def say(self, line: str) -> None:
             print(line, flush=True)
@@ -193,14 +207,18 @@ def _progress_callback(keys: list[str], every: float) -> Any:
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._done(trial, error=True)
 
-        def _done(self, trial: Any, error: bool) -> None:
+        def _count(self, trial: Any, error: bool) -> tuple[str, str, Any]:
             status, reason = run_status(trial.last_result, error, METRIC)
-            self.epochs.pop(trial.trial_id, None)
             kind = status.split(":")[0]
             self.counts[kind] = self.counts.get(kind, 0) + 1
             acc = (trial.last_result or {}).get(METRIC)
             if status == "completed" and acc is not None:
                 self.best = max(self.best, acc)
+            return status, reason, acc
+
+        def _done(self, trial: Any, error: bool) -> None:
+            self.epochs.pop(trial.trial_id, None)
+            status, reason, acc = self._count(trial, error)
             acc_text = f" val_accuracy {acc:.3f}" if isinstance(acc, float) else ""
             self.say(
                 f"{trial.trial_id}: {status}{acc_text}{' - ' + reason if reason else ''} | {self.status()}"
