@@ -30,17 +30,11 @@ from tune_attn.run import METRIC
 from tune_attn.tune.sweep import SweepOptions, run_sweep
 
 
-def history(trial_dir: str) -> list[dict[str, Any]]:
-    """The trial's per-epoch results (Ray's ``result.json``, one JSON object a line)."""
-    lines = (Path(trial_dir) / "result.json").read_text().splitlines()
+def history(lines_file: Path) -> list[dict[str, Any]]:
+    """A run's per-epoch records, one JSON object a line: Ray's ``result.json`` of a trial, or the
+    ``metrics.jsonl`` of a ``tune-attn train`` run."""
     keep = ("epoch", METRIC, "detector.degenerate", "detector.kind")
-    return [{k: r.get(k) for k in keep} for r in map(json.loads, filter(None, lines))]
-
-
-def train_history(folder: str) -> list[dict[str, Any]]:
-    """A ``tune-attn train`` run's per-epoch metrics (``metrics.jsonl``), as :func:`history` returns them."""
-    lines = (Path(folder) / "metrics.jsonl").read_text().splitlines()
-    keep = ("epoch", METRIC, "detector.degenerate", "detector.kind")
+    lines = lines_file.read_text().splitlines()
     return [{k: r.get(k) for k in keep} for r in map(json.loads, filter(None, lines))]
 
 
@@ -101,7 +95,9 @@ def run(args: argparse.Namespace) -> dict[str, list[list[dict[str, Any]]]]:
                     wandb="off",
                 ),
             )
-            runs[str(seed)] = [history(r["path"]) for r in res.rows if r["status"] == "completed"]
+            runs[str(seed)] = [
+                history(Path(r["path"]) / "result.json") for r in res.rows if r["status"] == "completed"
+            ]
             print(f"seed {seed}: {len(runs[str(seed)])} trials ran to the end", flush=True)
     return runs
 
@@ -123,7 +119,7 @@ def main() -> None:
     if args.replay:
         runs = json.loads(Path(args.replay).read_text())
     elif args.runs:
-        runs = {"runs": [train_history(folder) for folder in args.runs]}
+        runs = {"runs": [history(Path(folder) / "metrics.jsonl") for folder in args.runs]}
     else:
         runs = run(args)
         if args.json:
