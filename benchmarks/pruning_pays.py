@@ -11,8 +11,10 @@ more than 1 point lower).
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
+from pathlib import Path
 
 from tune_attn.tune.sweep import SweepOptions, run_sweep
 
@@ -25,7 +27,9 @@ def main() -> None:
     ap.add_argument(
         "--set", action="append", default=[], help="fix a key over the space, e.g. train.epochs=12"
     )
+    ap.add_argument("--json", help="also write every sweep's summary rows (configs, statuses) here")
     args = ap.parse_args()
+    kept: dict[str, list[dict]] = {}
     out: dict[tuple[int, bool], tuple[int, float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -44,6 +48,7 @@ def main() -> None:
                     ),
                 )
                 seconds = time.perf_counter() - t0
+                kept[f"seed {seed} pruning {'on' if prune else 'off'}"] = res.rows
                 epochs = sum(int(r["epochs"] or 0) for r in res.rows)
                 healthy = [
                     r for r in res.rows if r["status"] == "completed" and r.get("detector.kind") == "healthy"
@@ -56,6 +61,8 @@ def main() -> None:
                     f"trial-epochs, {seconds:.0f} s, best healthy val_accuracy {best:.3f}; statuses {kinds}",
                     flush=True,
                 )
+    if args.json:
+        Path(args.json).write_text(json.dumps(kept, indent=1, default=str))
     for seed in args.seeds:
         (e1, b1, s1), (e0, b0, s0) = out[seed, True], out[seed, False]
         print(
