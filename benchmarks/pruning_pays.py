@@ -5,7 +5,11 @@ masks were healthy at the end, then the ratios (targets: at least 30 % fewer tri
 more than 1 point lower).
 
     .venv/bin/python benchmarks/pruning_pays.py [--space search_spaces/default.yaml] [--num-samples 12] \
-        [--set train.epochs=12] [--seeds 0 1 2]
+        [--set train.epochs=12] [--seeds 0 1 2] [--arms on off] [--tell complete]
+
+``--tell complete`` is an experiment, not a mode of tune-attn: the pruned trials are still stopped, but
+Optuna is told COMPLETE with their last accuracy (what Ray's own OptunaSearch does), to see whether what
+Optuna is told or the stopping itself costs accuracy.
 """
 
 from __future__ import annotations
@@ -15,8 +19,32 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from optuna.trial import TrialState
+
+import tune_attn.tune.searcher
+from tune_attn.run import run_status
+from tune_attn.tune.searcher import DegeneracyAwareOptunaSearch
 from tune_attn.tune.sweep import SweepOptions, run_sweep
+
+
+class TellCompleteSearch(DegeneracyAwareOptunaSearch):
+    """Stops degenerate trials like tune-attn, but tells Optuna COMPLETE with the last accuracy."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        status, reason = run_status(result, error, str(self.metric))
+        if not status.startswith(("pruned", "stopped")):
+            return super().on_trial_complete(trial_id, result, error)
+        assert result is not None
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("status", status)
+        ot_trial.set_user_attr("prune_reason", reason)
+        study: Any = self._ot_study
+        study.tell(ot_trial, float(result[str(self.metric)]), state=TrialState.COMPLETE)
+        self._completed_trials.add(trial_id)
 
 
 def main() -> None:
@@ -28,12 +56,23 @@ def main() -> None:
         "--set", action="append", default=[], help="fix a key over the space, e.g. train.epochs=12"
     )
     ap.add_argument("--json", help="also write every sweep's summary rows (configs, statuses) here")
+    ap.add_argument(
+        "--arms", nargs="+", choices=["on", "off"], default=["on", "off"], help="pruning on / off"
+    )
+    ap.add_argument(
+        "--tell",
+        choices=["pruned", "complete"],
+        default="pruned",
+        help="what Optuna is told of a pruned trial",
+    )
     args = ap.parse_args()
+    if args.tell == "complete":  # the sweep builds its searcher from this module attribute
+        tune_attn.tune.searcher.DegeneracyAwareOptunaSearch = TellCompleteSearch  # type: ignore[misc]
     kept: dict[str, list[dict]] = {}
     out: dict[tuple[int, bool], tuple[int, float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            for prune in (True, False):
+            for prune in [arm == "on" for arm in args.arms]:
                 t0 = time.perf_counter()
                 res = run_sweep(
                     args.space,
@@ -55,14 +94,17 @@ def main() -> None:
                 ]
                 best = max((r["best_val_accuracy"] for r in healthy), default=float("nan"))
                 kinds = sorted(r["status"] for r in res.rows)
+                told = sorted(t.state.name for t in res.study.trials) if res.study is not None else []
                 out[seed, prune] = (epochs, best, seconds)
                 print(
                     f"seed {seed} pruning {'on ' if prune else 'off'}: {len(res.rows)} trials, {epochs} "
-                    f"trial-epochs, {seconds:.0f} s, best healthy val_accuracy {best:.3f}; statuses {kinds}",
+                    f"trial-epochs, {seconds:.0f} s, best healthy val_accuracy {best:.3f}; statuses {kinds}; Optuna told {told}",
                     flush=True,
                 )
     if args.json:
         Path(args.json).write_text(json.dumps(kept, indent=1, default=str))
+    if len(args.arms) < 2:
+        return
     for seed in args.seeds:
         (e1, b1, s1), (e0, b0, s0) = out[seed, True], out[seed, False]
         print(
