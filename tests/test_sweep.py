@@ -16,7 +16,8 @@ from optuna.trial import TrialState
 from tests.wandb_records import OfflineRun
 from tune_attn.run import run_status
 from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
-from tune_attn.tune.sweep import SweepOptions, run_sweep
+from tune_attn.tune.search import SearchSpace
+from tune_attn.tune.sweep import SweepOptions, resume_differences, run_sweep, write_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLAPSE_SPACE = ROOT / "tests" / "data" / "space_collapse.yaml"
@@ -218,6 +219,22 @@ def test_sweep_options_are_checked_before_ray_starts(tmp_path: Path) -> None:
     assert SweepOptions(startup_trials=2).tpe_startup_trials() == 2
 
 
+def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
+    start = SweepOptions(num_samples=6, seed=1, fixed=("train.epochs=3",))
+    write_provenance(tmp_path, SearchSpace.load(COLLAPSE_SPACE, start.fixed), start)
+    same = SweepOptions(num_samples=6, seed=1, fixed=("train.epochs=3",), resume=True, progress_seconds=0)
+    assert resume_differences(tmp_path, SearchSpace.load(COLLAPSE_SPACE, same.fixed), same) == []
+    other = SweepOptions(num_samples=9, seed=1, scheduler="asha", startup_trials=3, fixed=("train.epochs=4",))
+    assert resume_differences(tmp_path, SearchSpace.load(COLLAPSE_SPACE, other.fixed), other) == [
+        "--num-samples 9 (the sweep's: 6)",
+        "--scheduler asha (the sweep's: none)",
+        "--startup-trials 3 (the sweep's: default)",
+        "--set train.epochs=4 (the sweep's: train.epochs=3)",
+        f"the search space of {COLLAPSE_SPACE} + --set (it changed since the sweep started)",
+    ]
+    assert resume_differences(tmp_path / "elsewhere", SearchSpace.load(COLLAPSE_SPACE), other) == []
+
+
 def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Path) -> None:
     import signal
     import time
@@ -268,9 +285,19 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     )
     assert any(re.search(r": (completed|pruned:dead).* \| \d running, 2 done: ", x) for x in seen), seen
     assert not (tmp_path / "r" / "summary.json").exists()  # it really did not finish
-    r = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, timeout=300)
+    # Resumed with another number of trials (not applied, and said so) and a status line at most hourly
+    # (applied: the restored progress callback reads it, so no epoch status line shows).
+    r = subprocess.run(
+        [*cmd, "--resume", "--num-samples", "9", "--progress-every", "3600"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "resuming the sweep" in r.stdout
+    assert "keeps the settings it started with, not these: --num-samples 9 (the sweep's: 6)" in r.stdout
+    assert re.search(r"\w+: started ", r.stdout) and not re.search(r"^\[\d+m\d\ds\]", r.stdout, re.M)
     assert re.search(r"\| 0 running, 6 done: ", r.stdout), r.stdout  # the trials finished before count too
     rows = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert len(rows) == 6  # the search carried on to the requested number of trials

@@ -23,6 +23,20 @@ from tune_attn.tune.summary import write_plots, write_table
 
 SAMPLERS = ("tpe", "random")
 SWEEP_RECORD = "sweep.json"
+RESUME_KEEPS = {
+    "num_samples": "--num-samples",
+    "max_concurrent": "--max-concurrent",
+    "scheduler": "--scheduler",
+    "asha_grace": "--asha-grace",
+    "sampler": "--sampler",
+    "startup_trials": "--startup-trials",
+    "seed": "--seed",
+    "fixed": "--set",
+}
+"""The options a resumed sweep keeps from its start (Tune restores its searcher and scheduler), by flag."""
+progress_every: float = 60.0
+"""This driver's ``--progress-every``: the progress callback reads it at every (re)start, since a resumed
+sweep brings back the callback pickled at its start."""
 WANDB_TOLD: set[str] = set()
 """W&B problems already told to the user by this driver process (each is told once)."""
 SUMMARY_FIGURES = (
@@ -126,19 +140,22 @@ def _searcher(space: SearchSpace, options: SweepOptions) -> tuple[Any, Any]:
     return search, ConcurrencyLimiter(search, max_concurrent=options.max_concurrent)
 
 
-def _progress_callback(keys: list[str], every: float) -> Any:
+def _progress_callback(keys: list[str]) -> Any:
     """A Tune callback that shows the sweep's progress (module-level state only: Tune pickles it).
 
     One line when a trial starts (its searched values), one when it ends (status, accuracy), and, while
-    trials train, a status line at most every ``every`` seconds: the running trials' epochs, the finished
-    trials by status, and the best accuracy so far.
+    trials train, a status line at most every ``progress_every`` seconds: the running trials' epochs, the
+    finished trials by status, and the best accuracy so far.
     """
+    import importlib
     import time
 
     from ray.tune import Callback
 
     from tune_attn.run import run_status
     from tune_attn.tune.trainable import WANDB_ERROR
+
+    module = __name__
 
     class Progress(Callback):
         def setup(
@@ -148,6 +165,8 @@ def _progress_callback(keys: list[str], every: float) -> Any:
             total_num_samples: int | None = None,
             **info: Any,
         ) -> None:  # at the start of every run, a resumed one too
+            # by name: the module itself, not the copy of its globals pickled with this class
+            self.every = float(importlib.import_module(module).progress_every)
             self.counts: dict[str, int] = {}
             self.best = -math.inf
             self.epochs: dict[str, tuple[int, int]] = {}  # trial id -> (epoch, epochs budget)
@@ -195,7 +214,7 @@ def _progress_callback(keys: list[str], every: float) -> Any:
 
         def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
             now = time.monotonic()
-            if not self.fresh or now - self.last_line < every or not self.epochs:
+            if not self.fresh or now - self.last_line < self.every or not self.epochs:
                 return
             minutes, seconds = divmod(int(now - self.start), 60)
             running = ", ".join(f"{t} epoch {e}/{n}" for t, (e, n) in sorted(self.epochs.items()))
@@ -282,7 +301,11 @@ def run_sweep(
     if (options.resume or local_exists) and tune.Tuner.can_restore(path):
         if local_exists:
             check_experiment_state(Path(path))
-        echo(f"resuming the sweep in {path}")
+        kept = resume_differences(Path(path), space, options) if local_exists else []
+        echo(
+            f"resuming the sweep in {path}"
+            + (f"; it keeps the settings it started with, not these: {'; '.join(kept)}" if kept else "")
+        )
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
         search, limited = _searcher(space, options)
@@ -310,10 +333,12 @@ def run_sweep(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1),
                 # A remote storage gets each trial's run folder (panels, W&B run) uploaded from where it ran.
                 sync_config=tune.SyncConfig(sync_artifacts=remote),
-                callbacks=[_progress_callback(space.searched_keys(), options.progress_seconds)],
+                callbacks=[_progress_callback(space.searched_keys())],
                 verbose=0,
             ),
         )
+    global progress_every
+    progress_every = options.progress_seconds
     grid = tuner.fit()
     # A restored sweep's searcher lives inside the restored Tuner: read its study from the saved state.
     study = search.study if search is not None else load_study(path)
@@ -379,6 +404,35 @@ def write_provenance(folder: Path, space: SearchSpace, options: SweepOptions) ->
         "options": {k: v for k, v in vars(options).items() if k != "wandb_entity"},
     }
     (folder / SWEEP_RECORD).write_text(json.dumps(record, indent=1, default=str))
+
+
+def resume_differences(folder: Path, space: SearchSpace, options: SweepOptions) -> list[str]:
+    """What this call asks for that a resumed sweep does not take (its searcher, scheduler and space are
+    restored as they started, see ``RESUME_KEEPS``), one item per flag: given now, and the sweep's own."""
+    try:
+        record = json.loads((folder / SWEEP_RECORD).read_text())
+    except (OSError, ValueError):
+        return []
+
+    def plain(value: Any) -> Any:  # as the record holds it (tuples are lists, paths strings)
+        return json.loads(json.dumps(value, default=str))
+
+    started = record.get("options", {})
+    now = plain(vars(options))
+    kept = [
+        f"{flag} {_flag_value(now[key])} (the sweep's: {_flag_value(started[key])})"
+        for key, flag in RESUME_KEEPS.items()
+        if key in started and started[key] != now[key]
+    ]
+    if "space" in record and record["space"] != plain(space.to_dict()):
+        kept.append(f"the search space of {space.source} (it changed since the sweep started)")
+    return kept
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(value) or "none"
+    return "default" if value is None else str(value)
 
 
 def check_experiment_state(folder: Path) -> None:
