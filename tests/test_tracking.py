@@ -54,10 +54,11 @@ def test_options_are_checked() -> None:
 
 
 def test_train_logs_an_offline_run_with_config_history_panels_and_status(tmp_path: Path) -> None:
-    r = _train(tmp_path)
+    r = _train(tmp_path, env={"COLUMNS": "60"})  # a narrow terminal: the command to copy is still one line
     assert r.returncode == 0, r.stderr
     runs = offline_runs(tmp_path / "run")
-    assert len(runs) == 1 and f"wandb sync {runs[0].relative_to(tmp_path)}" in r.stdout.replace("\n", "")
+    sync = f"wandb sync {runs[0].relative_to(tmp_path)}"
+    assert len(runs) == 1 and any(sync in line for line in r.stdout.splitlines()), r.stdout
     run = OfflineRun.read(runs[0])
     assert run.run.job_type == "train" and run.exited
     assert run.config["model"]["heads"] == 2 and run.config["train"]["epochs"] == 2

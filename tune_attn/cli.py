@@ -16,8 +16,8 @@ from tune_attn.config import ConfigError, describe_keys, load_config
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Hyperparameter search for attention CNNs."
 )
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)  # paths and commands stay on one line, to copy
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
 SetOpt = Annotated[
