@@ -87,14 +87,19 @@ def heads_vs_accuracy(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def importances(study: Any, path: Path) -> Path | None:
-    """Optuna's parameter importances over the completed trials; None when there are too few."""
+    """Optuna's parameter importances over the completed trials; None when there are too few to tell
+    parameters apart (Optuna then warns that it gives them all the same importance)."""
+    import warnings
+
     import optuna
 
-    try:
-        imp = optuna.importance.get_param_importances(study)
-    except (RuntimeError, ValueError, ZeroDivisionError):
-        return None
-    if not imp:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            imp = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError, ZeroDivisionError):
+            return None
+    if not imp or any("importances will be equal" in str(w.message) for w in caught):
         return None
     fig = Figure(figsize=(5, 0.4 * len(imp) + 1), dpi=100)
     ax = fig.subplots()
