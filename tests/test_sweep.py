@@ -15,8 +15,8 @@ from optuna.trial import TrialState
 
 from tests.wandb_records import OfflineRun
 from tune_attn.run import run_status
-from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
 from tune_attn.tune.search import SearchSpace
+from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
 from tune_attn.tune.sweep import SweepOptions, resume_differences, run_sweep, write_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,6 +296,7 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "resuming the sweep" in r.stdout
+    assert not re.search("Configuration for experiment|TensorBoard|Wrote the latest", r.stdout + r.stderr)
     assert "keeps the settings it started with, not these: --num-samples 9 (the sweep's: 6)" in r.stdout
     assert re.search(r"\w+: started ", r.stdout) and not re.search(r"^\[\d+m\d\ds\]", r.stdout, re.M)
     assert re.search(r"\| 0 running, 6 done: ", r.stdout), r.stdout  # the trials finished before count too

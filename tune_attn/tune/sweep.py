@@ -8,6 +8,7 @@ checkpoint) under its trial folder, and ``summary.csv`` / ``summary.json`` with 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -268,6 +269,10 @@ def run_sweep(
         wandb = WandbOptions("off")
     # Every epoch is a checkpoint; Tune's warning about frequent experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Our progress lines are the sweep's output: not Ray's start box (its searcher shows as "SearchGenerator")
+    # and TensorBoard hint (a path in Ray's temporary session folder), nor its "Wrote ... files" line.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)
     import ray
     from ray import tune
 
