@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 import tune_attn.tune.searcher
 from tune_attn.run import run_status
-from tune_attn.tune.searcher import DegeneracyAwareOptunaSearch
+from tune_attn.tune.searcher import RAY_TRIAL_ID, DegeneracyAwareOptunaSearch
 from tune_attn.tune.sweep import SweepOptions, run_sweep
 
 
@@ -42,6 +42,7 @@ class TellCompleteSearch(DegeneracyAwareOptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr("status", status)
         ot_trial.set_user_attr("prune_reason", reason)
+        ot_trial.set_user_attr(RAY_TRIAL_ID, trial_id)
         study: Any = self._ot_study
         study.tell(ot_trial, float(result[str(self.metric)]), state=TrialState.COMPLETE)
         self._completed_trials.add(trial_id)
