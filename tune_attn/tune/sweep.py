@@ -406,9 +406,16 @@ def write_provenance(folder: Path, space: SearchSpace, options: SweepOptions) ->
     record = {
         "space_file": str(Path(space.source.split(" + ")[0]).resolve()),
         "space": space.to_dict(),
-        "options": {k: v for k, v in vars(options).items() if k != "wandb_entity"},
+        "options": _recorded(options),
     }
     (folder / SWEEP_RECORD).write_text(json.dumps(record, indent=1, default=str))
+
+
+def _recorded(options: SweepOptions) -> dict[str, Any]:
+    """The options as ``sweep.json`` holds them (JSON values: tuples are lists, paths strings)."""
+    return json.loads(
+        json.dumps({k: v for k, v in vars(options).items() if k != "wandb_entity"}, default=str)
+    )
 
 
 def resume_differences(folder: Path, space: SearchSpace, options: SweepOptions) -> list[str]:
@@ -419,17 +426,14 @@ def resume_differences(folder: Path, space: SearchSpace, options: SweepOptions) 
     except (OSError, ValueError):
         return []
 
-    def plain(value: Any) -> Any:  # as the record holds it (tuples are lists, paths strings)
-        return json.loads(json.dumps(value, default=str))
-
     started = record.get("options", {})
-    now = plain(vars(options))
+    now = _recorded(options)
     kept = [
         f"{flag} {_flag_value(now[key])} (the sweep's: {_flag_value(started[key])})"
         for key, flag in RESUME_KEEPS.items()
         if key in started and started[key] != now[key]
     ]
-    if "space" in record and record["space"] != plain(space.to_dict()):
+    if "space" in record and record["space"] != json.loads(json.dumps(space.to_dict(), default=str)):
         kept.append(f"the search space of {space.source} (it changed since the sweep started)")
     return kept
 
