@@ -24,28 +24,17 @@ from typing import Any
 from optuna.trial import TrialState
 
 import tune_attn.tune.searcher
-from tune_attn.run import run_status
-from tune_attn.tune.searcher import RAY_TRIAL_ID, DegeneracyAwareOptunaSearch
+from tune_attn.tune.searcher import DegeneracyAwareOptunaSearch
 from tune_attn.tune.sweep import SweepOptions, run_sweep
 
 
 class TellCompleteSearch(DegeneracyAwareOptunaSearch):
     """Stops degenerate trials like tune-attn, but tells Optuna COMPLETE with the last accuracy."""
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return super().on_trial_complete(trial_id, result, error)
-        status, reason = run_status(result, error, str(self.metric))
-        if not status.startswith(("pruned", "stopped")):
-            return super().on_trial_complete(trial_id, result, error)
+    def tell_stopped(self, ot_trial: Any, result: dict | None) -> None:
         assert result is not None
-        ot_trial = self._ot_trials[trial_id]
-        ot_trial.set_user_attr("status", status)
-        ot_trial.set_user_attr("prune_reason", reason)
-        ot_trial.set_user_attr(RAY_TRIAL_ID, trial_id)
         study: Any = self._ot_study
         study.tell(ot_trial, float(result[str(self.metric)]), state=TrialState.COMPLETE)
-        self._completed_trials.add(trial_id)
 
 
 def main() -> None:

@@ -44,8 +44,14 @@ class DegeneracyAwareOptunaSearch(OptunaSearch):
             study.tell(ot_trial, state=TrialState.FAIL)
         else:
             ot_trial.set_user_attr("prune_reason", reason)
-            study.tell(ot_trial, state=TrialState.PRUNED)
+            self.tell_stopped(ot_trial, result)
         self._completed_trials.add(trial_id)
+
+    def tell_stopped(self, ot_trial: Any, result: dict | None) -> None:
+        """Tell Optuna of a trial stopped early (degenerate masks, or ASHA): PRUNED, so that TPE ranks it
+        below every completed trial."""
+        study: Any = self._ot_study
+        study.tell(ot_trial, state=TrialState.PRUNED)
 
     def save(self, checkpoint_path: str) -> None:
         """Like OptunaSearch.save, but atomic: a driver killed mid-write leaves the previous state intact."""
