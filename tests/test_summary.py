@@ -1,4 +1,4 @@
-"""Sweep plots from an Optuna study (real Optuna, no Ray)."""
+"""The sweep summary: status counts, and plots from an Optuna study (real Optuna, no Ray)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 
-from tune_attn.tune.summary import importances
+from tune_attn.tune.summary import count_statuses, importances
 
 
 def _study(n: int, signal: float = 10.0) -> optuna.Study:
@@ -37,3 +37,11 @@ def test_trials_that_cannot_tell_parameters_apart_give_no_plot_and_no_warning(tm
             assert importances(study, tmp_path / "imp.png") is None
         assert [str(w.message) for w in caught] == []
     assert not (tmp_path / "imp.png").exists()
+
+
+def test_status_counts_group_pruned_kinds_and_sort_by_kind() -> None:
+    assert count_statuses([]) == ""
+    assert count_statuses(["completed"]) == "1 completed"
+    statuses = ["pruned:flat", "completed", "error", "pruned:point", "stopped:asha", "completed"]
+    assert count_statuses(statuses) == "2 completed, 1 error, 2 pruned, 1 stopped"
+    assert count_statuses(iter(statuses)) == "2 completed, 1 error, 2 pruned, 1 stopped"

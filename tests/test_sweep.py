@@ -302,6 +302,12 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     assert re.search(r"\| 0 running, 6 done: ", r.stdout), r.stdout  # the trials finished before count too
     rows = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert len(rows) == 6  # the search carried on to the requested number of trials
+    n_completed = sum(row["status"] == "completed" for row in rows)
+    ended = [
+        f"{n_completed} completed" if n_completed else "",
+        f"{6 - n_completed} pruned" if n_completed < 6 else "",
+    ]
+    assert f"sweep finished: {', '.join(x for x in ended if x)}\n" in r.stdout  # all 6, by kind
     ids = {row["trial_id"] for row in rows}
     assert set(finished) <= ids  # trials finished before the kill are kept
     # The restored searcher's study holds every trial, before and after the kill, told as it ended.

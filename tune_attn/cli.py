@@ -200,6 +200,7 @@ def sweep(
 ) -> None:
     """Run a hyperparameter sweep: Ray Tune trials, Optuna TPE, and degeneracy pruning."""
     from tune_attn.tune.search import SpaceError
+    from tune_attn.tune.summary import count_statuses
     from tune_attn.tune.sweep import SweepOptions, run_sweep
 
     try:
@@ -227,13 +228,7 @@ def sweep(
         result = run_sweep(space, options, echo=lambda line: console.print(line, highlight=False))
     except (SpaceError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    done: dict[str, int] = {}
-    for row in result.rows:
-        kind = row["status"].split(":")[0]
-        done[kind] = done.get(kind, 0) + 1
-    console.print(
-        f"sweep finished: {', '.join(f'{n} {k}' for k, n in sorted(done.items()))}", highlight=False
-    )
+    console.print(f"sweep finished: {count_statuses(r['status'] for r in result.rows)}", highlight=False)
     best = max(
         (r for r in result.rows if r["status"] == "completed"),
         key=lambda r: r["last_val_accuracy"],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,13 @@ STATUS_STYLE = {
     "error": ("^", "black"),
 }
 ACTIVATION_COLOUR = {"sigmoid": "tab:green", "relu": "tab:purple", "softmax": "tab:blue"}
+
+
+def count_statuses(statuses: Iterable[str]) -> str:
+    """How many trials ended each way, e.g. ``3 completed, 2 pruned``; ``pruned:flat`` counts as ``pruned``.
+    Empty when no trial has ended."""
+    counts = Counter(status.split(":")[0] for status in statuses)
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
 
 
 def write_table(folder: Path, rows: list[dict[str, Any]]) -> None:

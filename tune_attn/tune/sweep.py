@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from tune_attn.run import METRIC
 from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id
 from tune_attn.tune.search import SearchSpace
-from tune_attn.tune.summary import write_plots, write_table
+from tune_attn.tune.summary import count_statuses, write_plots, write_table
 
 SAMPLERS = ("tpe", "random")
 SWEEP_RECORD = "sweep.json"
@@ -168,7 +169,7 @@ def _progress_callback(keys: list[str]) -> Any:
         ) -> None:  # at the start of every run, a resumed one too
             # by name: the module itself, not the copy of its globals pickled with this class
             self.every = float(importlib.import_module(module).progress_every)
-            self.counts: dict[str, int] = {}
+            self.ended: list[str] = []  # the finished trials' statuses
             self.best = -math.inf
             self.epochs: dict[str, tuple[int, int]] = {}  # trial id -> (epoch, epochs budget)
             self.start = self.last_line = time.monotonic()
@@ -188,10 +189,12 @@ def _progress_callback(keys: list[str]) -> Any:
             self.fresh = False
 
         def status(self) -> str:
-            done = sum(self.counts.values())
-            counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
+            counts = count_statuses(self.ended)
             best = f"{self.best:.3f}" if self.best > -math.inf else "-"
-            return f"{len(self.epochs)} running, {done} done{': ' + counts if counts else ''}; best completed {best}"
+            return (
+                f"{len(self.epochs)} running, {len(self.ended)} done{': ' + counts if counts else ''}; "
+                f"best completed {best}"
+            )
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.epochs.setdefault(trial.trial_id, (0, 0))
@@ -229,8 +232,7 @@ def _progress_callback(keys: list[str]) -> Any:
 
         def _count(self, trial: Any, error: bool) -> tuple[str, str, Any]:
             status, reason = run_status(trial.last_result, error, METRIC)
-            kind = status.split(":")[0]
-            self.counts[kind] = self.counts.get(kind, 0) + 1
+            self.ended.append(status)
             acc = (trial.last_result or {}).get(METRIC)
             if status == "completed" and acc is not None:
                 self.best = max(self.best, acc)
@@ -379,9 +381,7 @@ def log_sweep_run(
     """The sweep's own W&B run (job type ``sweep``): the summary as a W&B Table ``trials`` and the plots."""
     if wandb.mode == "off":
         return
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    counts = Counter(row["status"] for row in rows)  # by full status: trials/pruned:flat
     config = {
         "space": {p.key: p.value if p.kind == "fixed" else p.kind for p in space.params},
         "space_file": space.source,
