@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 
-from tune_attn.tune.summary import count_statuses, importances
+from tune_attn.tune.summary import count_statuses, importances, pruned_ahead, pruned_ahead_note
 
 
 def _study(n: int, signal: float = 10.0) -> optuna.Study:
@@ -45,3 +45,42 @@ def test_status_counts_group_pruned_kinds_and_sort_by_kind() -> None:
     statuses = ["pruned:flat", "completed", "error", "pruned:point", "stopped:asha", "completed"]
     assert count_statuses(statuses) == "2 completed, 1 error, 2 pruned, 1 stopped"
     assert count_statuses(iter(statuses)) == "2 completed, 1 error, 2 pruned, 1 stopped"
+
+
+def _row(trial_id: str, status: str, best: float | None, epochs: int = 12) -> dict:
+    return {"trial_id": trial_id, "status": status, "best_val_accuracy": best, "epochs": epochs}
+
+
+def test_pruned_trials_ahead_of_every_completed_one_are_named_highest_first() -> None:
+    rows = [_row("a", "completed", 0.148), _row("b", "pruned:flat", 0.086, 3)]
+    assert pruned_ahead(rows) == ([], 0.148)  # pruned, but behind: nothing to say
+    assert pruned_ahead_note(rows, "runs/sweeps/s") is None
+    rows.append(_row("c", "pruned:point", 0.232, 3))
+    rows.append(_row("d", "pruned:point", 0.250, 4))
+    rows.append(_row("e", "stopped:asha", 0.400, 2))  # ASHA's stops compare accuracy already: not told
+    rows.append(_row("f", "error", None, 1))
+    rows.append(_row("g", "completed", 0.240))
+    ahead, best = pruned_ahead(rows)
+    assert [r["trial_id"] for r in ahead] == ["d"] and best == 0.240  # c (0.232) is behind g now
+    rows.append(_row("h", "completed", 0.200))
+    rows[2]["best_val_accuracy"] = 0.245
+    assert [r["trial_id"] for r in pruned_ahead(rows)[0]] == ["d", "c"]
+    note = pruned_ahead_note(rows, "runs/sweeps/s")
+    assert note is not None
+    assert note.startswith("note: 2 pruned trials had reached a higher accuracy before they were stopped")
+    assert "(d: 0.250 by epoch 4, pruned:point; completed trials at most 0.240)" in note
+    assert "`tune-attn best runs/sweeps/s --show-pruned`" in note
+    assert "tune-attn best" not in (
+        pruned_ahead_note(rows, "s3://bucket/s") or ""
+    )  # `best` reads local folders
+
+
+def test_nothing_is_ahead_when_no_trial_completed() -> None:
+    rows = [
+        _row("a", "pruned:flat", 0.3, 3),
+        _row("b", "completed", None),
+        _row("c", "completed", float("nan")),
+    ]
+    ahead, best = pruned_ahead(rows)
+    assert ahead == [] and best != best  # NaN: no completed accuracy to compare with
+    assert pruned_ahead_note(rows, "x") is None

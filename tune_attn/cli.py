@@ -200,7 +200,7 @@ def sweep(
 ) -> None:
     """Run a hyperparameter sweep: Ray Tune trials, Optuna TPE, and degeneracy pruning."""
     from tune_attn.tune.search import SpaceError
-    from tune_attn.tune.summary import count_statuses
+    from tune_attn.tune.summary import count_statuses, pruned_ahead_note
     from tune_attn.tune.sweep import SweepOptions, run_sweep
 
     try:
@@ -239,6 +239,9 @@ def sweep(
             f"best completed trial: {best['trial_id']} val_accuracy {best['last_val_accuracy']:.3f}",
             highlight=False,
         )
+    note = pruned_ahead_note(result.rows, result.path)
+    if note:
+        console.print(note, highlight=False)
     console.print(
         f"results: {result.path} (summary.csv, summary.json; each trial's panels under trial_*/run/panels)",
         highlight=False,

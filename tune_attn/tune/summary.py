@@ -22,11 +22,46 @@ STATUS_STYLE = {
 ACTIVATION_COLOUR = {"sigmoid": "tab:green", "relu": "tab:purple", "softmax": "tab:blue"}
 
 
+def _acc(row: dict[str, Any]) -> float:
+    v = row.get("best_val_accuracy")
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else float("nan")
+
+
 def count_statuses(statuses: Iterable[str]) -> str:
     """How many trials ended each way, e.g. ``3 completed, 2 pruned``; ``pruned:flat`` counts as ``pruned``.
     Empty when no trial has ended."""
     counts = Counter(status.split(":")[0] for status in statuses)
     return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+
+
+def pruned_ahead(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
+    """The pruned trials whose best accuracy before they were stopped is above every completed trial's best,
+    highest first, and that best completed accuracy. Empty when no trial completed or none is ahead.
+
+    TPE ranks a pruned trial below every completed one, so such trials mean the search was steered away
+    from a region that was doing well (its masks collapsed, not necessarily its neighbours')."""
+    completed = [_acc(r) for r in rows if r["status"] == "completed" and math.isfinite(_acc(r))]
+    if not completed:
+        return [], float("nan")
+    best = max(completed)
+    ahead = [r for r in rows if str(r["status"]).startswith("pruned:") and _acc(r) > best]
+    return sorted(ahead, key=_acc, reverse=True), best
+
+
+def pruned_ahead_note(rows: list[dict[str, Any]], path: str) -> str | None:
+    """A line for the end of a sweep when :func:`pruned_ahead` finds trials (None otherwise)."""
+    ahead, best_completed = pruned_ahead(rows)
+    if not ahead:
+        return None
+    top, many = ahead[0], len(ahead) > 1
+    look = f"list them with `tune-attn best {path} --show-pruned`, or " if "://" not in path else ""
+    return (
+        f"note: {len(ahead)} pruned trial{'s' if many else ''} had reached a higher accuracy before "
+        f"{'they were' if many else 'it was'} stopped than any completed trial did ({top['trial_id']}: "
+        f"{_acc(top):.3f} by epoch {top['epochs']}, {top['status']}; completed trials at most "
+        f"{best_completed:.3f}). TPE steers away from pruned trials, so this sweep may have left a region where "
+        f"healthy configs do better: {look}compare with a --no-prune sweep."
+    )
 
 
 def write_table(folder: Path, rows: list[dict[str, Any]]) -> None:
@@ -38,11 +73,6 @@ def write_table(folder: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-
-
-def _acc(row: dict[str, Any]) -> float:
-    v = row.get("best_val_accuracy")
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else float("nan")
 
 
 def _save(fig: Figure, path: Path) -> Path:
