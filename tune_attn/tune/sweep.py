@@ -411,11 +411,14 @@ def write_provenance(folder: Path, space: SearchSpace, options: SweepOptions) ->
     (folder / SWEEP_RECORD).write_text(json.dumps(record, indent=1, default=str))
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as ``sweep.json`` holds it (JSON values: tuples are lists, paths strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def _recorded(options: SweepOptions) -> dict[str, Any]:
-    """The options as ``sweep.json`` holds them (JSON values: tuples are lists, paths strings)."""
-    return json.loads(
-        json.dumps({k: v for k, v in vars(options).items() if k != "wandb_entity"}, default=str)
-    )
+    """The options as ``sweep.json`` holds them."""
+    return _plain({k: v for k, v in vars(options).items() if k != "wandb_entity"})
 
 
 def resume_differences(folder: Path, space: SearchSpace, options: SweepOptions) -> list[str]:
@@ -433,7 +436,7 @@ def resume_differences(folder: Path, space: SearchSpace, options: SweepOptions) 
         for key, flag in RESUME_KEEPS.items()
         if key in started and started[key] != now[key]
     ]
-    if "space" in record and record["space"] != json.loads(json.dumps(space.to_dict(), default=str)):
+    if "space" in record and record["space"] != _plain(space.to_dict()):
         kept.append(f"the search space of {space.source} (it changed since the sweep started)")
     return kept
 
