@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from optuna.trial import TrialState
 
 from tune_attn import localcluster
+from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
+from tune_attn.tune.summary import count_statuses
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,3 +90,59 @@ def test_a_sweep_survives_a_lost_worker_node(cluster: localcluster.LocalCluster,
     # Nothing finished before the loss was lost or rerun.
     for name, before in done_before.items():
         assert _results(folder / name)[: len(before)] == before
+
+
+def test_a_sweep_from_a_ray_client_runs_on_the_head_node(tmp_path: Path) -> None:
+    """``--address ray://...`` (Ray Client): the driver here only connects; Tune, the Optuna study and the
+    summary live on the head node, and the progress lines still reach this terminal."""
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    cluster = localcluster.start(workers=1, cpus_per_worker=2, port=6397, env=env)
+    try:
+        here = tmp_path / "client"  # the client's working directory: nothing of the sweep may land in it
+        here.mkdir()
+        storage = tmp_path / "sweeps"
+        cmd = [
+            sys.executable,
+            "-m",
+            "tune_attn.cli",
+            "sweep",
+            str(ROOT / "tests" / "data" / "space_collapse.yaml"),
+        ]
+        cmd += ["--address", cluster.client_address, "--storage", str(storage), "--name", "rc"]
+        cmd += ["--num-samples", "4", "--wandb", "off", "--progress-every", "0"]
+        run_env = {**cluster.env, "COLUMNS": "300"}
+        first = subprocess.run(cmd, cwd=here, env=run_env, capture_output=True, text=True, timeout=300)
+        out = first.stdout + first.stderr
+        assert first.returncode == 0, out[-3000:]
+        rows = json.loads((storage / "rc" / "summary.json").read_text())
+        assert len(rows) == 4
+        # The study is the one the head's searcher filled (the client's copy never sees a trial).
+        study = load_study(str(storage / "rc"))
+        assert study is not None and len(study.trials) == 4
+        numbers = {t.user_attrs[RAY_TRIAL_ID]: t.number for t in study.trials}
+        assert {r["trial_id"]: r["number"] for r in rows} == numbers
+        for t in study.trials:  # weight decay 5 with SGD kills the mask: pruned; AdamW completes
+            pruned = t.params["train.optimizer"] == "sgd"
+            assert t.state == (TrialState.PRUNED if pruned else TrialState.COMPLETE), t.params
+        assert {t.state for t in study.trials} == {TrialState.PRUNED, TrialState.COMPLETE}
+        # Progress lines from Tune's driver on the head, then the end lines here.
+        for row in rows:
+            assert re.search(rf"^{row['trial_id']}: started ", out, re.M), out[-3000:]
+            assert re.search(rf"^{row['trial_id']}: {re.escape(row['status'])}", out, re.M), out[-3000:]
+        assert f"sweep finished: {count_statuses(r['status'] for r in rows)}" in out
+        assert f"results on the cluster's head node: {storage / 'rc'} " in out
+        assert not any(here.iterdir())
+        # Trials ran on the worker node, not on the head (it has no CPUs).
+        trials = list((storage / "rc").glob("trial_*"))
+        assert {r["node_ip"] for t in trials for r in _results(t)} == {"127.0.0.3"}
+
+        # The same command again resumes the sweep on the head: all 4 trials were finished, none is rerun.
+        epochs = {t.name: len(_results(t)) for t in trials}
+        again = subprocess.run(cmd, cwd=here, env=run_env, capture_output=True, text=True, timeout=300)
+        out = again.stdout + again.stderr
+        assert again.returncode == 0, out[-3000:]
+        assert f"resuming the sweep in {storage / 'rc'}" in out
+        assert json.loads((storage / "rc" / "summary.json").read_text()) == rows
+        assert {t.name: len(_results(t)) for t in trials} == epochs
+    finally:
+        cluster.stop()

@@ -33,12 +33,12 @@ WandbProjectOpt = Annotated[str, typer.Option(help="W&B project.")]
 WandbEntityOpt = Annotated[str | None, typer.Option(help="W&B entity (user or team).")]
 
 
-def _tell_wandb_runs(runs: list[Path]) -> None:
+def _tell_wandb_runs(runs: list[Path], where: str = "") -> None:
     from tune_attn.tracking import sync_command
 
     if runs:
         console.print(
-            f"W&B: {len(runs)} offline run(s); upload them with: {sync_command(runs)}", highlight=False
+            f"W&B: {len(runs)} offline run(s){where}; upload them with: {sync_command(runs)}", highlight=False
         )
 
 
@@ -242,14 +242,18 @@ def sweep(
     note = pruned_ahead_note(result.rows, result.path)
     if note:
         console.print(note, highlight=False)
+    where = " on the cluster's head node" if result.on_head else ""
     console.print(
-        f"results: {result.path} (summary.csv, summary.json; each trial's panels under trial_*/run/panels)",
+        f"results{where}: {result.path} (summary.csv, summary.json; each trial's panels under "
+        "trial_*/run/panels)",
         highlight=False,
     )
-    _tell_wandb_runs(result.wandb_runs)
+    _tell_wandb_runs(result.wandb_runs, where)
     if "://" not in result.path:
         console.print(
-            f"pick and export the best config: tune-attn best {result.path} --export DIR", highlight=False
+            f"pick and export the best config{' (there)' if where else ''}: tune-attn best {result.path} "
+            "--export DIR",
+            highlight=False,
         )
 
 

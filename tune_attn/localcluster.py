@@ -52,6 +52,15 @@ class LocalCluster:
     def address(self) -> str:
         return f"{HEAD_IP}:{self.port}"
 
+    @property
+    def client_port(self) -> int:
+        return self.port + 1
+
+    @property
+    def client_address(self) -> str:
+        """The head's Ray Client server: a driver on another machine joins with this."""
+        return f"ray://{HEAD_IP}:{self.client_port}"
+
     def add_worker(self, cpus: int = 1, resources: dict[str, float] | None = None, tries: int = 2) -> str:
         """Start a worker node on the next loopback address and wait until it is alive; on a loaded machine a
         node can time out while starting (Ray's own startup timeout): it is started again, ``tries`` in all."""
@@ -161,7 +170,8 @@ print(sum(1 for n in ray.nodes() if n["Alive"]))
 def start(
     workers: int = 2, cpus_per_worker: int = 1, port: int = 6393, env: dict[str, str] | None = None
 ) -> LocalCluster:
-    """Start a head (no CPUs: it runs the driver only) and ``workers`` worker nodes; wait until all are up."""
+    """Start a head (no CPUs: it runs the driver only) and ``workers`` worker nodes; wait until all are up.
+    The head's Ray Client server listens on ``port + 1`` (``ray://127.0.0.2:<port + 1>``)."""
     cluster = LocalCluster(port, token_env(env))
     cluster._start(
         [
@@ -171,6 +181,7 @@ def start(
             "--head",
             f"--node-ip-address={HEAD_IP}",
             f"--port={port}",
+            f"--ray-client-server-port={cluster.client_port}",
             "--num-cpus=0",
             "--num-gpus=0",
             "--include-dashboard=false",
@@ -200,6 +211,11 @@ def main() -> None:
         print(f"local Ray cluster: head {cluster.address}, workers {', '.join(cluster.ips[1:])}")
         print("run a sweep on it with:")
         print(f"  RAY_AUTH_MODE=token tune-attn sweep search_spaces/smoke.yaml --address {cluster.address}")
+        print("or, as from another machine, through the head's Ray Client server:")
+        print(
+            f"  RAY_AUTH_MODE=token tune-attn sweep search_spaces/smoke.yaml --address {cluster.client_address} "
+            "--storage /tmp/tune-attn-sweeps"
+        )
         print("stop it with: python -m tune_attn.localcluster stop")
     else:
         if not STATE.is_file():

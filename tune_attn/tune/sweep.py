@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,15 @@ RESUME_KEEPS = {
 progress_every: float = 60.0
 """This driver's ``--progress-every``: the progress callback reads it at every (re)start, since a resumed
 sweep brings back the callback pickled at its start."""
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+progress_echo: Callable[[str], None] = _print
+"""Where the progress callback writes its lines (read by name, like ``progress_every``): print, or the queue
+of a sweep run from a Ray Client (:func:`_on_head`)."""
 WANDB_TOLD: set[str] = set()
 """W&B problems already told to the user by this driver process (each is told once)."""
 SUMMARY_FIGURES = (
@@ -124,6 +134,8 @@ class SweepResult:
     study: Any
     wandb_runs: list[Path] = field(default_factory=list)
     """The offline W&B runs (trials and the sweep's own), for ``wandb sync``."""
+    on_head: bool = False
+    """The sweep ran on the cluster's head node (a Ray Client address): ``path`` is a path there."""
 
 
 def _searcher(space: SearchSpace, options: SweepOptions) -> tuple[Any, Any]:
@@ -184,7 +196,7 @@ def _progress_callback(keys: list[str]) -> Any:
                         self._count(trial, trial.status == "ERROR")
 
         def say(self, line: str) -> None:
-            print(line, flush=True)
+            importlib.import_module(module).progress_echo(line)
             self.last_line = time.monotonic()
             self.fresh = False
 
@@ -256,7 +268,11 @@ def _short(value: Any) -> str:
 def run_sweep(
     space_path: str | Path, options: SweepOptions, echo: Callable[[str], None] = print
 ) -> SweepResult:
-    """Check the space, start (or join) Ray, run the sweep to the end, write the summary."""
+    """Check the space, start (or join) Ray, run the sweep to the end, write the summary.
+
+    With a Ray Client address (``ray://host:10001``) this process only connects: the sweep runs in a task on
+    the cluster's head node, where Tune keeps its experiment, and its lines are shown here as they come.
+    """
     space = SearchSpace.load(space_path, options.fixed)  # fails here, before Ray starts, on a bad space
     max_epochs = int(space.max_value("train.epochs"))
     if options.scheduler == "asha" and options.asha_grace >= max_epochs:
@@ -264,29 +280,157 @@ def run_sweep(
             f"--asha-grace {options.asha_grace} leaves ASHA nothing to stop: {space_path} trains at most "
             f"{max_epochs} epochs (train.epochs); choose a grace below {max_epochs}"
         )
+    client = (options.address or "").startswith("ray://")
+    if client and "://" not in options.storage and not Path(options.storage).is_absolute():
+        raise ValueError(
+            f"--storage {options.storage}: a relative path, but with --address {options.address} (Ray Client) "
+            "the sweep runs on the cluster's head node: give an absolute path there, on a file system every node "
+            "mounts, or a URI such as s3://bucket/sweeps"
+        )
     wandb = options.wandb_options()
     problem = wandb.problem()
     if problem:
         echo(f"W&B: {problem}. W&B logging is off for this sweep; the panels are still written to disk.")
         wandb = WandbOptions("off")
+    import ray
+
+    # Ray Client's own line about passing log_to_driver to the server is noise in the sweep's output.
+    logging.getLogger("ray.client_builder").setLevel(logging.WARNING)
+    if not ray.is_initialized():
+        if options.address:
+            check_reachable(options.address)
+            connect(options.address, echo)
+        else:
+            # "local": always a new embedded Ray, never one that `ray start` left running on this machine
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
+    space_file = str(Path(space_path).resolve())
+    if ray.util.client.ray.is_connected():
+        return _on_head(space, options, wandb, space_file, echo)
+    return _run(space, options, wandb, space_file, echo)
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once, naming the address, when nothing answers at ``HOST:PORT`` (or ``ray://HOST:PORT``): Ray
+    itself retries a dead address for minutes. Other forms (``auto``, ``local``) are left to Ray."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        what = (
+            "the head's Ray Client server (port 10001 unless set)" if address.startswith("ray://") else "Ray"
+        )
+        raise ValueError(
+            f"--address {address}: nothing answers at {host}:{port} ({exc.strerror or exc}); is {what} "
+            "running there, and is the port open to this machine?"
+        ) from None
+
+
+def connect(address: str, echo: Callable[[str], None], tries: int = 3, pause: float = 2.0) -> None:
+    """``ray.init`` on a cluster address. A Ray Client connection is tried ``tries`` times: the head's Ray
+    Client server sometimes loses the session server it forks for a new client (a race in Ray,
+    ray-project/ray#63202) and the next try works. Any other address is tried once."""
+    import time
+
+    import ray
+
+    tries = tries if address.startswith("ray://") else 1
+    for attempt in range(1, tries + 1):
+        try:
+            ray.init(address=address, log_to_driver=False)
+            return
+        except ConnectionError as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            if attempt == tries:
+                raise ValueError(f"--address {address}: {first} (tried {tries} time(s))") from None
+            echo(
+                f"Ray Client: connecting to {address} failed ({first}); trying again ({attempt + 1}/{tries})"
+            )
+            time.sleep(pause)
+
+
+def _on_head(
+    space: SearchSpace,
+    options: SweepOptions,
+    wandb: WandbOptions,
+    space_file: str,
+    echo: Callable[[str], None],
+) -> SweepResult:
+    """Run :func:`_run` in a task on the head node (the Ray Client server's node) and show its lines here.
+
+    Tune, run from a Ray Client, puts its own driver there too; the experiment folder, the Optuna study and
+    the summary must all be written where that driver runs, not on this machine."""
+    import ray
+    from ray.util.queue import Empty, Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    head = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    lines = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": head})
+    task = (
+        ray.remote(_run_queued)
+        .options(num_cpus=0, scheduling_strategy=head, max_retries=0)
+        .remote(space, options, wandb, space_file, lines)
+    )
+
+    def drain() -> None:
+        while True:
+            try:
+                echo(lines.get(timeout=0.5))
+            except Empty:
+                return
+
+    try:
+        while not ray.wait([task], timeout=0.5)[0]:
+            drain()
+    except KeyboardInterrupt:  # Tune saves the experiment on SIGINT: the sweep can be resumed
+        ray.cancel(task)
+        raise
+    drain()
+    try:
+        result: SweepResult = ray.get(task)
+        result.on_head = True
+    except ray.exceptions.RayTaskError as exc:  # a bad resume, say: the error as it would read here
+        if isinstance(exc.cause, ValueError):
+            raise exc.cause from None
+        raise
+    finally:
+        drain()
+    return result
+
+
+def _run_queued(
+    space: SearchSpace, options: SweepOptions, wandb: WandbOptions, space_file: str, lines: Any
+) -> SweepResult:
+    """:func:`_run` in a Ray task, its lines (and the progress lines) put on the ``lines`` queue."""
+    global progress_echo
+    progress_echo = lines.put
+    try:
+        return _run(space, options, wandb, space_file, lines.put)
+    finally:
+        progress_echo = _print
+
+
+def _run(
+    space: SearchSpace,
+    options: SweepOptions,
+    wandb: WandbOptions,
+    space_file: str,
+    echo: Callable[[str], None],
+) -> SweepResult:
+    """The sweep itself, in the process that runs Tune's driver (Ray is up)."""
     # Every epoch is a checkpoint; Tune's warning about frequent experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Our progress lines are the sweep's output: not Ray's start box (its searcher shows as "SearchGenerator")
     # and TensorBoard hint (a path in Ray's temporary session folder), nor its "Wrote ... files" line.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)
-    import ray
     from ray import tune
 
     from tune_attn.tune.searcher import load_study
     from tune_attn.tune.trainable import AttentionTrial
 
-    if not ray.is_initialized():
-        if options.address:
-            ray.init(address=options.address, log_to_driver=False)
-        else:
-            # "local": always a new embedded Ray, never one that `ray start` left running on this machine
-            ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
+    max_epochs = int(space.max_value("train.epochs"))
     storage = options.storage_path()
     path = f"{storage.rstrip('/')}/{options.name}"
     remote = "://" in path
@@ -304,7 +448,7 @@ def run_sweep(
     local_exists = not remote and Path(path).is_dir()
     if not remote and not (Path(path) / SWEEP_RECORD).exists():  # provenance, for `best` / `export`
         Path(path).mkdir(parents=True, exist_ok=True)
-        write_provenance(Path(path), space, options)
+        write_provenance(Path(path), space, options, space_file)
     if (options.resume or local_exists) and tune.Tuner.can_restore(path):
         if local_exists:
             check_experiment_state(Path(path))
@@ -364,7 +508,7 @@ def run_sweep(
         with tempfile.TemporaryDirectory() as tmp:
             write_table(Path(tmp), rows)
             write_plots(Path(tmp), rows, study)
-            write_provenance(Path(tmp), space, options)
+            write_provenance(Path(tmp), space, options, space_file)
             pyarrow.fs.copy_files(tmp, path)
     return result
 
@@ -401,10 +545,13 @@ def log_sweep_run(
         echo(f"W&B: {run.error}; the summary and plots are in {folder}")
 
 
-def write_provenance(folder: Path, space: SearchSpace, options: SweepOptions) -> None:
-    """``sweep.json``: the space file, the resolved space and the options the sweep started with."""
+def write_provenance(
+    folder: Path, space: SearchSpace, options: SweepOptions, space_file: str | None = None
+) -> None:
+    """``sweep.json``: the space file (``space_file``, else the space's source), the resolved space and the
+    options the sweep started with."""
     record = {
-        "space_file": str(Path(space.source.split(" + ")[0]).resolve()),
+        "space_file": space_file or str(Path(space.source.split(" + ")[0]).resolve()),
         "space": space.to_dict(),
         "options": _recorded(options),
     }
