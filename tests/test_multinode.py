@@ -144,5 +144,16 @@ def test_a_sweep_from_a_ray_client_runs_on_the_head_node(tmp_path: Path) -> None
         assert f"resuming the sweep in {storage / 'rc'}" in out
         assert json.loads((storage / "rc" / "summary.json").read_text()) == rows
         assert {t.name: len(_results(t)) for t in trials} == epochs
+
+        # A driver without the cluster's token: Ray Client only says it timed out; the error says why it may.
+        bare = {k: v for k, v in run_env.items() if k != "RAY_AUTH_MODE"}
+        bare["HOME"] = str(tmp_path / "elsewhere")
+        refused = subprocess.run(cmd, cwd=here, env=bare, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2, (refused.stdout + refused.stderr)[-3000:]
+        assert (
+            f"--address {cluster.client_address}: ray client connection timeout. If the cluster uses Ray's token authentication"
+            in refused.stderr
+        )
+        assert "RAY_AUTH_MODE=token" in refused.stderr
     finally:
         cluster.stop()

@@ -327,27 +327,44 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+RACE = "Initialization failure from server"
+"""How Ray Client reports the head losing the session server it forks for a new client."""
+
+
 def connect(address: str, echo: Callable[[str], None], tries: int = 3, pause: float = 2.0) -> None:
-    """``ray.init`` on a cluster address. A Ray Client connection is tried ``tries`` times: the head's Ray
-    Client server sometimes loses the session server it forks for a new client (a race in Ray,
-    ray-project/ray#63202) and the next try works. Any other address is tried once."""
+    """``ray.init`` on a cluster address, failing with a ValueError that names it. A Ray Client connection
+    that fails with :data:`RACE` is tried again, ``tries`` times in all: the head's Ray Client server
+    sometimes loses the session server it forks (a race in Ray, ray-project/ray#63202); the next try works."""
     import time
 
     import ray
 
-    tries = tries if address.startswith("ray://") else 1
     for attempt in range(1, tries + 1):
         try:
             ray.init(address=address, log_to_driver=False)
             return
         except ConnectionError as exc:
             first = (str(exc).strip().splitlines() or [""])[0]
-            if attempt == tries:
-                raise ValueError(f"--address {address}: {first} (tried {tries} time(s))") from None
+            if attempt == tries or not (address.startswith("ray://") and first.startswith(RACE)):
+                raise ValueError(
+                    f"--address {address}: {first}{f' (tried {attempt} times)' if attempt > 1 else ''}"
+                    + _auth_hint()
+                ) from None
             echo(
                 f"Ray Client: connecting to {address} failed ({first}); trying again ({attempt + 1}/{tries})"
             )
             time.sleep(pause)
+
+
+def _auth_hint() -> str:
+    """Why a cluster that answers may still refuse this driver: Ray's token authentication, when this
+    process does not use it (Ray then says only that it could not connect, or timed out)."""
+    if os.environ.get("RAY_AUTH_MODE") == "token":
+        return ""
+    return (
+        ". If the cluster uses Ray's token authentication (see cluster/README.md), run with "
+        "RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN)"
+    )
 
 
 def _on_head(
