@@ -148,6 +148,7 @@ def test_a_sweep_from_a_ray_client_runs_on_the_head_node(tmp_path: Path) -> None
         # A driver without the cluster's token: Ray Client only says it timed out; the error says why it may.
         bare = {k: v for k, v in run_env.items() if k != "RAY_AUTH_MODE"}
         bare["HOME"] = str(tmp_path / "elsewhere")
+        bare["RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S"] = "1"  # Ray Client's first wait (5 s, then doubled)
         refused = subprocess.run(cmd, cwd=here, env=bare, capture_output=True, text=True, timeout=300)
         assert refused.returncode == 2, (refused.stdout + refused.stderr)[-3000:]
         assert (

@@ -167,7 +167,10 @@ def sweep(
     ] = "runs/sweeps",
     address: Annotated[
         str | None,
-        typer.Option(help="Ray cluster to join ('auto', 'ray://host:port'); default: a local Ray."),
+        typer.Option(
+            help="Ray cluster to join: 'auto', HOST:PORT, or 'ray://HOST:10001' (Ray Client: the sweep runs on "
+            "the head node, --storage is a path there); default: a local Ray."
+        ),
     ] = None,
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial.")] = 1.0,
     gpus_per_trial: Annotated[
