@@ -198,6 +198,13 @@ def test_a_ray_client_connection_is_tried_again_when_the_head_loses_its_session_
         "authentication (see cluster/README.md), run with RAY_AUTH_MODE=token"
     )
     assert calls == ["ray://127.0.0.2:10001"] and lines == []
+    # No cluster found by "auto": nothing about tokens.
+    failures[:] = ["Could not find any running Ray instance. Please specify the one to connect to."]
+    with pytest.raises(ValueError) as exc:
+        connect("auto", lines.append, tries=3, pause=0.0)
+    assert str(exc.value) == (
+        "--address auto: Could not find any running Ray instance. Please specify the one to connect to"
+    )
 
 
 def two_class_space(tmp_path: Path) -> Path:

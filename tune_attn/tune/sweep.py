@@ -347,8 +347,8 @@ def connect(address: str, echo: Callable[[str], None], tries: int = 3, pause: fl
             first = (str(exc).strip().splitlines() or [""])[0]
             if attempt == tries or not (address.startswith("ray://") and first.startswith(RACE)):
                 raise ValueError(
-                    f"--address {address}: {first}{f' (tried {attempt} times)' if attempt > 1 else ''}"
-                    + _auth_hint()
+                    f"--address {address}: {first.rstrip('.')}{f' (tried {attempt} times)' if attempt > 1 else ''}"
+                    + _auth_hint(first)
                 ) from None
             echo(
                 f"Ray Client: connecting to {address} failed ({first}); trying again ({attempt + 1}/{tries})"
@@ -356,10 +356,10 @@ def connect(address: str, echo: Callable[[str], None], tries: int = 3, pause: fl
             time.sleep(pause)
 
 
-def _auth_hint() -> str:
+def _auth_hint(error: str) -> str:
     """Why a cluster that answers may still refuse this driver: Ray's token authentication, when this
     process does not use it (Ray then says only that it could not connect, or timed out)."""
-    if os.environ.get("RAY_AUTH_MODE") == "token":
+    if os.environ.get("RAY_AUTH_MODE") == "token" or error.startswith("Could not find any running Ray"):
         return ""
     return (
         ". If the cluster uses Ray's token authentication (see cluster/README.md), run with "
