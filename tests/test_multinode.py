@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -94,7 +95,8 @@ def test_a_sweep_survives_a_lost_worker_node(cluster: localcluster.LocalCluster,
 
 def test_a_sweep_from_a_ray_client_runs_on_the_head_node(tmp_path: Path) -> None:
     """``--address ray://...`` (Ray Client): the driver here only connects; Tune, the Optuna study and the
-    summary live on the head node, and the progress lines still reach this terminal."""
+    summary live on the head node, and the progress lines still reach this terminal. Interrupted here
+    (ctrl-c), the sweep stops on the head too, and the same command with --resume finishes it."""
     env = {**os.environ, "HOME": str(tmp_path / "home")}
     cluster = localcluster.start(workers=1, cpus_per_worker=2, port=6397, env=env)
     try:
@@ -109,11 +111,33 @@ def test_a_sweep_from_a_ray_client_runs_on_the_head_node(tmp_path: Path) -> None
             str(ROOT / "tests" / "data" / "space_collapse.yaml"),
         ]
         cmd += ["--address", cluster.client_address, "--storage", str(storage), "--name", "rc"]
-        cmd += ["--num-samples", "4", "--wandb", "off", "--progress-every", "0"]
+        cmd += ["--num-samples", "4", "--max-concurrent", "1", "--wandb", "off", "--progress-every", "0"]
+        cmd += ["--set", "train.epochs=8", "--set", "data.num_train=480"]  # a few seconds per AdamW trial
         run_env = {**cluster.env, "COLUMNS": "300"}
-        first = subprocess.run(cmd, cwd=here, env=run_env, capture_output=True, text=True, timeout=300)
-        out = first.stdout + first.stderr
-        assert first.returncode == 0, out[-3000:]
+        first = subprocess.Popen(
+            cmd, cwd=here, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert first.stdout is not None
+        out = ""
+        for line in first.stdout:  # ctrl-c once the first trial has ended
+            out += line
+            if re.match(r"^\w{8}: (completed|pruned:)", line):
+                first.send_signal(signal.SIGINT)
+                break
+        out += first.communicate(timeout=120)[0]
+        assert first.returncode != 0, out[-3000:]
+        assert "interrupted: the sweep on the head node is stopped; run the same command with --resume" in out
+        assert not (storage / "rc" / "summary.json").exists()
+        ended = {m for m in re.findall(r"^(\w{8}): (?:completed|pruned:)", out, re.M)}
+        finished = {t.name: _results(t) for t in (storage / "rc").glob("trial_*") if t.name[6:] in ended}
+        assert 1 <= len(finished) < 4, out[-3000:]
+
+        resumed = subprocess.run(
+            cmd + ["--resume"], cwd=here, env=run_env, capture_output=True, text=True, timeout=300
+        )
+        out += resumed.stdout + resumed.stderr
+        assert resumed.returncode == 0, out[-3000:]
+        assert f"resuming the sweep in {storage / 'rc'}" in resumed.stdout
         rows = json.loads((storage / "rc" / "summary.json").read_text())
         assert len(rows) == 4
         # The study is the one the head's searcher filled (the client's copy never sees a trial).
@@ -129,21 +153,14 @@ def test_a_sweep_from_a_ray_client_runs_on_the_head_node(tmp_path: Path) -> None
         for row in rows:
             assert re.search(rf"^{row['trial_id']}: started ", out, re.M), out[-3000:]
             assert re.search(rf"^{row['trial_id']}: {re.escape(row['status'])}", out, re.M), out[-3000:]
-        assert f"sweep finished: {count_statuses(r['status'] for r in rows)}" in out
-        assert f"results on the cluster's head node: {storage / 'rc'} " in out
+        assert f"sweep finished: {count_statuses(r['status'] for r in rows)}" in resumed.stdout
+        assert f"results on the cluster's head node: {storage / 'rc'} " in resumed.stdout
         assert not any(here.iterdir())
-        # Trials ran on the worker node, not on the head (it has no CPUs).
+        # Nothing finished before the interrupt was rerun; every trial ran on the worker (the head has no CPUs).
+        for name, before in finished.items():
+            assert _results(storage / "rc" / name) == before
         trials = list((storage / "rc").glob("trial_*"))
         assert {r["node_ip"] for t in trials for r in _results(t)} == {"127.0.0.3"}
-
-        # The same command again resumes the sweep on the head: all 4 trials were finished, none is rerun.
-        epochs = {t.name: len(_results(t)) for t in trials}
-        again = subprocess.run(cmd, cwd=here, env=run_env, capture_output=True, text=True, timeout=300)
-        out = again.stdout + again.stderr
-        assert again.returncode == 0, out[-3000:]
-        assert f"resuming the sweep in {storage / 'rc'}" in out
-        assert json.loads((storage / "rc" / "summary.json").read_text()) == rows
-        assert {t.name: len(_results(t)) for t in trials} == epochs
 
         # A driver without the cluster's token: Ray Client only says it timed out; the error says why it may.
         bare = {k: v for k, v in run_env.items() if k != "RAY_AUTH_MODE"}

@@ -7,6 +7,7 @@ checkpoint) under its trial folder, and ``summary.csv`` / ``summary.json`` with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -400,8 +401,13 @@ def _on_head(
     try:
         while not ray.wait([task], timeout=0.5)[0]:
             drain()
-    except KeyboardInterrupt:  # Tune saves the experiment on SIGINT: the sweep can be resumed
+    except KeyboardInterrupt:  # stop the sweep on the head too; Tune's saved experiment state stays
         ray.cancel(task)
+        with contextlib.suppress(Exception):  # its end: cancelled (taken here, so Ray does not print it)
+            ray.get(task, timeout=30)
+        echo(
+            "interrupted: the sweep on the head node is stopped; run the same command with --resume to go on"
+        )
         raise
     drain()
     try:
