@@ -132,24 +132,27 @@ def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:
 
 
 def test_an_address_where_nothing_answers_fails_at_once(tmp_path: Path) -> None:
-    """Ray retries a dead cluster address for minutes; the sweep names it and stops (exit 2) in seconds."""
+    """Ray retries a dead cluster address for minutes; the sweep names it (and where it came from) and stops
+    (exit 2) in seconds."""
     import socket
 
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.2", 0))
         port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"COLUMNS": "300"}
+    cmd = [sys.executable, "-m", "tune_attn.cli", "sweep", str(COLLAPSE_SPACE), "--storage", str(tmp_path)]
     for address, what in ((f"127.0.0.2:{port}", "is Ray"), (f"ray://127.0.0.2:{port}", "Ray Client server")):
-        r = subprocess.run(
-            [sys.executable, "-m", "tune_attn.cli", "sweep", str(COLLAPSE_SPACE), "--address", address]
-            + ["--storage", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "COLUMNS": "300"},
-            timeout=60,
-        )
+        r = subprocess.run(cmd + ["--address", address], capture_output=True, text=True, env=env, timeout=60)
         assert r.returncode == 2, r.stderr[-2000:]
         assert f"--address {address}: nothing answers at 127.0.0.2:{port} (Connection refused)" in r.stderr
         assert what in r.stderr
+    # Without --address, RAY_ADDRESS (what `ray job submit` sets) is the cluster to join, as for ray.init().
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, env=env | {"RAY_ADDRESS": f"127.0.0.2:{port}"}, timeout=60
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"joining the Ray cluster at 127.0.0.2:{port} (RAY_ADDRESS; unset it for a local Ray)" in r.stdout
+    assert f"RAY_ADDRESS 127.0.0.2:{port}: nothing answers at 127.0.0.2:{port}" in r.stderr
     assert not list(tmp_path.iterdir())  # nothing was started or written
 
 

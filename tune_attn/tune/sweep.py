@@ -16,7 +16,7 @@ import re
 import socket
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -281,10 +281,13 @@ def run_sweep(
             f"--asha-grace {options.asha_grace} leaves ASHA nothing to stop: {space_path} trains at most "
             f"{max_epochs} epochs (train.epochs); choose a grace below {max_epochs}"
         )
+    flag = "--address"
+    if not options.address and os.environ.get("RAY_ADDRESS"):  # as ray.init() does: `ray job submit` sets it
+        options, flag = replace(options, address=os.environ["RAY_ADDRESS"]), "RAY_ADDRESS"
     client = (options.address or "").startswith("ray://")
     if client and "://" not in options.storage and not Path(options.storage).is_absolute():
         raise ValueError(
-            f"--storage {options.storage}: a relative path, but with --address {options.address} (Ray Client) "
+            f"--storage {options.storage}: a relative path, but with {flag} {options.address} (Ray Client) "
             "the sweep runs on the cluster's head node: give an absolute path there, on a file system every node "
             "mounts, or a URI such as s3://bucket/sweeps"
         )
@@ -299,8 +302,10 @@ def run_sweep(
     logging.getLogger("ray.client_builder").setLevel(logging.WARNING)
     if not ray.is_initialized():
         if options.address:
-            check_reachable(options.address)
-            connect(options.address, echo)
+            if flag == "RAY_ADDRESS":
+                echo(f"joining the Ray cluster at {options.address} (RAY_ADDRESS; unset it for a local Ray)")
+            check_reachable(options.address, flag)
+            connect(options.address, echo, flag)
         else:
             # "local": always a new embedded Ray, never one that `ray start` left running on this machine
             ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
@@ -310,7 +315,7 @@ def run_sweep(
     return _run(space, options, wandb, space_file, echo)
 
 
-def check_reachable(address: str, timeout: float = 5.0) -> None:
+def check_reachable(address: str, flag: str = "--address", timeout: float = 5.0) -> None:
     """Fail at once, naming the address, when nothing answers at ``HOST:PORT`` (or ``ray://HOST:PORT``): Ray
     itself retries a dead address for minutes. Other forms (``auto``, ``local``) are left to Ray."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -323,7 +328,7 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
             "the head's Ray Client server (port 10001 unless set)" if address.startswith("ray://") else "Ray"
         )
         raise ValueError(
-            f"--address {address}: nothing answers at {host}:{port} ({exc.strerror or exc}); is {what} "
+            f"{flag} {address}: nothing answers at {host}:{port} ({exc.strerror or exc}); is {what} "
             "running there, and is the port open to this machine?"
         ) from None
 
@@ -332,7 +337,9 @@ RACE = "Initialization failure from server"
 """How Ray Client reports the head losing the session server it forks for a new client."""
 
 
-def connect(address: str, echo: Callable[[str], None], tries: int = 3, pause: float = 2.0) -> None:
+def connect(
+    address: str, echo: Callable[[str], None], flag: str = "--address", tries: int = 3, pause: float = 2.0
+) -> None:
     """``ray.init`` on a cluster address, failing with a ValueError that names it. A Ray Client connection
     that fails with :data:`RACE` is tried again, ``tries`` times in all: the head's Ray Client server
     sometimes loses the session server it forks (a race in Ray, ray-project/ray#63202); the next try works."""
@@ -348,7 +355,7 @@ def connect(address: str, echo: Callable[[str], None], tries: int = 3, pause: fl
             first = (str(exc).strip().splitlines() or [""])[0]
             if attempt == tries or not (address.startswith("ray://") and first.startswith(RACE)):
                 raise ValueError(
-                    f"--address {address}: {first.rstrip('.')}{f' (tried {attempt} times)' if attempt > 1 else ''}"
+                    f"{flag} {address}: {first.rstrip('.')}{f' (tried {attempt} times)' if attempt > 1 else ''}"
                     + _auth_hint(first)
                 ) from None
             echo(
