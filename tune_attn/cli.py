@@ -169,7 +169,7 @@ def sweep(
         str | None,
         typer.Option(
             help="Ray cluster to join: 'auto', HOST:PORT, or 'ray://HOST:10001' (Ray Client: the sweep runs on "
-            "the head node, --storage is a path there); default: a local Ray."
+            "the head node, --storage is a path there); default: RAY_ADDRESS if set, else a local Ray."
         ),
     ] = None,
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial.")] = 1.0,
