@@ -156,6 +156,9 @@ def test_a_sweep_from_a_ray_client_runs_on_the_head_node(tmp_path: Path) -> None
         assert f"sweep finished: {count_statuses(r['status'] for r in rows)}" in resumed.stdout
         assert f"results on the cluster's head node: {storage / 'rc'} " in resumed.stdout
         assert not any(here.iterdir())
+        assert (
+            "no Ray node has that much" not in out
+        )  # the worker's 2 CPUs hold a trial, seen through the client
         # Nothing finished before the interrupt was rerun; every trial ran on the worker (the head has no CPUs).
         for name, before in finished.items():
             assert _results(storage / "rc" / name) == before

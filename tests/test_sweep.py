@@ -156,6 +156,41 @@ def test_an_address_where_nothing_answers_fails_at_once(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())  # nothing was started or written
 
 
+def test_a_trial_that_fits_no_node_is_refused_on_a_local_ray(tmp_path: Path) -> None:
+    """Tune would wait forever for a node with more GPUs or CPUs than any has: on the local Ray the sweep
+    refuses at once; on a cluster (whose autoscaler may add such a node) it only says so."""
+    from tune_attn.tune.sweep import trial_does_not_fit
+
+    laptop = [{"Alive": True, "Resources": {"CPU": 2.0, "memory": 1e9}}]
+    gpu_cluster = laptop + [{"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}}]
+    assert trial_does_not_fit(laptop, SweepOptions(cpus_per_trial=2)) is None
+    assert trial_does_not_fit(gpu_cluster, SweepOptions(gpus_per_trial=0.25)) is None
+    assert trial_does_not_fit(laptop, SweepOptions(gpus_per_trial=0.25)) == (
+        "--cpus-per-trial 1 --gpus-per-trial 0.25: no Ray node has that much (nodes: 2 CPU, 0 GPU)"
+    )
+    # One trial must fit on one node: the CPUs of two nodes do not add up.
+    assert trial_does_not_fit(gpu_cluster, SweepOptions(cpus_per_trial=6)) == (
+        "--cpus-per-trial 6 --gpus-per-trial 0: no Ray node has that much (nodes: 2 CPU, 0 GPU; 4 CPU, 1 GPU)"
+    )
+    gone = [{"Alive": False, "Resources": {"CPU": 4.0, "GPU": 1.0}}]
+    assert trial_does_not_fit(laptop + gone, SweepOptions(gpus_per_trial=1)) is not None
+    r = subprocess.run(
+        [sys.executable, "-m", "tune_attn.cli", "sweep", str(COLLAPSE_SPACE), "--gpus-per-trial", "64"]
+        + ["--storage", str(tmp_path), "--name", "big"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"COLUMNS": "300"},
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert re.search(
+        r"error: --cpus-per-trial 1 --gpus-per-trial 64: no Ray node has that much \(nodes: \d+ CPU, \d+ GPU\); "
+        "ask for less on this machine, or join a cluster with --address",
+        r.stderr,
+    ), r.stderr[-2000:]
+    assert not (tmp_path / "big").exists()  # refused before the sweep's folder was made
+
+
 def test_a_ray_client_connection_is_tried_again_when_the_head_loses_its_session_server(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Ray's client server sometimes loses the session server it forks for a client (ray-project/ray#63202:
     a race that cannot be caused on purpose, so ``ray.init`` is made to fail here); the next try works.

@@ -306,13 +306,32 @@ def run_sweep(
                 echo(f"joining the Ray cluster at {options.address} (RAY_ADDRESS; unset it for a local Ray)")
             check_reachable(options.address, flag)
             connect(options.address, echo, flag)
+            problem = trial_does_not_fit(ray.nodes(), options)
+            if problem:  # a cluster may still get such a node from its autoscaler
+                echo(
+                    f"note: {problem}; trials wait until such a node joins (an autoscaling cluster adds one)"
+                )
         else:
             # "local": always a new embedded Ray, never one that `ray start` left running on this machine
             ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
+            problem = trial_does_not_fit(ray.nodes(), options)
+            if problem:  # Tune would wait for it forever
+                ray.shutdown()
+                raise ValueError(f"{problem}; ask for less on this machine, or join a cluster with --address")
     space_file = str(Path(space_path).resolve())
     if ray.util.client.ray.is_connected():
         return _on_head(space, options, wandb, space_file, echo)
     return _run(space, options, wandb, space_file, echo)
+
+
+def trial_does_not_fit(nodes: list[dict[str, Any]], options: SweepOptions) -> str | None:
+    """Why no alive node (``ray.nodes()``) can hold one trial's CPUs and GPUs, or None when one can."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    cpu, gpu = options.cpus_per_trial, options.gpus_per_trial
+    if any(r.get("CPU", 0) >= cpu and r.get("GPU", 0) >= gpu for r in alive):
+        return None
+    have = "; ".join(f"{r.get('CPU', 0):g} CPU, {r.get('GPU', 0):g} GPU" for r in alive) or "none alive"
+    return f"--cpus-per-trial {cpu:g} --gpus-per-trial {gpu:g}: no Ray node has that much (nodes: {have})"
 
 
 def check_reachable(address: str, flag: str = "--address", timeout: float = 5.0) -> None:
