@@ -306,18 +306,15 @@ def run_sweep(
                 echo(f"joining the Ray cluster at {options.address} (RAY_ADDRESS; unset it for a local Ray)")
             check_reachable(options.address, flag)
             connect(options.address, echo, flag)
-            problem = trial_does_not_fit(ray.nodes(), options)
-            if problem:  # a cluster may still get such a node from its autoscaler
-                echo(
-                    f"note: {problem}; trials wait until such a node joins (an autoscaling cluster adds one)"
-                )
         else:
             # "local": always a new embedded Ray, never one that `ray start` left running on this machine
             ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
-            problem = trial_does_not_fit(ray.nodes(), options)
-            if problem:  # Tune would wait for it forever
-                ray.shutdown()
-                raise ValueError(f"{problem}; ask for less on this machine, or join a cluster with --address")
+        misfit = trial_does_not_fit(ray.nodes(), options)
+        if misfit and not options.address:  # Tune would wait for such a node forever
+            ray.shutdown()
+            raise ValueError(f"{misfit}; ask for less on this machine, or join a cluster with --address")
+        if misfit:  # a cluster may still get such a node from its autoscaler
+            echo(f"note: {misfit}; trials wait until such a node joins (an autoscaling cluster adds one)")
     space_file = str(Path(space_path).resolve())
     if ray.util.client.ray.is_connected():
         return _on_head(space, options, wandb, space_file, echo)
