@@ -127,7 +127,9 @@ def test_a_sweep_from_a_ray_client_runs_on_the_head_node(tmp_path: Path) -> None
         out += first.communicate(timeout=120)[0]
         assert first.returncode != 0, out[-3000:]
         assert "interrupted: the sweep on the head node is stopped; run the same command with --resume" in out
-        assert not (storage / "rc" / "summary.json").exists()
+        # Stopped part-way: where the interrupt lands, Tune on the head may still write a partial summary, but
+        # the command never says the sweep finished.
+        assert "sweep finished:" not in out
         ended = {m for m in re.findall(r"^(\w{8}): (?:completed|pruned:)", out, re.M)}
         finished = {t.name: _results(t) for t in (storage / "rc").glob("trial_*") if t.name[6:] in ended}
         assert 1 <= len(finished) < 4, out[-3000:]
