@@ -432,7 +432,6 @@ def _on_head(
             "interrupted: the sweep on the head node is stopped; run the same command with --resume to go on"
         )
         raise
-    drain()
     try:
         result: SweepResult = ray.get(task)
         result.on_head = True
