@@ -123,20 +123,28 @@ class LocalCluster:
         self.nodes[index].wait()
 
     def stop(self) -> None:
-        for p in reversed(self.nodes):
-            stop_group(p.pid)
+        stop_groups([p.pid for p in self.nodes])
+        for p in self.nodes:
             p.wait()
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (Linux /proc), children before grandchildren."""
-    children: dict[int, list[int]] = {}
+def _processes() -> list[tuple[int, int, int, str]]:
+    """Every process (Linux /proc): (pid, parent pid, process group, state letter; ``Z``: a zombie)."""
+    out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        out.append((int(stat.parent.name), int(fields[1]), int(fields[2]), fields[0]))
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, children before grandchildren."""
+    children: dict[int, list[int]] = {}
+    for child, parent, _, _ in _processes():
+        children.setdefault(parent, []).append(child)
     out, todo = [], list(children.get(pid, []))
     while todo:
         p = todo.pop(0)
@@ -145,19 +153,34 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def stop_group(pgid: int, grace: float = 10.0) -> None:
-    """SIGTERM a node's process group, SIGKILL whatever is left after ``grace`` seconds; returns when the
-    group is gone, or 5 s after the SIGKILL (killed processes that no one reaps linger as zombies)."""
+def group_running(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs: zombies (dead, not yet reaped by their parent) do not
+    count."""
+    return any(group == pgid and state != "Z" for _, _, group, state in _processes())
+
+
+def stop_groups(pgids: list[int], grace: float = 10.0) -> None:
+    """SIGTERM the nodes' process groups together, SIGKILL whatever still runs after ``grace`` seconds; returns
+    when no process of them runs, or 5 s after the SIGKILL."""
     deadline = time.monotonic() + grace
     sig = signal.SIGTERM if grace > 0 else signal.SIGKILL
-    while time.monotonic() < deadline + 5.0:
-        try:
+    for pgid in pgids:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        if time.monotonic() > deadline:
-            sig = signal.SIGKILL
+    left = list(pgids)
+    while left and time.monotonic() < deadline + 5.0:
         time.sleep(0.2)
+        left = [g for g in left if group_running(g)]
+        if sig == signal.SIGTERM and time.monotonic() > deadline:
+            sig = signal.SIGKILL
+            for pgid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, sig)
+
+
+def stop_group(pgid: int, grace: float = 10.0) -> None:
+    """:func:`stop_groups` for one group."""
+    stop_groups([pgid], grace)
 
 
 _COUNT_ALIVE = """
@@ -220,8 +243,7 @@ def main() -> None:
     else:
         if not STATE.is_file():
             sys.exit(f"{STATE}: no local cluster recorded")
-        for pid in reversed(json.loads(STATE.read_text())["pids"]):
-            stop_group(pid)
+        stop_groups(json.loads(STATE.read_text())["pids"])
         STATE.unlink()
         print("stopped")
 

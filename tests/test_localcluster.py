@@ -1,0 +1,53 @@
+"""Stopping a local cluster's nodes: a node's process group is gone when nothing of it runs (zombies, dead
+but not yet reaped, do not count), and a process that ignores SIGTERM is killed after the grace period."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from tune_attn.localcluster import group_running, stop_groups
+
+IGNORES_SIGTERM = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)"
+)
+
+
+def _start(code: str) -> subprocess.Popen:
+    p = subprocess.Popen(
+        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    assert p.stdout is not None and p.stdout.readline().strip() == "1"  # running, its handler set
+    return p
+
+
+def test_a_group_of_zombies_is_not_running() -> None:
+    p = _start("import time; print(1, flush=True); time.sleep(60)")
+    try:
+        assert group_running(p.pid)
+        p.send_signal(signal.SIGKILL)
+        # Dead, not reaped yet: still in the process table as a zombie of this process.
+        for _ in range(50):
+            if not group_running(p.pid):
+                break
+            subprocess.run(["sleep", "0.1"])
+        assert not group_running(p.pid)
+        assert p.poll() == -signal.SIGKILL  # reaped only now
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_groups_stop_together_and_sigterm_is_escalated() -> None:
+    polite = _start("import time; print(1, flush=True); time.sleep(60)")
+    stubborn = _start(IGNORES_SIGTERM)
+    try:
+        stop_groups([polite.pid, stubborn.pid], grace=0.5)
+        assert not group_running(polite.pid) and not group_running(stubborn.pid)
+        assert polite.wait(timeout=5) == -signal.SIGTERM
+        assert stubborn.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        for p in (polite, stubborn):
+            p.kill()
+            p.wait()
