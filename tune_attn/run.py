@@ -172,6 +172,8 @@ def run_epochs(
         writer.restore(state)
         if "monitor" in state:
             monitor.load_state_dict(state["monitor"])
+    else:
+        writer.restore({})  # a new run: no line of an earlier one left in metrics.jsonl
     for result in trainer.epochs(on_batch):
         verdict = monitor.update(result.epoch, result.masks)
         result.metrics.update(verdict_metrics(verdict))

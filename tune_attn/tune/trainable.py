@@ -20,7 +20,7 @@ import torch
 from ray import tune
 
 from tune_attn.engine import EpochResult
-from tune_attn.run import CHECKPOINT, is_last_epoch, panel_path, run_epochs
+from tune_attn.run import CHECKPOINT, is_last_epoch, load_checkpoint, panel_path, run_epochs
 from tune_attn.tracking import WandbOptions, WandbRun, run_id
 from tune_attn.tune.search import config_from_flat
 
@@ -59,6 +59,7 @@ class AttentionTrial(tune.Trainable):
         self.out = base / "run"
         self.out.mkdir(parents=True, exist_ok=True)
         self.epochs: Iterator[EpochResult] | None = None  # started at the first step (after any restore)
+        self.restored = False  # Tune gave a checkpoint to continue from (load_checkpoint)
         self.last: dict[str, Any] = {}
         self.error: BaseException | None = None
         self.wb = WandbRun(
@@ -79,10 +80,14 @@ class AttentionTrial(tune.Trainable):
     def step(self) -> dict[str, Any]:
         try:
             if self.epochs is None:
-                resume = (self.out / CHECKPOINT).exists()
-                self.epochs = run_epochs(self.cfg, self.out, resume=resume, prune=self.prune)
+                if not self.restored:  # a start from scratch: an earlier try's run folder is not Tune's state
+                    (self.out / CHECKPOINT).unlink(missing_ok=True)
+                self.epochs = run_epochs(self.cfg, self.out, resume=self.restored, prune=self.prune)
             result = next(self.epochs)
         except StopIteration:  # restored from the checkpoint of its last epoch: nothing left to train
+            if not self.last:  # that epoch's metrics, from the checkpoint's history
+                history = load_checkpoint(self.out / CHECKPOINT)["history"]
+                self.last = {**scalar_metrics(history[-1]), **self.resources}
             return {**self.last, "done": True}
         except BaseException as exc:
             self.error = exc
@@ -105,6 +110,7 @@ class AttentionTrial(tune.Trainable):
         """Continue from Tune's checkpoint (a trial restarted after a failure, here or on another node)."""
         shutil.copy(Path(checkpoint) / CHECKPOINT, self.out / CHECKPOINT)
         self.epochs = None
+        self.restored = True
 
     def cleanup(self) -> None:
         """Close the W&B run with the trial's status (Tune calls this however the trial ends); with a remote
