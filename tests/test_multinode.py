@@ -93,6 +93,31 @@ def test_a_sweep_survives_a_lost_worker_node(cluster: localcluster.LocalCluster,
         assert _results(folder / name)[: len(before)] == before
 
 
+def test_a_storage_folder_that_a_worker_cannot_see_is_refused_before_any_trial(tmp_path: Path) -> None:
+    """A worker node that does not mount the driver's --storage folder (here: an empty tmpfs over it, in a
+    mount namespace of its own, as on a machine without the shared disk): its trials would fail at their
+    first checkpoint. The sweep says so at once, naming the node."""
+    storage = tmp_path / "sweeps"
+    storage.mkdir()
+    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    hide = ["unshare", *user, "--mount", "--propagation", "private", "sh", "-c"]
+    hide += ['mount -t tmpfs tmpfs "$0" && exec "$@"', str(storage)]
+    cluster = localcluster.start(workers=0, port=6399, env={**os.environ, "HOME": str(tmp_path / "home")})
+    try:
+        assert cluster.add_worker(2, prefix=hide) == "127.0.0.3"
+        cmd = [sys.executable, "-m", "tune_attn.cli", "sweep", str(ROOT / "search_spaces" / "smoke.yaml")]
+        cmd += ["--address", cluster.address, "--storage", str(storage), "--name", "hidden", "--wandb", "off"]
+        refused = subprocess.run(
+            cmd, env={**cluster.env, "COLUMNS": "300"}, capture_output=True, text=True, timeout=180
+        )
+        assert refused.returncode == 2, (refused.stdout + refused.stderr)[-3000:]
+        assert f"--storage {storage}: Ray node 127.0.0.3 cannot see this folder" in refused.stderr
+        assert "started" not in refused.stdout  # no trial ran
+        assert not any(storage.iterdir())  # the check's marker is gone, and nothing else was written
+    finally:
+        cluster.stop()
+
+
 def test_a_sweep_from_a_ray_client_runs_on_the_head_node(tmp_path: Path) -> None:
     """``--address ray://...`` (Ray Client): the driver here only connects; Tune, the Optuna study and the
     summary live on the head node, and the progress lines still reach this terminal. Interrupted here

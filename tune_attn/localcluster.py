@@ -61,11 +61,26 @@ class LocalCluster:
         """The head's Ray Client server: a driver on another machine joins with this."""
         return f"ray://{HEAD_IP}:{self.client_port}"
 
-    def add_worker(self, cpus: int = 1, resources: dict[str, float] | None = None, tries: int = 2) -> str:
+    def add_worker(
+        self,
+        cpus: int = 1,
+        resources: dict[str, float] | None = None,
+        tries: int = 2,
+        prefix: list[str] | None = None,
+    ) -> str:
         """Start a worker node on the next loopback address and wait until it is alive; on a loaded machine a
-        node can time out while starting (Ray's own startup timeout): it is started again, ``tries`` in all."""
+        node can time out while starting (Ray's own startup timeout): it is started again, ``tries`` in all.
+        ``prefix``: a command that runs the node's ``ray start`` command (its arguments), e.g. in a namespace of
+        its own."""
         ip = f"127.0.0.{len(self.nodes) + 2}"
-        cmd = [_ray(), "start", "--block", f"--address={self.address}", f"--node-ip-address={ip}"]
+        cmd = [
+            *(prefix or []),
+            _ray(),
+            "start",
+            "--block",
+            f"--address={self.address}",
+            f"--node-ip-address={ip}",
+        ]
         cmd += [f"--num-cpus={cpus}", "--num-gpus=0", f"--resources={json.dumps(resources or {})}"]
         for attempt in range(tries):
             self._start(cmd, ip)

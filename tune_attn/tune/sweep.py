@@ -321,14 +321,65 @@ def run_sweep(
     return _run(space, options, wandb, space_file, echo)
 
 
+def holds_a_trial(resources: dict[str, float], options: SweepOptions) -> bool:
+    """Whether a node with these resources (``ray.nodes()``'s ``Resources``) can run one trial."""
+    return (
+        resources.get("CPU", 0) >= options.cpus_per_trial
+        and resources.get("GPU", 0) >= options.gpus_per_trial
+    )
+
+
 def trial_does_not_fit(nodes: list[dict[str, Any]], options: SweepOptions) -> str | None:
     """Why no alive node (``ray.nodes()``) can hold one trial's CPUs and GPUs, or None when one can."""
     alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
-    cpu, gpu = options.cpus_per_trial, options.gpus_per_trial
-    if any(r.get("CPU", 0) >= cpu and r.get("GPU", 0) >= gpu for r in alive):
+    if any(holds_a_trial(r, options) for r in alive):
         return None
     have = "; ".join(f"{r.get('CPU', 0):g} CPU, {r.get('GPU', 0):g} GPU" for r in alive) or "none alive"
-    return f"--cpus-per-trial {cpu:g} --gpus-per-trial {gpu:g}: no Ray node has that much (nodes: {have})"
+    return (
+        f"--cpus-per-trial {options.cpus_per_trial:g} --gpus-per-trial {options.gpus_per_trial:g}: no Ray node "
+        f"has that much (nodes: {have})"
+    )
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def nodes_not_sharing(folder: Path, options: SweepOptions, timeout: float = 60.0) -> list[str]:
+    """The addresses of the alive nodes that could run a trial but do not see ``folder``, a local path: a
+    marker file written here is looked for by a task on each other node. Tune keeps checkpoints under the
+    storage path, so a trial on such a node fails at its first checkpoint. Nodes that do not answer within
+    ``timeout`` seconds are not counted."""
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    others = [
+        n
+        for n in ray.nodes()
+        if n.get("Alive") and n["NodeID"] != here and holds_a_trial(n["Resources"], options)
+    ]
+    if not others:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / f".tune-attn-storage-check-{uuid.uuid4().hex}"
+    marker.touch()
+    try:
+        look = ray.remote(_exists)
+        asks = {
+            n["NodeManagerAddress"]: look.options(
+                num_cpus=0,
+                max_retries=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+            ).remote(str(marker))
+            for n in others
+        }
+        answered, _ = ray.wait(list(asks.values()), num_returns=len(asks), timeout=timeout)
+        return sorted(ip for ip, ask in asks.items() if ask in answered and not ray.get(ask))
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 def check_reachable(address: str, flag: str = "--address", timeout: float = 5.0) -> None:
@@ -489,6 +540,15 @@ def _run(
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
+    if not remote:
+        unseen = nodes_not_sharing(Path(storage), options)
+        if unseen:
+            raise ValueError(
+                f"--storage {storage}: Ray node{'s' if len(unseen) > 1 else ''} {', '.join(unseen)} cannot see "
+                "this folder (a file written in it where the sweep runs is not there), so trials there could not "
+                "save checkpoints; give a path on a file system every node mounts (NFS, EFS, Filestore), or a "
+                "URI such as s3://bucket/sweeps"
+            )
     search = None  # a restored sweep brings its own searcher back
     local_exists = not remote and Path(path).is_dir()
     if not remote and not (Path(path) / SWEEP_RECORD).exists():  # provenance, for `best` / `export`
