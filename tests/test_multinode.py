@@ -88,6 +88,11 @@ def test_a_sweep_survives_a_lost_worker_node(cluster: localcluster.LocalCluster,
     moved = next(i for i, r in enumerate(results) if r["node_ip"] == "127.0.0.3")
     assert moved >= 2 and epochs[moved] > 1 and epochs[moved] - 1 in epochs[:moved], epochs
     assert epochs[-1] == 5 and 1 not in epochs[moved:], epochs
+    # The sweep said so: where it failed, and from which epoch it goes on.
+    lost = (
+        rf"^{victim.name.removeprefix('trial_')}: failed on 127\.0\.0\.4 \(try 1 of 3\): .+; it starts again "
+    )
+    assert re.search(lost + rf"from its checkpoint of epoch {epochs[moved] - 1} \| ", out, re.M), out[-3000:]
     # Nothing finished before the loss was lost or rerun.
     for name, before in done_before.items():
         assert _results(folder / name)[: len(before)] == before

@@ -447,7 +447,7 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     assert len(list(tmp_path.glob("r/trial_*/run/wandb/offline-run-*"))) >= 6
 
 
-def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     space = ROOT / "tests" / "data" / "space_failing.yaml"
     result = run_sweep(
         space, SweepOptions(name="fail", storage=str(tmp_path), num_samples=4, seed=0)
@@ -462,6 +462,21 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path:
     failed = [r for r in rows.values() if r["data.name"] == "imagefolder"]
     assert failed and all(r["status"] == "error" for r in failed)
     assert all("/nonexistent/tune-attn-test-data is not a folder" in r["reason"] for r in failed)
+    # The progress lines say each failure and retry (Tune tries a trial 3 times), and the error at the end.
+    out = capsys.readouterr().out
+    for r in failed:
+        tid = r["trial_id"]
+        assert out.count(f"{tid}: started ") == 1, out
+        for attempt in (1, 2):
+            assert re.search(
+                rf"^{tid}: failed (on \S+ )?\(try {attempt} of 3\): [\w.]+Error: .*/nonexistent/tune-attn-test-data is not a "
+                r"folder.*; it starts again from the start \| ",
+                out,
+                re.M,
+            ), out
+        assert re.search(
+            rf"^{tid}: error - [\w.]+Error: .*/nonexistent/tune-attn-test-data is not a folder", out, re.M
+        )
     assert all(r["status"] == "completed" for r in rows.values() if r["data.name"] == "synthetic")
     errors = [t.user_attrs["error"] for t in result.study.trials if t.state == TrialState.FAIL]
     assert all("error" in e for e in errors)

@@ -188,6 +188,7 @@ def _progress_callback(keys: list[str]) -> Any:
             self.start = self.last_line = time.monotonic()
             self.fresh = False  # a result came in since the last line
             self.caught_up = False  # the trials a resumed sweep had finished are counted
+            self.started: set[str] = set()
 
         def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
             if not self.caught_up:
@@ -211,10 +212,24 @@ def _progress_callback(keys: list[str]) -> Any:
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.epochs.setdefault(trial.trial_id, (0, 0))
+            if trial.trial_id in self.started:  # again, after a failure (said by on_trial_recover)
+                return
+            self.started.add(trial.trial_id)
             values = " ".join(
                 f"{k.split('.')[-1]}={_short(trial.config[k])}" for k in keys if k in trial.config
             )
             self.say(f"{trial.trial_id}: started {values} | {self.status()}")
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            """A trial failed and Tune starts it again (``max_failures``): where, why, and from which epoch."""
+            node = (trial.last_result or {}).get("node_ip")
+            saved = trial.latest_checkpoint_result
+            epoch = saved.metrics.get("epoch") if saved is not None else None
+            again = f"from its checkpoint of epoch {epoch}" if epoch else "from the start"
+            self.say(
+                f"{trial.trial_id}: failed{f' on {node}' if node else ''} (try {trial.num_failures} of "
+                f"{trial.max_failures + 1}): {_error_of(trial)}; it starts again {again} | {self.status()}"
+            )
 
         def on_trial_result(
             self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -254,12 +269,24 @@ def _progress_callback(keys: list[str]) -> Any:
         def _done(self, trial: Any, error: bool) -> None:
             self.epochs.pop(trial.trial_id, None)
             status, reason, acc = self._count(trial, error)
+            if error:
+                reason = _error_of(trial)
             acc_text = f" val_accuracy {acc:.3f}" if isinstance(acc, float) else ""
             self.say(
                 f"{trial.trial_id}: {status}{acc_text}{' - ' + reason if reason else ''} | {self.status()}"
             )
 
     return Progress()
+
+
+def _error_of(trial: Any) -> str:
+    """A failed trial's last error, one line (from its error file, which Tune writes in the driver's copy of
+    the trial folder)."""
+    try:
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
+    except OSError:
+        text = ""
+    return error_reason(text) if text.strip() else "an error (see the trial's error.txt)"
 
 
 def _short(value: Any) -> str:
@@ -721,8 +748,9 @@ def _trial_dirname(trial: Any) -> str:
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Diverged)\w*: ")
 
 
-def error_reason(error: BaseException) -> str:
-    """The trial's own exception and message, without the traceback that Ray wraps around it."""
+def error_reason(error: BaseException | str) -> str:
+    """The trial's own exception and message, without the traceback that Ray wraps around it (of the last
+    failure, in a trial's error file that holds several)."""
     lines = str(error).strip().splitlines()
     starts = [i for i, line in enumerate(lines) if _EXC_LINE.match(line)]
     return " ".join(lines[starts[-1] :] if starts else lines[-1:])[:500]
