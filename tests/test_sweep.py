@@ -533,3 +533,39 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(ray_local, t
         (run_folder,) = trial.glob("run/wandb/offline-run-*")  # one copy: no "latest-run" duplicate
         run = OfflineRun.read(run_folder)
         assert run.exited and run.summary["status"] == row["status"] and len(run.history) == row["epochs"]
+    # `best` and `export` read a sweep at a URI: the same pick as from the folder; the bundle names the URI.
+    from tune_attn.export import rank, read_sweep
+
+    pick = rank(read_sweep(folder))[1]
+    cli = [sys.executable, "-m", "tune_attn.cli"]
+    env = {**os.environ, "COLUMNS": "300"}
+    r = subprocess.run([*cli, "best", result.path, "--show-pruned"], capture_output=True, text=True, env=env)
+    for row in rows:  # every trial is listed, read from the URI
+        assert re.search(rf"^│ {row['trial_id']}( \*)? +│ {re.escape(row['status'])} ", r.stdout, re.M), (
+            r.stdout
+        )
+    if pick is None:
+        assert r.returncode == 1 and "no trial completed with healthy masks" in r.stderr, r.stderr
+    else:
+        assert r.returncode == 0 and f"best: trial {pick['trial_id']} " in r.stdout, r.stderr
+        assert f"(run folder {result.path}/trial_{pick['trial_id']}/run)" in r.stdout
+    trial = rows[0]["trial_id"]
+    bundle = tmp_path / "bundle"
+    r = subprocess.run(
+        [*cli, "export", result.path, "--trial", trial, "--out", str(bundle)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 0 and f"exported trial {trial} to {bundle}" in r.stdout, r.stderr
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["provenance"]["sweep"] == result.path and meta["provenance"]["space"]
+    assert meta["provenance"]["run"] == f"{result.path}/trial_{trial}/run"
+    assert (
+        meta["epoch"] == rows[0]["epochs"]
+        and (bundle / "model.pt2").is_file()
+        and (bundle / "panel.png").is_file()
+    )
+    cmd = [sys.executable, "-m", "tune_attn.cli", "best", f"file://{tmp_path}/store/nothing"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and f"file://{tmp_path}/store/nothing: no such sweep folder" in r.stderr

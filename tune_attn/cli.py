@@ -252,12 +252,11 @@ def sweep(
         highlight=False,
     )
     _tell_wandb_runs(result.wandb_runs, where)
-    if "://" not in result.path:
-        console.print(
-            f"pick and export the best config{' (there)' if where else ''}: tune-attn best {result.path} "
-            "--export DIR",
-            highlight=False,
-        )
+    console.print(
+        f"pick and export the best config{' (there)' if where and '://' not in result.path else ''}: "
+        f"tune-attn best {result.path} --export DIR",
+        highlight=False,
+    )
 
 
 MetricOpt = Annotated[
@@ -273,7 +272,12 @@ MinObjectOpt = Annotated[
 
 @app.command()
 def best(
-    experiment: Annotated[Path, typer.Argument(help="A sweep folder (finished or still running).")],
+    experiment: Annotated[
+        str,
+        typer.Argument(
+            help="A sweep folder (finished or still running), or its URI (s3://bucket/sweeps/name)."
+        ),
+    ],
     metric: MetricOpt = "last_val_accuracy",
     min_object_mass: MinObjectOpt = None,
     show_pruned: Annotated[bool, typer.Option(help="List pruned, stopped and failed trials too.")] = False,
@@ -281,10 +285,10 @@ def best(
     export: Annotated[Path | None, typer.Option(help="Export the picked trial's bundle here.")] = None,
 ) -> None:
     """Leaderboard of a sweep and the best trial whose masks are healthy at the end."""
-    from tune_attn.export import BundleError, export_bundle, rank, read_sweep
+    from tune_attn.export import BundleError, rank, read_sweep_at
 
     try:
-        rows = read_sweep(experiment)
+        rows = read_sweep_at(experiment)
         board, pick = rank(rows, metric, min_object_mass, show_pruned)
     except (BundleError, ValueError) as exc:
         raise _fail(str(exc)) from None
@@ -315,32 +319,51 @@ def best(
         highlight=False,
     )
     if export is not None:
-        try:
-            export_bundle(pick, export, experiment)
-        except (BundleError, ValueError, FileNotFoundError) as exc:
-            raise _fail(str(exc)) from None
+        _export(experiment, pick["trial_id"], export)
         console.print(f"exported to {export}", highlight=False)
+
+
+def _export(experiment: str, trial: str, out: Path) -> None:
+    """Export ``trial`` of the sweep at ``experiment`` (a folder or a URI) into ``out``, or fail naming why."""
+    from tune_attn.export import (
+        BundleError,
+        export_bundle,
+        fetch_sweep,
+        find_trial,
+        is_uri,
+        read_sweep,
+        sweep_folder,
+    )
+
+    try:
+        with sweep_folder(experiment) as folder:
+            if is_uri(experiment):  # the trial's checkpoint and panels too
+                fetch_sweep(experiment, folder, trial)
+            row = find_trial(read_sweep(folder), trial)
+            export_bundle(row, out, folder, source=experiment if is_uri(experiment) else None)
+    except (BundleError, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command("export")
 def export_(
-    experiment: Annotated[Path, typer.Argument(help="A sweep folder.")],
+    experiment: Annotated[str, typer.Argument(help="A sweep folder, or its URI (s3://bucket/sweeps/name).")],
     out: Annotated[Path, typer.Option(help="Bundle folder to write.")],
     trial: Annotated[str | None, typer.Option(help="Export this trial id instead of the best one.")] = None,
     metric: MetricOpt = "last_val_accuracy",
     min_object_mass: MinObjectOpt = None,
 ) -> None:
     """Write a deployable bundle (config, weights, torch.export model, panel, model card) of a sweep's trial."""
-    from tune_attn.export import BundleError, export_bundle, find_trial, rank, read_sweep
+    from tune_attn.export import BundleError, find_trial, rank, read_sweep_at
 
     try:
-        rows = read_sweep(experiment)
+        rows = read_sweep_at(experiment)
         row = find_trial(rows, trial) if trial else rank(rows, metric, min_object_mass)[1]
         if row is None:
             raise BundleError(f"{experiment}: no trial completed with healthy masks; choose one with --trial")
-        export_bundle(row, out, experiment)
-    except (BundleError, ValueError, FileNotFoundError) as exc:
+    except (BundleError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    _export(experiment, row["trial_id"], out)
     console.print(f"exported trial {row['trial_id']} to {out}", highlight=False)
 
 

@@ -17,10 +17,12 @@ A bundle folder holds::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,68 @@ BUNDLE_FILES = ("config.yaml", "weights.pt", "model.pt2", "bundle.json")
 
 class BundleError(ValueError):
     """A bundle or a sweep folder is missing, corrupt or inconsistent; the message names the file."""
+
+
+def is_uri(experiment: str | Path) -> bool:
+    """A sweep at a URI (``s3://bucket/sweeps/name``, ``gs://...``, ``file://...``), not a local folder."""
+    return "://" in str(experiment)
+
+
+@contextlib.contextmanager
+def sweep_folder(experiment: str | Path) -> Iterator[Path]:
+    """The local folder to read a sweep from: ``experiment`` itself, or for a URI a temporary copy of what
+    :func:`read_sweep` reads (see :func:`fetch_sweep`), removed afterwards."""
+    if not is_uri(experiment):
+        yield Path(experiment)
+        return
+    with tempfile.TemporaryDirectory(prefix="tune-attn-sweep-") as tmp:
+        yield fetch_sweep(str(experiment), Path(tmp))
+
+
+def read_sweep_at(experiment: str | Path) -> list[dict[str, Any]]:
+    """:func:`read_sweep` of a sweep folder or URI; for a URI each row's ``run`` is the run folder's URI."""
+    with sweep_folder(experiment) as folder:
+        rows = read_sweep(folder)
+    if is_uri(experiment):
+        for r in rows:
+            r["run"] = f"{str(experiment).rstrip('/')}/trial_{r['trial_id']}/run" if r["run"] else ""
+    return rows
+
+
+def fetch_sweep(uri: str, dest: Path, trial: str | None = None) -> Path:
+    """Copy from a sweep at ``uri`` into ``dest`` the files :func:`read_sweep` reads: ``summary.json``,
+    ``sweep.json`` and each trial's ``run/metrics.jsonl`` and ``run/config.yaml`` (a few small files per
+    trial, not Ray's checkpoints); with ``trial``, that trial's whole run folder too (checkpoint, panels; not
+    its W&B run), for :func:`export_bundle`. Returns ``dest``."""
+    import pyarrow.fs
+
+    try:
+        fs, root = pyarrow.fs.FileSystem.from_uri(uri)
+        found = fs.get_file_info(root).type == pyarrow.fs.FileType.Directory
+    except (OSError, ValueError) as exc:  # pyarrow's errors are OSError / ArrowInvalid (a ValueError)
+        raise BundleError(f"{uri}: cannot read it ({exc})") from None
+    if not found:
+        raise BundleError(f"{uri}: no such sweep folder")
+    root = root.rstrip("/")
+
+    def get(path: str) -> None:
+        target = dest / path[len(root) + 1 :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with fs.open_input_stream(path) as src:
+            target.write_bytes(src.read())
+
+    wanted = {f"{root}/summary.json", f"{root}/{SWEEP_RECORD}"}
+    for entry in fs.get_file_info(pyarrow.fs.FileSelector(root)):
+        if entry.type == pyarrow.fs.FileType.Directory and entry.base_name.startswith("trial_"):
+            wanted |= {f"{entry.path}/run/metrics.jsonl", f"{entry.path}/run/config.yaml"}
+    if trial is not None:
+        run = f"{root}/trial_{trial}/run"
+        every = fs.get_file_info(pyarrow.fs.FileSelector(run, recursive=True, allow_not_found=True))
+        wanted |= {e.path for e in every if e.type == pyarrow.fs.FileType.File and "/wandb/" not in e.path}
+    for info in fs.get_file_info(sorted(wanted)):
+        if info.type == pyarrow.fs.FileType.File:
+            get(info.path)
+    return dest
 
 
 def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
@@ -149,8 +213,12 @@ def find_trial(rows: Sequence[dict[str, Any]], trial_id: str) -> dict[str, Any]:
     )
 
 
-def export_bundle(row: dict[str, Any], out: str | Path, experiment: str | Path | None = None) -> Path:
-    """Write the bundle of one trial (a row of :func:`read_sweep`) into ``out`` (see the module doc)."""
+def export_bundle(
+    row: dict[str, Any], out: str | Path, experiment: str | Path | None = None, source: str | None = None
+) -> Path:
+    """Write the bundle of one trial (a row of :func:`read_sweep`) into ``out`` (see the module doc).
+    ``source``: the sweep's URI when ``experiment`` is a local copy of it (:func:`fetch_sweep`); the bundle's
+    provenance names the URI."""
     run, out = Path(row["run"]), Path(out)
     state = load_checkpoint(run / CHECKPOINT)
     cfg = load_config(run / "config.yaml")
@@ -172,7 +240,7 @@ def export_bundle(row: dict[str, Any], out: str | Path, experiment: str | Path |
     ):
         if src.is_file():
             shutil.copy(src, out / name)
-    provenance = _provenance(row, experiment)
+    provenance = _provenance(row, experiment, source)
     meta = {
         "format": BUNDLE_FORMAT,
         "class_names": names,
@@ -195,10 +263,13 @@ def export_bundle(row: dict[str, Any], out: str | Path, experiment: str | Path |
     return out
 
 
-def _provenance(row: dict[str, Any], experiment: str | Path | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"trial_id": row["trial_id"], "optuna_trial": row.get("number"), "run": row["run"]}
+def _provenance(
+    row: dict[str, Any], experiment: str | Path | None, source: str | None = None
+) -> dict[str, Any]:
+    run = f"{source.rstrip('/')}/trial_{row['trial_id']}/run" if source else row["run"]  # as read_sweep_at
+    out: dict[str, Any] = {"trial_id": row["trial_id"], "optuna_trial": row.get("number"), "run": run}
     if experiment is not None:
-        out["sweep"] = str(Path(experiment).resolve())
+        out["sweep"] = source or str(Path(experiment).resolve())
         record = Path(experiment) / SWEEP_RECORD
         if record.is_file():
             sweep = json.loads(record.read_text())

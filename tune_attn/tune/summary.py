@@ -54,13 +54,13 @@ def pruned_ahead_note(rows: list[dict[str, Any]], path: str) -> str | None:
     if not ahead:
         return None
     top, many = ahead[0], len(ahead) > 1
-    look = f"list them with `tune-attn best {path} --show-pruned`, or " if "://" not in path else ""
     return (
         f"note: {len(ahead)} pruned trial{'s' if many else ''} had reached a higher accuracy before "
         f"{'they were' if many else 'it was'} stopped than any completed trial did ({top['trial_id']}: "
         f"{_acc(top):.3f} by epoch {top['epochs']}, {top['status']}; completed trials at most "
         f"{best_completed:.3f}). TPE steers away from pruned trials, so this sweep may have left a region where "
-        f"healthy configs do better: {look}compare with a --no-prune sweep."
+        f"healthy configs do better: list them with `tune-attn best {path} --show-pruned`, or compare with a "
+        "--no-prune sweep."
     )
 
 
