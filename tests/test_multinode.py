@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
+import tune_attn
 from tune_attn import localcluster
 from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
 from tune_attn.tune.summary import count_statuses
@@ -98,25 +99,59 @@ def test_a_sweep_survives_a_lost_worker_node(cluster: localcluster.LocalCluster,
         assert _results(folder / name)[: len(before)] == before
 
 
-def test_a_storage_folder_that_a_worker_cannot_see_is_refused_before_any_trial(tmp_path: Path) -> None:
-    """A worker node that does not mount the driver's --storage folder (here: an empty tmpfs over it, in a
-    mount namespace of its own, as on a machine without the shared disk): its trials would fail at their
-    first checkpoint. The sweep says so at once, naming the node."""
+def test_nodes_whose_trials_would_fail_are_named_before_any_trial(tmp_path: Path) -> None:
+    """Worker nodes set up unlike the driver's machine, each in a mount namespace of its own: one does not
+    mount the --storage folder (an empty tmpfs over it), so its trials would fail at their first checkpoint;
+    one has no tune-attn (an empty tmpfs over the package), so its trials would fail at once; one has another
+    tune-attn version (its own __init__.py). The sweep names each before any trial starts."""
     storage = tmp_path / "sweeps"
     storage.mkdir()
+    other = tmp_path / "init.py"
+    package = ROOT / "tune_attn"
+    other.write_text(
+        (package / "__init__.py").read_text().replace("__version__ = ", "__version__ = '0.0.0-other' or ")
+    )
     user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
-    hide = ["unshare", *user, "--mount", "--propagation", "private", "sh", "-c"]
-    hide += ['mount -t tmpfs tmpfs "$0" && exec "$@"', str(storage)]
+
+    def alone(
+        mount: str, over: Path
+    ) -> list[str]:  # `ray start` in a mount namespace with `mount` over `over`
+        return [
+            "unshare",
+            *user,
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'{mount} "$0" && exec "$@"',
+            str(over),
+        ]
+
     cluster = localcluster.start(workers=0, port=6399, env={**os.environ, "HOME": str(tmp_path / "home")})
     try:
-        assert cluster.add_worker(2, prefix=hide) == "127.0.0.3"
+        assert cluster.add_worker(1, prefix=alone("mount -t tmpfs tmpfs", storage)) == "127.0.0.3"
+        assert cluster.add_worker(1, prefix=alone("mount -t tmpfs tmpfs", package)) == "127.0.0.4"
+        assert (
+            cluster.add_worker(1, prefix=alone(f"mount --bind {other}", package / "__init__.py"))
+            == "127.0.0.5"
+        )
         cmd = [sys.executable, "-m", "tune_attn.cli", "sweep", str(ROOT / "search_spaces" / "smoke.yaml")]
-        cmd += ["--address", cluster.address, "--storage", str(storage), "--name", "hidden", "--wandb", "off"]
+        cmd += ["--address", cluster.address, "--storage", str(storage), "--name", "nodes", "--wandb", "off"]
         refused = subprocess.run(
-            cmd, env={**cluster.env, "COLUMNS": "300"}, capture_output=True, text=True, timeout=180
+            cmd, env={**cluster.env, "COLUMNS": "400"}, capture_output=True, text=True, timeout=180
         )
         assert refused.returncode == 2, (refused.stdout + refused.stderr)[-3000:]
-        assert f"--storage {storage}: Ray node 127.0.0.3 cannot see this folder" in refused.stderr
+        error = refused.stderr
+        assert (
+            "Ray node 127.0.0.4 cannot run tune-attn's trials (ModuleNotFoundError: No module named 'tune_attn"
+            in error
+        )
+        assert f"--storage {storage}: Ray node 127.0.0.3 cannot see this folder" in error
+        assert "127.0.0.5" not in error
+        assert (
+            f"note: tune-attn {tune_attn.__version__} here, but 127.0.0.5 has 0.0.0-other" in refused.stdout
+        )
         assert "started" not in refused.stdout  # no trial ran
         assert not any(storage.iterdir())  # the check's marker is gone, and nothing else was written
     finally:

@@ -368,19 +368,37 @@ def trial_does_not_fit(nodes: list[dict[str, Any]], options: SweepOptions) -> st
     )
 
 
-def _exists(path: str) -> bool:
-    return os.path.exists(path)
+def _look(marker: str | None) -> tuple[bool, str]:
+    """On a node: whether it sees ``marker`` (a file the sweep wrote under --storage; None: a URI storage), and
+    its tune-attn version. Importing this function imports tune-attn there."""
+    import tune_attn
+
+    return (marker is None or os.path.exists(marker)), tune_attn.__version__
 
 
-def nodes_not_sharing(folder: Path, options: SweepOptions, timeout: float = 60.0) -> list[str]:
-    """The addresses of the alive nodes that could run a trial but do not see ``folder``, a local path: a
-    marker file written here is looked for by a task on each other node. Tune keeps checkpoints under the
-    storage path, so a trial on such a node fails at its first checkpoint. Nodes that do not answer within
-    ``timeout`` seconds are not counted."""
+@dataclass
+class NodeCheck:
+    """What a task on each node that could run a trial found (:func:`check_nodes`), by node address."""
+
+    unseen: list[str] = field(default_factory=list)
+    """Nodes that do not see the --storage folder: their trials would fail at their first checkpoint."""
+    broken: dict[str, str] = field(default_factory=dict)
+    """Nodes where tune-attn cannot run (the task's error, one line): their trials would fail at once."""
+    versions: dict[str, str] = field(default_factory=dict)
+    """Nodes with another tune-attn version than this process's: their trials run that version's code."""
+
+
+def check_nodes(folder: Path | None, options: SweepOptions, timeout: float = 60.0) -> NodeCheck:
+    """Look, with a task on each alive node other than this one that could run a trial, for what would make its
+    trials fail or differ: tune-attn missing there, another tune-attn version, or (``folder``: a local
+    --storage path) not seeing ``folder``, where a marker file is written first. Nodes that do not answer
+    within ``timeout`` seconds are not counted."""
     import uuid
 
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    import tune_attn
 
     here = ray.get_runtime_context().get_node_id()
     others = [
@@ -388,25 +406,45 @@ def nodes_not_sharing(folder: Path, options: SweepOptions, timeout: float = 60.0
         for n in ray.nodes()
         if n.get("Alive") and n["NodeID"] != here and holds_a_trial(n["Resources"], options)
     ]
+    found = NodeCheck()
     if not others:
-        return []
-    folder.mkdir(parents=True, exist_ok=True)
-    marker = folder / f".tune-attn-storage-check-{uuid.uuid4().hex}"
-    marker.touch()
+        return found
+    marker = None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / f".tune-attn-storage-check-{uuid.uuid4().hex}"
+        marker.touch()
     try:
-        look = ray.remote(_exists)
+        look = ray.remote(_look)
         asks = {
             n["NodeManagerAddress"]: look.options(
                 num_cpus=0,
                 max_retries=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
-            ).remote(str(marker))
+            ).remote(str(marker) if marker else None)
             for n in others
         }
         answered, _ = ray.wait(list(asks.values()), num_returns=len(asks), timeout=timeout)
-        return sorted(ip for ip, ask in asks.items() if ask in answered and not ray.get(ask))
+        for ip, ask in sorted(asks.items()):
+            if ask not in answered:
+                continue
+            try:
+                seen, version = ray.get(ask)
+            except ray.exceptions.RayError as exc:
+                found.broken[ip] = error_reason(exc)
+                continue
+            if not seen:
+                found.unseen.append(ip)
+            if version != tune_attn.__version__:
+                found.versions[ip] = version
+        return found
     finally:
-        marker.unlink(missing_ok=True)
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+
+
+def _nodes(ips: list[str]) -> str:
+    return f"Ray node{'s' if len(ips) > 1 else ''} {', '.join(ips)}"
 
 
 def check_reachable(address: str, flag: str = "--address", timeout: float = 5.0) -> None:
@@ -567,15 +605,28 @@ def _run(
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
-    if not remote:
-        unseen = nodes_not_sharing(Path(storage), options)
-        if unseen:
-            raise ValueError(
-                f"--storage {storage}: Ray node{'s' if len(unseen) > 1 else ''} {', '.join(unseen)} cannot see "
-                "this folder (a file written in it where the sweep runs is not there), so trials there could not "
-                "save checkpoints; give a path on a file system every node mounts (NFS, EFS, Filestore), or a "
-                "URI such as s3://bucket/sweeps"
-            )
+    nodes = check_nodes(None if remote else Path(storage), options)
+    if nodes.versions:
+        from tune_attn import __version__
+
+        versions = ", ".join(f"{ip} has {v}" for ip, v in nodes.versions.items())
+        echo(f"note: tune-attn {__version__} here, but {versions}: trials there run that version's code")
+    problems = []
+    if nodes.broken:
+        reasons = list(nodes.broken.items())
+        why = reasons[0][1] if len(reasons) == 1 else "; ".join(f"{ip}: {reason}" for ip, reason in reasons)
+        problems.append(
+            f"{_nodes(list(nodes.broken))} cannot run tune-attn's trials ({why}): install tune-attn, with the same "
+            "packages as here, on every node (cluster/README.md)"
+        )
+    if nodes.unseen:
+        problems.append(
+            f"--storage {storage}: {_nodes(nodes.unseen)} cannot see this folder (a file written in it where the "
+            "sweep runs is not there), so trials there could not save checkpoints; give a path on a file system "
+            "every node mounts (NFS, EFS, Filestore), or a URI such as s3://bucket/sweeps"
+        )
+    if problems:
+        raise ValueError("; and ".join(problems))
     search = None  # a restored sweep brings its own searcher back
     local_exists = not remote and Path(path).is_dir()
     if not remote and not (Path(path) / SWEEP_RECORD).exists():  # provenance, for `best` / `export`
