@@ -370,8 +370,9 @@ def trial_does_not_fit(nodes: list[dict[str, Any]], options: SweepOptions) -> st
 
 def _look(marker: str | None) -> tuple[bool, str]:
     """On a node: whether it sees ``marker`` (a file the sweep wrote under --storage; None: a URI storage), and
-    its tune-attn version. Importing this function imports tune-attn there."""
+    its tune-attn version. Importing this function and the trial's code checks that they import there."""
     import tune_attn
+    import tune_attn.tune.trainable  # noqa: F401  (torch, Ray Tune, wandb: what a trial needs)
 
     return (marker is None or os.path.exists(marker)), tune_attn.__version__
 
