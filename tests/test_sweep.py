@@ -328,6 +328,8 @@ def test_sweep_options_are_checked_before_ray_starts(tmp_path: Path) -> None:
         SweepOptions(sampler="grid")
     with pytest.raises(ValueError, match="--asha-grace: 0; must be >= 1 epoch"):
         SweepOptions(asha_grace=0)
+    with pytest.raises(ValueError, match="--max-failures: -2; must be >= 0, or -1 for no limit"):
+        SweepOptions(max_failures=-2)
     with pytest.raises(ValueError, match="--startup-trials: 0; must be >= 1"):
         SweepOptions(startup_trials=0)
     with pytest.raises(ValueError, match="--wandb: 'cloud' is not valid"):
@@ -341,11 +343,14 @@ def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
     write_provenance(tmp_path, SearchSpace.load(COLLAPSE_SPACE, start.fixed), start)
     same = SweepOptions(num_samples=6, seed=1, fixed=("train.epochs=3",), resume=True, progress_seconds=0)
     assert resume_differences(tmp_path, SearchSpace.load(COLLAPSE_SPACE, same.fixed), same) == []
-    other = SweepOptions(num_samples=9, seed=1, scheduler="asha", startup_trials=3, fixed=("train.epochs=4",))
+    other = SweepOptions(
+        num_samples=9, seed=1, scheduler="asha", startup_trials=3, max_failures=5, fixed=("train.epochs=4",)
+    )
     assert resume_differences(tmp_path, SearchSpace.load(COLLAPSE_SPACE, other.fixed), other) == [
         "--num-samples 9 (the sweep's: 6)",
         "--scheduler asha (the sweep's: none)",
         "--startup-trials 3 (the sweep's: default)",
+        "--max-failures 5 (the sweep's: 2)",
         "--set train.epochs=4 (the sweep's: train.epochs=3)",
         f"the search space of {COLLAPSE_SPACE} + --set (it changed since the sweep started)",
     ]
@@ -449,9 +454,8 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
 
 def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     space = ROOT / "tests" / "data" / "space_failing.yaml"
-    result = run_sweep(
-        space, SweepOptions(name="fail", storage=str(tmp_path), num_samples=4, seed=0)
-    )  # seed 0: both branches drawn
+    options = SweepOptions(name="fail", storage=str(tmp_path), num_samples=4, seed=0, max_failures=1)
+    result = run_sweep(space, options)  # seed 0: both branches drawn
     by_data = {}
     for t in result.study.trials:
         by_data.setdefault(t.params["data.name"], set()).add(t.state)
@@ -462,18 +466,18 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path:
     failed = [r for r in rows.values() if r["data.name"] == "imagefolder"]
     assert failed and all(r["status"] == "error" for r in failed)
     assert all("/nonexistent/tune-attn-test-data is not a folder" in r["reason"] for r in failed)
-    # The progress lines say each failure and retry (Tune tries a trial 3 times), and the error at the end.
+    # The progress lines say the failure and the retry (--max-failures 1: 2 tries), and the error at the end.
     out = capsys.readouterr().out
     for r in failed:
         tid = r["trial_id"]
         assert out.count(f"{tid}: started ") == 1, out
-        for attempt in (1, 2):
-            assert re.search(
-                rf"^{tid}: failed (on \S+ )?\(try {attempt} of 3\): [\w.]+Error: .*/nonexistent/tune-attn-test-data is not a "
-                r"folder.*; it starts again from the start \| ",
-                out,
-                re.M,
-            ), out
+        assert re.search(
+            rf"^{tid}: failed (on \S+ )?\(try 1 of 2\): [\w.]+Error: .*/nonexistent/tune-attn-test-data is not a "
+            r"folder.*; it starts again from the start \| ",
+            out,
+            re.M,
+        ), out
+        assert "(try 2" not in out
         assert re.search(
             rf"^{tid}: error - [\w.]+Error: .*/nonexistent/tune-attn-test-data is not a folder", out, re.M
         )

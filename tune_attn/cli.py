@@ -188,6 +188,13 @@ def sweep(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the Optuna sampler.")] = 0,
+    max_failures: Annotated[
+        int,
+        typer.Option(
+            help="Times a failed trial (an error, a lost node) is started again from its last checkpoint; -1: "
+            "no limit."
+        ),
+    ] = 2,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted sweep of the same name.")] = False,
     prune: Annotated[bool, typer.Option(help="Stop trials whose attention masks collapse.")] = True,
     set_: Annotated[
@@ -220,6 +227,7 @@ def sweep(
             sampler=sampler,
             startup_trials=startup_trials,
             seed=seed,
+            max_failures=max_failures,
             resume=resume,
             prune=prune,
             fixed=tuple(set_ or ()),

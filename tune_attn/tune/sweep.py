@@ -35,6 +35,7 @@ RESUME_KEEPS = {
     "sampler": "--sampler",
     "startup_trials": "--startup-trials",
     "seed": "--seed",
+    "max_failures": "--max-failures",
     "fixed": "--set",
 }
 """The options a resumed sweep keeps from its start (Tune restores its searcher and scheduler), by flag."""
@@ -80,6 +81,9 @@ class SweepOptions:
     """TPE's random trials before it models the results; default max(4, min(10, num_samples // 4)) (Optuna's
     10 would leave a 10-trial sweep purely random)."""
     seed: int = 0
+    max_failures: int = 2
+    """How often Tune starts a failed trial again (from its last checkpoint) before it counts as an error; -1:
+    without limit (Tune's ``FailureConfig.max_failures``). A lost node is such a failure."""
     resume: bool = False
     prune: bool = True
     fixed: tuple[str, ...] = ()
@@ -105,6 +109,8 @@ class SweepOptions:
             raise ValueError(f"--asha-grace: {self.asha_grace}; must be >= 1 epoch")
         if self.progress_seconds < 0:
             raise ValueError(f"--progress-every: {self.progress_seconds}; must be >= 0 seconds")
+        if self.max_failures < -1:
+            raise ValueError(f"--max-failures: {self.max_failures}; must be >= 0, or -1 for no limit")
         if self.startup_trials is not None and self.startup_trials < 1:
             raise ValueError(f"--startup-trials: {self.startup_trials}; must be >= 1")
         if self.sampler not in SAMPLERS:
@@ -226,9 +232,10 @@ def _progress_callback(keys: list[str]) -> Any:
             saved = trial.latest_checkpoint_result
             epoch = saved.metrics.get("epoch") if saved is not None else None
             again = f"from its checkpoint of epoch {epoch}" if epoch else "from the start"
+            tries = f" of {trial.max_failures + 1}" if trial.max_failures >= 0 else ""
             self.say(
-                f"{trial.trial_id}: failed{f' on {node}' if node else ''} (try {trial.num_failures} of "
-                f"{trial.max_failures + 1}): {_error_of(trial)}; it starts again {again} | {self.status()}"
+                f"{trial.trial_id}: failed{f' on {node}' if node else ''} (try {trial.num_failures}{tries}): "
+                f"{_error_of(trial)}; it starts again {again} | {self.status()}"
             )
 
         def on_trial_result(
@@ -664,7 +671,7 @@ def _run(
             run_config=tune.RunConfig(
                 name=options.name,
                 storage_path=storage,
-                failure_config=tune.FailureConfig(max_failures=2),
+                failure_config=tune.FailureConfig(max_failures=options.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1),
                 # A remote storage gets each trial's run folder (panels, W&B run) uploaded from where it ran.
                 sync_config=tune.SyncConfig(sync_artifacts=remote),
