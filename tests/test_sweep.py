@@ -570,6 +570,21 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(ray_local, t
         and (bundle / "model.pt2").is_file()
         and (bundle / "panel.png").is_file()
     )
+    # `fetch` copies it here for review: panels, W&B runs (the trials' and the sweep's own), not the checkpoints.
+    here = tmp_path / "fetched"
+    r = subprocess.run([*cli, "fetch", result.path, str(here)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and f"tune-attn best {here}" in r.stdout, r.stderr
+    assert "wandb sync" in r.stdout and "W&B: 3 offline run(s)" in r.stdout, r.stdout
+    assert sorted(p.relative_to(here) for p in here.rglob("*.png")) == sorted(
+        p.relative_to(folder) for p in folder.rglob("*.png")
+    )
+    assert len(list(here.glob("trial_*/run/wandb/offline-run-*"))) == 2 and list(
+        here.glob("wandb/offline-run-*")
+    )
+    assert not list(here.rglob("checkpoint_*")) and list(folder.rglob("checkpoint_*"))
+    assert [{**x, "run": ""} for x in read_sweep(here)] == [{**x, "run": ""} for x in read_sweep(folder)]
+    r = subprocess.run([*cli, "fetch", result.path, str(here)], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and f"{here}: not an empty folder" in r.stderr
     cmd = [sys.executable, "-m", "tune_attn.cli", "best", f"file://{tmp_path}/store/nothing"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and f"file://{tmp_path}/store/nothing: no such sweep folder" in r.stderr

@@ -260,6 +260,12 @@ def sweep(
         highlight=False,
     )
     _tell_wandb_runs(result.wandb_runs, where)
+    if "://" in result.path and options.wandb == "offline":
+        console.print(
+            f"W&B: the offline runs are under {result.path} with the trials' run folders; fetch the sweep with: "
+            f"tune-attn fetch {result.path} DIR (it prints the wandb sync command), or use --wandb online",
+            highlight=False,
+        )
     console.print(
         f"pick and export the best config{' (there)' if where and '://' not in result.path else ''}: "
         f"tune-attn best {result.path} --export DIR",
@@ -373,6 +379,32 @@ def export_(
         raise _fail(str(exc)) from None
     _export(experiment, row["trial_id"], out)
     console.print(f"exported trial {row['trial_id']} to {out}", highlight=False)
+
+
+@app.command()
+def fetch(
+    experiment: Annotated[
+        str, typer.Argument(help="A sweep's URI (s3://bucket/sweeps/name, as --storage gave it).")
+    ],
+    out: Annotated[Path, typer.Argument(help="An empty or new local folder.")],
+) -> None:
+    """Copy a sweep from its URI to a local folder: summary, plots, each trial's run folder (mask panels,
+    metrics, offline W&B run) and Ray's results, not the checkpoints; then say how to upload its W&B runs."""
+    from tune_attn.export import BundleError, fetch_sweep, is_uri
+    from tune_attn.tracking import offline_runs
+
+    if not is_uri(experiment):
+        raise _fail(f"{experiment}: not a URI; a local sweep folder needs no fetching")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise _fail(f"{out}: not an empty folder; choose a new one")
+    try:
+        fetch_sweep(experiment, out, everything=True)
+    except BundleError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"fetched {experiment} to {out}; pick the best config with: tune-attn best {out}", highlight=False
+    )
+    _tell_wandb_runs(offline_runs(out))
 
 
 @app.command()

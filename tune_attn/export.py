@@ -74,11 +74,13 @@ def read_sweep_at(experiment: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def fetch_sweep(uri: str, dest: Path, trial: str | None = None) -> Path:
+def fetch_sweep(uri: str, dest: Path, trial: str | None = None, everything: bool = False) -> Path:
     """Copy from a sweep at ``uri`` into ``dest`` the files :func:`read_sweep` reads: ``summary.json``,
     ``sweep.json`` and each trial's ``run/metrics.jsonl`` and ``run/config.yaml`` (a few small files per
     trial, not Ray's checkpoints); with ``trial``, that trial's whole run folder too (checkpoint, panels; not
-    its W&B run), for :func:`export_bundle`. Returns ``dest``."""
+    its W&B run), for :func:`export_bundle`; with ``everything``, every file but Ray's checkpoints (each
+    trial's run folder with its panels and offline W&B run, the plots, Ray's results and searcher state).
+    Returns ``dest``."""
     import pyarrow.fs
 
     try:
@@ -100,6 +102,11 @@ def fetch_sweep(uri: str, dest: Path, trial: str | None = None) -> Path:
     for entry in fs.get_file_info(pyarrow.fs.FileSelector(root)):
         if entry.type == pyarrow.fs.FileType.Directory and entry.base_name.startswith("trial_"):
             wanted |= {f"{entry.path}/run/metrics.jsonl", f"{entry.path}/run/config.yaml"}
+    if everything:
+        every = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+        wanted |= {
+            e.path for e in every if e.type == pyarrow.fs.FileType.File and "/checkpoint_" not in e.path
+        }
     if trial is not None:
         run = f"{root}/trial_{trial}/run"
         every = fs.get_file_info(pyarrow.fs.FileSelector(run, recursive=True, allow_not_found=True))

@@ -698,8 +698,9 @@ def _run(
 
         with tempfile.TemporaryDirectory() as tmp:
             write_table(Path(tmp), rows)
-            write_plots(Path(tmp), rows, study)
+            plots = write_plots(Path(tmp), rows, study)
             write_provenance(Path(tmp), space, options, space_file)
+            log_sweep_run(wandb, Path(tmp), options, space, rows, plots, echo)
             pyarrow.fs.copy_files(tmp, path)
     return result
 
