@@ -100,12 +100,15 @@ def test_a_sweep_survives_a_lost_worker_node(cluster: localcluster.LocalCluster,
 
 
 def test_nodes_whose_trials_would_fail_are_named_before_any_trial(tmp_path: Path) -> None:
-    """Worker nodes set up unlike the driver's machine, each in a mount namespace of its own: one does not
-    mount the --storage folder (an empty tmpfs over it), so its trials would fail at their first checkpoint;
-    one has no tune-attn (an empty tmpfs over the package), so its trials would fail at once; one has another
-    tune-attn version (its own __init__.py). The sweep names each before any trial starts."""
-    storage = tmp_path / "sweeps"
+    """Worker nodes set up unlike the driver's machine, each in a mount namespace of its own: one mounts
+    neither the --storage folder nor the data (empty tmpfs over them), so its trials would fail at their
+    first checkpoint, or at once; one has no tune-attn (an empty tmpfs over the package), so its trials
+    would fail at once; one has another tune-attn version (its own __init__.py). The sweep names each
+    before any trial starts."""
+    storage, disk = tmp_path / "sweeps", tmp_path / "disk"
     storage.mkdir()
+    data = disk / "pets"  # an image folder here; on the first worker, the tmpfs over `disk` hides it
+    (data / "cat").mkdir(parents=True)
     other = tmp_path / "init.py"
     package = ROOT / "tune_attn"
     other.write_text(
@@ -113,9 +116,7 @@ def test_nodes_whose_trials_would_fail_are_named_before_any_trial(tmp_path: Path
     )
     user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
 
-    def alone(
-        mount: str, over: Path
-    ) -> list[str]:  # `ray start` in a mount namespace with `mount` over `over`
+    def alone(*mounts: str) -> list[str]:  # `ray start` in a mount namespace of its own, after `mounts`
         return [
             "unshare",
             *user,
@@ -124,20 +125,20 @@ def test_nodes_whose_trials_would_fail_are_named_before_any_trial(tmp_path: Path
             "private",
             "sh",
             "-c",
-            f'{mount} "$0" && exec "$@"',
-            str(over),
+            " && ".join(mounts) + ' && exec "$@"',
+            "sh",
         ]
 
     cluster = localcluster.start(workers=0, port=6399, env={**os.environ, "HOME": str(tmp_path / "home")})
     try:
-        assert cluster.add_worker(1, prefix=alone("mount -t tmpfs tmpfs", storage)) == "127.0.0.3"
-        assert cluster.add_worker(1, prefix=alone("mount -t tmpfs tmpfs", package)) == "127.0.0.4"
-        assert (
-            cluster.add_worker(1, prefix=alone(f"mount --bind {other}", package / "__init__.py"))
-            == "127.0.0.5"
-        )
+        hide = alone(f"mount -t tmpfs tmpfs {storage}", f"mount -t tmpfs tmpfs {disk}")
+        assert cluster.add_worker(1, prefix=hide) == "127.0.0.3"
+        assert cluster.add_worker(1, prefix=alone(f"mount -t tmpfs tmpfs {package}")) == "127.0.0.4"
+        version = alone(f"mount --bind {other} {package / '__init__.py'}")
+        assert cluster.add_worker(1, prefix=version) == "127.0.0.5"
         cmd = [sys.executable, "-m", "tune_attn.cli", "sweep", str(ROOT / "search_spaces" / "smoke.yaml")]
         cmd += ["--address", cluster.address, "--storage", str(storage), "--name", "nodes", "--wandb", "off"]
+        cmd += ["--set", "data.name=imagefolder", "--set", f"data.root={data}"]
         refused = subprocess.run(
             cmd, env={**cluster.env, "COLUMNS": "400"}, capture_output=True, text=True, timeout=180
         )
@@ -147,6 +148,7 @@ def test_nodes_whose_trials_would_fail_are_named_before_any_trial(tmp_path: Path
             "Ray node 127.0.0.4 cannot run tune-attn's trials (ModuleNotFoundError: No module named 'tune_attn"
             in error
         )
+        assert f"data.root {data} is not a folder on Ray node 127.0.0.3, where trials run" in error
         assert f"--storage {storage}: Ray node 127.0.0.3 cannot see this folder" in error
         assert "127.0.0.5" not in error
         assert (

@@ -132,3 +132,18 @@ def test_bad_spaces_fail_before_any_trial_naming_the_key(raw: object, needle: st
         SearchSpace.load(path)
     assert needle in str(exc.value)
     assert str(exc.value).startswith(str(path))
+
+
+def test_data_roots_are_the_folders_trials_may_read() -> None:
+    def roots(raw: dict) -> list[str]:
+        return SearchSpace.from_dict(raw).data_roots()
+
+    assert roots({"model.heads": 2}) == []  # the default data set: synthetic, no folder
+    assert roots({"data.name": "pets", "data.root": "/data/pets"}) == ["/data/pets"]
+    # A data set that reads a folder, drawn among others: its folder.
+    either = {
+        "data.name": {"type": "categorical", "choices": ["synthetic", "imagefolder"]},
+        "data.root": "/d",
+    }
+    assert roots(either) == ["/d"]
+    assert roots({"data.name": "synthetic", "data.root": "/unused"}) == []  # synthetic reads no folder

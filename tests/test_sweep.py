@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from optuna.trial import TrialState
+from PIL import Image
 
 from tests.wandb_records import OfflineRun
 from tune_attn.run import run_status
@@ -129,6 +130,20 @@ def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:
         timeout=120,
     )
     assert r.returncode == 2 and "--scheduler: 'hyperband' is not valid; choose asha or none" in r.stderr
+    # A data folder that is not there, on the machine where the trials would run.
+    failing = ROOT / "tests" / "data" / "space_failing.yaml"
+    r = subprocess.run(
+        [sys.executable, "-m", "tune_attn.cli", "sweep", str(failing), "--storage", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr
+    assert (
+        f"{failing}: data.root /nonexistent/tune-attn-test-data is not a folder on this machine" in r.stderr
+    )
+    assert "Started a local Ray" not in r.stderr + r.stdout
 
 
 def test_an_address_where_nothing_answers_fails_at_once(tmp_path: Path) -> None:
@@ -454,7 +469,17 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
 
 def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     space = ROOT / "tests" / "data" / "space_failing.yaml"
-    options = SweepOptions(name="fail", storage=str(tmp_path), num_samples=4, seed=0, max_failures=1)
+    data = tmp_path / "one-image"  # a data set too small to split: each imagefolder trial fails in its setup
+    (data / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(data / "cat" / "a.png")
+    options = SweepOptions(
+        name="fail",
+        storage=str(tmp_path),
+        num_samples=4,
+        seed=0,
+        max_failures=1,
+        fixed=(f"data.root={data}",),
+    )
     result = run_sweep(space, options)  # seed 0: both branches drawn
     by_data = {}
     for t in result.study.trials:
@@ -465,22 +490,20 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path:
     assert len(rows) == 4
     failed = [r for r in rows.values() if r["data.name"] == "imagefolder"]
     assert failed and all(r["status"] == "error" for r in failed)
-    assert all("/nonexistent/tune-attn-test-data is not a folder" in r["reason"] for r in failed)
+    assert all(f"{data} holds 1 image(s); need at least 2 to split" in r["reason"] for r in failed)
     # The progress lines say the failure and the retry (--max-failures 1: 2 tries), and the error at the end.
     out = capsys.readouterr().out
     for r in failed:
         tid = r["trial_id"]
         assert out.count(f"{tid}: started ") == 1, out
         assert re.search(
-            rf"^{tid}: failed (on \S+ )?\(try 1 of 2\): [\w.]+Error: .*/nonexistent/tune-attn-test-data is not a "
-            r"folder.*; it starts again from the start \| ",
+            rf"^{tid}: failed (on \S+ )?\(try 1 of 2\): [\w.]+Error: data.root: {data} holds 1 image\(s\); "
+            r"need at least 2 to split; it starts again from the start \| ",
             out,
             re.M,
         ), out
         assert "(try 2" not in out
-        assert re.search(
-            rf"^{tid}: error - [\w.]+Error: .*/nonexistent/tune-attn-test-data is not a folder", out, re.M
-        )
+        assert re.search(rf"^{tid}: error - [\w.]+Error: data.root: {data} holds 1 image\(s\)", out, re.M)
     assert all(r["status"] == "completed" for r in rows.values() if r["data.name"] == "synthetic")
     errors = [t.user_attrs["error"] for t in result.study.trials if t.state == TrialState.FAIL]
     assert all("error" in e for e in errors)

@@ -318,6 +318,13 @@ def run_sweep(
     flag = "--address"
     if not options.address and os.environ.get("RAY_ADDRESS"):  # as ray.init() does: `ray job submit` sets it
         options, flag = replace(options, address=os.environ["RAY_ADDRESS"]), "RAY_ADDRESS"
+    if not options.address:  # the trials run on this machine: their data must be here (a cluster's nodes are
+        for root in space.data_roots():  # checked once Ray is up)
+            if not Path(root).is_dir():
+                raise ValueError(
+                    f"{space.source}: data.root {root} is not a folder on this machine, where the trials run; "
+                    "give the folder holding the data set (tune-attn keys: data.root)"
+                )
     client = (options.address or "").startswith("ray://")
     if client and "://" not in options.storage and not Path(options.storage).is_absolute():
         raise ValueError(
@@ -375,13 +382,15 @@ def trial_does_not_fit(nodes: list[dict[str, Any]], options: SweepOptions) -> st
     )
 
 
-def _look(marker: str | None) -> tuple[bool, str]:
-    """On a node: whether it sees ``marker`` (a file the sweep wrote under --storage; None: a URI storage), and
-    its tune-attn version. Importing this function and the trial's code checks that they import there."""
+def _look(marker: str | None, roots: list[str]) -> tuple[bool, str, list[str]]:
+    """On a node: whether it sees ``marker`` (a file the sweep wrote under --storage; None: a URI storage), its
+    tune-attn version, and which of the data folders ``roots`` it lacks. Importing this function and the trial's
+    code checks that they import there."""
     import tune_attn
     import tune_attn.tune.trainable  # noqa: F401  (torch, Ray Tune, wandb: what a trial needs)
 
-    return (marker is None or os.path.exists(marker)), tune_attn.__version__
+    seen = marker is None or os.path.exists(marker)
+    return seen, tune_attn.__version__, [root for root in roots if not os.path.isdir(root)]
 
 
 @dataclass
@@ -394,13 +403,17 @@ class NodeCheck:
     """Nodes where tune-attn cannot run (the task's error, one line): their trials would fail at once."""
     versions: dict[str, str] = field(default_factory=dict)
     """Nodes with another tune-attn version than this process's: their trials run that version's code."""
+    no_data: dict[str, list[str]] = field(default_factory=dict)
+    """Nodes without some of the space's ``data.root`` folders: their trials would fail at once."""
 
 
-def check_nodes(folder: Path | None, options: SweepOptions, timeout: float = 60.0) -> NodeCheck:
+def check_nodes(
+    folder: Path | None, options: SweepOptions, roots: list[str] | None = None, timeout: float = 60.0
+) -> NodeCheck:
     """Look, with a task on each alive node other than this one that could run a trial, for what would make its
-    trials fail or differ: tune-attn missing there, another tune-attn version, or (``folder``: a local
-    --storage path) not seeing ``folder``, where a marker file is written first. Nodes that do not answer
-    within ``timeout`` seconds are not counted."""
+    trials fail or differ: tune-attn missing there, another tune-attn version, no folder at one of the data
+    folders ``roots``, or (``folder``: a local --storage path) not seeing ``folder``, where a marker file is
+    written first. Nodes that do not answer within ``timeout`` seconds are not counted."""
     import uuid
 
     import ray
@@ -409,12 +422,13 @@ def check_nodes(folder: Path | None, options: SweepOptions, timeout: float = 60.
     import tune_attn
 
     here = ray.get_runtime_context().get_node_id()
-    others = [
-        n
-        for n in ray.nodes()
-        if n.get("Alive") and n["NodeID"] != here and holds_a_trial(n["Resources"], options)
-    ]
+    able = [n for n in ray.nodes() if n.get("Alive") and holds_a_trial(n["Resources"], options)]
+    others = [n for n in able if n["NodeID"] != here]
     found = NodeCheck()
+    for n in able:  # this node runs trials too: its data folders are looked for here
+        missing = [root for root in roots or [] if n["NodeID"] == here and not os.path.isdir(root)]
+        if missing:
+            found.no_data[n["NodeManagerAddress"]] = missing
     if not others:
         return found
     marker = None
@@ -429,7 +443,7 @@ def check_nodes(folder: Path | None, options: SweepOptions, timeout: float = 60.
                 num_cpus=0,
                 max_retries=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
-            ).remote(str(marker) if marker else None)
+            ).remote(str(marker) if marker else None, roots or [])
             for n in others
         }
         answered, _ = ray.wait(list(asks.values()), num_returns=len(asks), timeout=timeout)
@@ -437,12 +451,14 @@ def check_nodes(folder: Path | None, options: SweepOptions, timeout: float = 60.
             if ask not in answered:
                 continue
             try:
-                seen, version = ray.get(ask)
+                seen, version, missing = ray.get(ask)
             except ray.exceptions.RayError as exc:
                 found.broken[ip] = error_reason(exc)
                 continue
             if not seen:
                 found.unseen.append(ip)
+            if missing:
+                found.no_data[ip] = missing
             if version != tune_attn.__version__:
                 found.versions[ip] = version
         return found
@@ -613,7 +629,7 @@ def _run(
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
-    nodes = check_nodes(None if remote else Path(storage), options)
+    nodes = check_nodes(None if remote else Path(storage), options, space.data_roots())
     if nodes.versions:
         from tune_attn import __version__
 
@@ -626,6 +642,12 @@ def _run(
         problems.append(
             f"{_nodes(list(nodes.broken))} cannot run tune-attn's trials ({why}): install tune-attn, with the same "
             "packages as here, on every node (cluster/README.md)"
+        )
+    for root in sorted({r for missing in nodes.no_data.values() for r in missing}):
+        lacking = [ip for ip, missing in nodes.no_data.items() if root in missing]
+        problems.append(
+            f"{space.source}: data.root {root} is not a folder on {_nodes(lacking)}, where trials run: put the "
+            "data set there too, or on a file system every node mounts"
         )
     if nodes.unseen:
         problems.append(
