@@ -318,13 +318,12 @@ def run_sweep(
     flag = "--address"
     if not options.address and os.environ.get("RAY_ADDRESS"):  # as ray.init() does: `ray job submit` sets it
         options, flag = replace(options, address=os.environ["RAY_ADDRESS"]), "RAY_ADDRESS"
-    if not options.address:  # the trials run on this machine: their data must be here (a cluster's nodes are
-        for root in space.data_roots():  # checked once Ray is up)
-            if not Path(root).is_dir():
-                raise ValueError(
-                    f"{space.source}: data.root {root} is not a folder on this machine, where the trials run; "
-                    "give the folder holding the data set (tune-attn keys: data.root)"
-                )
+    missing = [] if options.address else missing_folders(space.data_roots())  # a cluster's: once Ray is up
+    if missing:
+        raise ValueError(
+            f"{space.source}: data.root {missing[0]} is not a folder on this machine, where the trials run; "
+            "give the folder holding the data set (tune-attn keys: data.root)"
+        )
     client = (options.address or "").startswith("ray://")
     if client and "://" not in options.storage and not Path(options.storage).is_absolute():
         raise ValueError(
@@ -390,7 +389,12 @@ def _look(marker: str | None, roots: list[str]) -> tuple[bool, str, list[str]]:
     import tune_attn.tune.trainable  # noqa: F401  (torch, Ray Tune, wandb: what a trial needs)
 
     seen = marker is None or os.path.exists(marker)
-    return seen, tune_attn.__version__, [root for root in roots if not os.path.isdir(root)]
+    return seen, tune_attn.__version__, missing_folders(roots)
+
+
+def missing_folders(roots: list[str]) -> list[str]:
+    """Those of ``roots`` that are not folders on this machine."""
+    return [root for root in roots if not os.path.isdir(root)]
 
 
 @dataclass
@@ -405,6 +409,41 @@ class NodeCheck:
     """Nodes with another tune-attn version than this process's: their trials run that version's code."""
     no_data: dict[str, list[str]] = field(default_factory=dict)
     """Nodes without some of the space's ``data.root`` folders: their trials would fail at once."""
+
+    def note(self) -> str | None:
+        """A line about the nodes with another tune-attn version, or None."""
+        if not self.versions:
+            return None
+        from tune_attn import __version__
+
+        versions = ", ".join(f"{ip} has {v}" for ip, v in self.versions.items())
+        return f"note: tune-attn {__version__} here, but {versions}: trials there run that version's code"
+
+    def problems(self, source: str, storage: str) -> list[str]:
+        """What would make trials fail, one message per problem (``source``: the space; ``storage``: the path)."""
+        out = []
+        if self.broken:
+            reasons = list(self.broken.items())
+            why = (
+                reasons[0][1] if len(reasons) == 1 else "; ".join(f"{ip}: {reason}" for ip, reason in reasons)
+            )
+            out.append(
+                f"{_nodes(list(self.broken))} cannot run tune-attn's trials ({why}): install tune-attn, with the "
+                "same packages as here, on every node (cluster/README.md)"
+            )
+        for root in sorted({r for missing in self.no_data.values() for r in missing}):
+            lacking = [ip for ip, missing in self.no_data.items() if root in missing]
+            out.append(
+                f"{source}: data.root {root} is not a folder on {_nodes(lacking)}, where trials run: put the data "
+                "set there too, or on a file system every node mounts"
+            )
+        if self.unseen:
+            out.append(
+                f"--storage {storage}: {_nodes(self.unseen)} cannot see this folder (a file written in it where "
+                "the sweep runs is not there), so trials there could not save checkpoints; give a path on a file "
+                "system every node mounts (NFS, EFS, Filestore), or a URI such as s3://bucket/sweeps"
+            )
+        return out
 
 
 def check_nodes(
@@ -425,10 +464,9 @@ def check_nodes(
     able = [n for n in ray.nodes() if n.get("Alive") and holds_a_trial(n["Resources"], options)]
     others = [n for n in able if n["NodeID"] != here]
     found = NodeCheck()
-    for n in able:  # this node runs trials too: its data folders are looked for here
-        missing = [root for root in roots or [] if n["NodeID"] == here and not os.path.isdir(root)]
-        if missing:
-            found.no_data[n["NodeManagerAddress"]] = missing
+    mine = [n["NodeManagerAddress"] for n in able if n["NodeID"] == here]  # this node runs trials too
+    if mine and missing_folders(roots or []):
+        found.no_data[mine[0]] = missing_folders(roots or [])
     if not others:
         return found
     marker = None
@@ -630,31 +668,9 @@ def _run(
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     nodes = check_nodes(None if remote else Path(storage), options, space.data_roots())
-    if nodes.versions:
-        from tune_attn import __version__
-
-        versions = ", ".join(f"{ip} has {v}" for ip, v in nodes.versions.items())
-        echo(f"note: tune-attn {__version__} here, but {versions}: trials there run that version's code")
-    problems = []
-    if nodes.broken:
-        reasons = list(nodes.broken.items())
-        why = reasons[0][1] if len(reasons) == 1 else "; ".join(f"{ip}: {reason}" for ip, reason in reasons)
-        problems.append(
-            f"{_nodes(list(nodes.broken))} cannot run tune-attn's trials ({why}): install tune-attn, with the same "
-            "packages as here, on every node (cluster/README.md)"
-        )
-    for root in sorted({r for missing in nodes.no_data.values() for r in missing}):
-        lacking = [ip for ip, missing in nodes.no_data.items() if root in missing]
-        problems.append(
-            f"{space.source}: data.root {root} is not a folder on {_nodes(lacking)}, where trials run: put the "
-            "data set there too, or on a file system every node mounts"
-        )
-    if nodes.unseen:
-        problems.append(
-            f"--storage {storage}: {_nodes(nodes.unseen)} cannot see this folder (a file written in it where the "
-            "sweep runs is not there), so trials there could not save checkpoints; give a path on a file system "
-            "every node mounts (NFS, EFS, Filestore), or a URI such as s3://bucket/sweeps"
-        )
+    note, problems = nodes.note(), nodes.problems(space.source, storage)
+    if note:
+        echo(note)
     if problems:
         raise ValueError("; and ".join(problems))
     search = None  # a restored sweep brings its own searcher back
