@@ -339,22 +339,10 @@ def best(
 
 def _export(experiment: str, trial: str, out: Path) -> None:
     """Export ``trial`` of the sweep at ``experiment`` (a folder or a URI) into ``out``, or fail naming why."""
-    from tune_attn.export import (
-        BundleError,
-        export_bundle,
-        fetch_sweep,
-        find_trial,
-        is_uri,
-        read_sweep,
-        sweep_folder,
-    )
+    from tune_attn.export import BundleError, export_trial
 
     try:
-        with sweep_folder(experiment) as folder:
-            if is_uri(experiment):  # the trial's checkpoint and panels too
-                fetch_sweep(experiment, folder, trial)
-            row = find_trial(read_sweep(folder), trial)
-            export_bundle(row, out, folder, source=experiment if is_uri(experiment) else None)
+        export_trial(experiment, trial, out)
     except (BundleError, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
 

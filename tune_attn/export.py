@@ -54,14 +54,19 @@ def is_uri(experiment: str | Path) -> bool:
 
 
 @contextlib.contextmanager
-def sweep_folder(experiment: str | Path) -> Iterator[Path]:
-    """The local folder to read a sweep from: ``experiment`` itself, or for a URI a temporary copy of what
-    :func:`read_sweep` reads (see :func:`fetch_sweep`), removed afterwards."""
+def sweep_folder(experiment: str | Path, trial: str | None = None) -> Iterator[Path]:
+    """The local folder to read a sweep from: ``experiment`` itself, or for a URI a temporary copy (see
+    :func:`fetch_sweep`, which ``trial`` is passed to), removed afterwards."""
     if not is_uri(experiment):
         yield Path(experiment)
         return
     with tempfile.TemporaryDirectory(prefix="tune-attn-sweep-") as tmp:
-        yield fetch_sweep(str(experiment), Path(tmp))
+        yield fetch_sweep(str(experiment), Path(tmp), trial)
+
+
+def run_uri(experiment: str, trial_id: str) -> str:
+    """The URI of a trial's run folder in a sweep at a URI."""
+    return f"{experiment.rstrip('/')}/trial_{trial_id}/run"
 
 
 def read_sweep_at(experiment: str | Path) -> list[dict[str, Any]]:
@@ -70,17 +75,25 @@ def read_sweep_at(experiment: str | Path) -> list[dict[str, Any]]:
         rows = read_sweep(folder)
     if is_uri(experiment):
         for r in rows:
-            r["run"] = f"{str(experiment).rstrip('/')}/trial_{r['trial_id']}/run" if r["run"] else ""
+            r["run"] = run_uri(str(experiment), r["trial_id"]) if r["run"] else ""
     return rows
 
 
+def export_trial(experiment: str | Path, trial_id: str, out: str | Path) -> Path:
+    """Export trial ``trial_id`` of the sweep at ``experiment`` (a folder, or a URI: then only the summary and
+    that trial's run folder are fetched) into ``out``; see :func:`export_bundle`."""
+    with sweep_folder(experiment, trial_id) as folder:
+        row = find_trial(read_sweep(folder), trial_id)
+        return export_bundle(row, out, folder, source=str(experiment) if is_uri(experiment) else None)
+
+
 def fetch_sweep(uri: str, dest: Path, trial: str | None = None, everything: bool = False) -> Path:
-    """Copy from a sweep at ``uri`` into ``dest`` the files :func:`read_sweep` reads: ``summary.json``,
-    ``sweep.json`` and each trial's ``run/metrics.jsonl`` and ``run/config.yaml`` (a few small files per
-    trial, not Ray's checkpoints); with ``trial``, that trial's whole run folder too (checkpoint, panels; not
-    its W&B run), for :func:`export_bundle`; with ``everything``, every file but Ray's checkpoints (each
-    trial's run folder with its panels and offline W&B run, the plots, Ray's results and searcher state).
-    Returns ``dest``."""
+    """Copy from a sweep at ``uri`` into ``dest`` its ``summary.json`` and ``sweep.json``, and: each trial's
+    ``run/metrics.jsonl`` and ``run/config.yaml``, what :func:`read_sweep` reads (a few small files per trial,
+    not Ray's checkpoints); or with ``trial``, that trial's whole run folder only (checkpoint, panels; not its
+    W&B run), for :func:`export_bundle`; or with ``everything``, every file but Ray's checkpoints (each trial's
+    run folder with its panels and offline W&B run, the plots, Ray's results and searcher state). Returns
+    ``dest``."""
     import pyarrow.fs
 
     try:
@@ -92,28 +105,25 @@ def fetch_sweep(uri: str, dest: Path, trial: str | None = None, everything: bool
         raise BundleError(f"{uri}: no such sweep folder")
     root = root.rstrip("/")
 
-    def get(path: str) -> None:
-        target = dest / path[len(root) + 1 :]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with fs.open_input_stream(path) as src:
-            target.write_bytes(src.read())
+    def files(folder: str, skip: str) -> set[str]:
+        every = fs.get_file_info(pyarrow.fs.FileSelector(folder, recursive=True, allow_not_found=True))
+        return {e.path for e in every if e.type == pyarrow.fs.FileType.File and skip not in e.path}
 
     wanted = {f"{root}/summary.json", f"{root}/{SWEEP_RECORD}"}
-    for entry in fs.get_file_info(pyarrow.fs.FileSelector(root)):
-        if entry.type == pyarrow.fs.FileType.Directory and entry.base_name.startswith("trial_"):
-            wanted |= {f"{entry.path}/run/metrics.jsonl", f"{entry.path}/run/config.yaml"}
     if everything:
-        every = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
-        wanted |= {
-            e.path for e in every if e.type == pyarrow.fs.FileType.File and "/checkpoint_" not in e.path
-        }
-    if trial is not None:
-        run = f"{root}/trial_{trial}/run"
-        every = fs.get_file_info(pyarrow.fs.FileSelector(run, recursive=True, allow_not_found=True))
-        wanted |= {e.path for e in every if e.type == pyarrow.fs.FileType.File and "/wandb/" not in e.path}
+        wanted |= files(root, "/checkpoint_")
+    elif trial is not None:
+        wanted |= files(f"{root}/trial_{trial}/run", "/wandb/")
+    else:
+        for entry in fs.get_file_info(pyarrow.fs.FileSelector(root)):
+            if entry.type == pyarrow.fs.FileType.Directory and entry.base_name.startswith("trial_"):
+                wanted |= {f"{entry.path}/run/metrics.jsonl", f"{entry.path}/run/config.yaml"}
     for info in fs.get_file_info(sorted(wanted)):
         if info.type == pyarrow.fs.FileType.File:
-            get(info.path)
+            target = dest / info.path[len(root) + 1 :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(info.path) as src:
+                target.write_bytes(src.read())
     return dest
 
 
@@ -273,7 +283,7 @@ def export_bundle(
 def _provenance(
     row: dict[str, Any], experiment: str | Path | None, source: str | None = None
 ) -> dict[str, Any]:
-    run = f"{source.rstrip('/')}/trial_{row['trial_id']}/run" if source else row["run"]  # as read_sweep_at
+    run = run_uri(source, row["trial_id"]) if source else row["run"]
     out: dict[str, Any] = {"trial_id": row["trial_id"], "optuna_trial": row.get("number"), "run": run}
     if experiment is not None:
         out["sweep"] = source or str(Path(experiment).resolve())
