@@ -109,36 +109,22 @@ def test_trial_status_from_last_result() -> None:
 
 
 def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:
+    def sweep(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "tune_attn.cli", "sweep", *args, "--storage", str(tmp_path)]
+        env = {**os.environ, "COLUMNS": "200"}
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
     bad = tmp_path / "space.yaml"
     bad.write_text("model.heads: {type: int, low: 0, high: 4}\n")
-    env = {**os.environ, "COLUMNS": "200"}
-    r = subprocess.run(
-        [sys.executable, "-m", "tune_attn.cli", "sweep", str(bad), "--storage", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    r = sweep(str(bad))
     assert r.returncode == 2
     assert "space.yaml: model.heads: the value 0 of this int is refused" in r.stderr
     assert "Started a local Ray" not in r.stderr + r.stdout
-    r = subprocess.run(
-        [sys.executable, "-m", "tune_attn.cli", "sweep", str(COLLAPSE_SPACE), "--scheduler", "hyperband"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    r = sweep(str(COLLAPSE_SPACE), "--scheduler", "hyperband")
     assert r.returncode == 2 and "--scheduler: 'hyperband' is not valid; choose asha or none" in r.stderr
     # A data folder that is not there, on the machine where the trials would run.
     failing = ROOT / "tests" / "data" / "space_failing.yaml"
-    r = subprocess.run(
-        [sys.executable, "-m", "tune_attn.cli", "sweep", str(failing), "--storage", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    r = sweep(str(failing))
     assert r.returncode == 2, r.stderr
     assert (
         f"{failing}: data.root /nonexistent/tune-attn-test-data is not a folder on this machine" in r.stderr
