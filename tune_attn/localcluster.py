@@ -175,13 +175,17 @@ def group_running(pgid: int) -> bool:
 
 
 def stop_groups(pgids: list[int], grace: float = 10.0) -> None:
-    """SIGTERM the nodes' process groups together, SIGKILL whatever still runs after ``grace`` seconds; returns
-    when no process of them runs, or 5 s after the SIGKILL."""
+    """Stop the nodes together: SIGTERM each group's leader (``ray start``, which stops the node's processes in
+    about 2 s; a SIGTERM to the whole group at once kept a head running past 4 s), SIGKILL each group whatever
+    still runs after ``grace`` seconds; returns when no process of them runs, or 5 s after the SIGKILL."""
     deadline = time.monotonic() + grace
     sig = signal.SIGTERM if grace > 0 else signal.SIGKILL
     for pgid in pgids:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, sig)
+            if sig == signal.SIGTERM:
+                os.kill(pgid, sig)  # the leader: its pid is the group's id
+            else:
+                os.killpg(pgid, sig)
     left = list(pgids)
     while left and time.monotonic() < deadline + 5.0:
         time.sleep(0.2)
