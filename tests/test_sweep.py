@@ -520,7 +520,9 @@ def test_wandb_problems_never_stop_a_sweep_and_are_told_once(tmp_path: Path) -> 
     assert "logging offline instead" in r.stdout and "wandb sync" in r.stdout
     assert len(list(tmp_path.glob("online/trial_*/run/wandb/offline-run-*"))) == 3
     # A project name W&B refuses: said before any trial runs; the sweep runs without W&B, panels on disk.
-    cmd = [*base, "--name", "badproject", "--num-samples", "1", "--wandb-project", "a/b"]
+    # (with a URI storage: no line about offline runs to fetch from there either)
+    cmd = [*base, "--storage", f"file://{tmp_path}", "--name", "badproject", "--num-samples", "1"]
+    cmd += ["--wandb-project", "a/b"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert r.stdout.count("W&B:") == 1 and "Invalid project name 'a/b'" in r.stdout
@@ -534,7 +536,7 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(ray_local, t
     result = run_sweep(
         COLLAPSE_SPACE, SweepOptions(name="uri", storage=f"file://{tmp_path}/store", num_samples=2, seed=0)
     )
-    assert result.path == f"file://{tmp_path}/store/uri"
+    assert result.path == f"file://{tmp_path}/store/uri" and result.wandb_mode == "offline"
     folder = tmp_path / "store" / "uri"
     rows = json.loads((folder / "summary.json").read_text())
     assert len(rows) == 2 and (folder / "sweep.json").is_file() and (folder / "summary.csv").is_file()

@@ -260,7 +260,7 @@ def sweep(
         highlight=False,
     )
     _tell_wandb_runs(result.wandb_runs, where)
-    if "://" in result.path and options.wandb == "offline":
+    if "://" in result.path and result.wandb_mode == "offline":
         console.print(
             f"W&B: the offline runs are under {result.path} with the trials' run folders; fetch the sweep with: "
             f"tune-attn fetch {result.path} DIR (it prints the wandb sync command), or use --wandb online",

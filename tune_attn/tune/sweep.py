@@ -140,6 +140,8 @@ class SweepResult:
     rows: list[dict[str, Any]]
     study: Any
     wandb_runs: list[Path] = field(default_factory=list)
+    wandb_mode: str = "off"
+    """How the sweep logged to W&B in the end: as asked, or ``off`` after a problem it told of at the start."""
     """The offline W&B runs (trials and the sweep's own), for ``wandb sync``."""
     on_head: bool = False
     """The sweep ran on the cluster's head node (a Ray Client address): ``path`` is a path there."""
@@ -723,7 +725,7 @@ def _run(
     # A restored sweep's searcher lives inside the restored Tuner: read its study from the saved state.
     study = search.study if search is not None else load_study(path)
     rows = summary_rows(grid, space, study)
-    result = SweepResult(path, rows, study)
+    result = SweepResult(path, rows, study, wandb_mode=wandb.mode)
     if not remote:
         write_table(Path(path), rows)
         plots = write_plots(Path(path), rows, study)
