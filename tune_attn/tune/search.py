@@ -177,8 +177,7 @@ class SearchSpace:
 
     def max_value(self, key: str) -> Any:
         """The largest value ``key`` can take in this space (the config default when the space omits it)."""
-        values = [v for p in self.params if p.key == key for v in p.candidates()]
-        return max(values) if values else _default(key)
+        return max(self._values(key))
 
 
 def _default(key: str) -> Any:

@@ -467,8 +467,9 @@ def check_nodes(
     others = [n for n in able if n["NodeID"] != here]
     found = NodeCheck()
     mine = [n["NodeManagerAddress"] for n in able if n["NodeID"] == here]  # this node runs trials too
-    if mine and missing_folders(roots or []):
-        found.no_data[mine[0]] = missing_folders(roots or [])
+    lacking = missing_folders(roots or []) if mine else []
+    if lacking:
+        found.no_data[mine[0]] = lacking
     if not others:
         return found
     marker = None
