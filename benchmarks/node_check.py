@@ -5,7 +5,8 @@ a first task on every node (an empty one).
 Starts a local cluster (``tune_attn.localcluster``: a head without CPUs and N one-CPU workers on loopback
 addresses, token auth) twice: on one, times a first empty task on every node (Ray starts a worker process
 there); on the other, the node check (what a sweep pays once, at its start), then the check again (worker
-processes reused).
+processes reused), and last the sweep's watch for nodes that join while it runs (``NodeWatch.poll``, every
+5 s from Tune's loop) when none joined: its cost against the 5 s between polls.
 
     .venv/bin/python benchmarks/node_check.py [--workers 2] [--repeat 3]
 """
@@ -20,15 +21,16 @@ import time
 from pathlib import Path
 
 from tune_attn import localcluster
-from tune_attn.tune.sweep import SweepOptions, check_nodes
+from tune_attn.tune.sweep import NodeWatch, SweepOptions, check_nodes
 
 
 def _nothing() -> None:
     return None
 
 
-def first_call(args: argparse.Namespace, check: bool) -> tuple[float, list[float], object]:
-    """On a fresh cluster: the first call's time, the later calls' times, what the last call returned."""
+def first_call(args: argparse.Namespace, check: bool) -> tuple[float, list[float], object, list[float]]:
+    """On a fresh cluster: the first call's time, the later calls' times, what the last call returned; with
+    ``check``, then the times of 20 watch polls that find no new node."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -48,10 +50,19 @@ def first_call(args: argparse.Namespace, check: bool) -> tuple[float, list[float
                     on = [NodeAffinitySchedulingStrategy(n, soft=False) for n in nodes]
                     found = ray.get([nothing.options(num_cpus=0, scheduling_strategy=s).remote() for s in on])
                 times.append(time.perf_counter() - start)
+            polls = []
+            if check:
+                watch = NodeWatch(SweepOptions(), [], Path(tmp))
+                watch.answers(60.0, watch.ask())
+                for _ in range(20):
+                    start = time.perf_counter()
+                    watch.poll(print, force=True)
+                    polls.append(time.perf_counter() - start)
+                watch.close()
         ray.shutdown()
     finally:
         cluster.stop()
-    return times[0], times[1:], found
+    return times[0], times[1:], found, polls
 
 
 def main() -> None:
@@ -61,8 +72,8 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=6451)
     args = ap.parse_args()
     os.environ.update(localcluster.token_env())
-    empty, empty_later, _ = first_call(args, check=False)
-    first, later, found = first_call(args, check=True)
+    empty, empty_later, _, _ = first_call(args, check=False)
+    first, later, found, polls = first_call(args, check=True)
     print(f"local cluster: head without CPUs + {args.workers} one-CPU workers on loopback, token auth")
     print(
         f"empty task on every node: first {empty:.2f} s, later median {statistics.median(empty_later):.3f} s"
@@ -71,6 +82,10 @@ def main() -> None:
         f"node check              : first {first:.2f} s, later median {statistics.median(later):.3f} s; {found}"
     )
     print(f"ratio first node check / first empty task: {first / empty:.2f}")
+    poll = statistics.median(polls)
+    print(
+        f"watch poll, no new node : median {poll * 1000:.1f} ms of 20; ratio to the 5 s between polls: {poll / 5:.4f}"
+    )
 
 
 if __name__ == "__main__":

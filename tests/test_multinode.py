@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -99,6 +100,22 @@ def test_a_sweep_survives_a_lost_worker_node(cluster: localcluster.LocalCluster,
         assert _results(folder / name)[: len(before)] == before
 
 
+def _unshared(*mounts: str) -> list[str]:
+    """A command prefix: run the rest (a node's `ray start`) in a mount namespace of its own, after ``mounts``."""
+    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    return [
+        "unshare",
+        *user,
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        " && ".join(mounts) + ' && exec "$@"',
+        "sh",
+    ]
+
+
 def test_nodes_whose_trials_would_fail_are_named_before_any_trial(tmp_path: Path) -> None:
     """Worker nodes set up unlike the driver's machine, each in a mount namespace of its own: one mounts
     neither the --storage folder nor the data (empty tmpfs over them), so its trials would fail at their
@@ -114,27 +131,12 @@ def test_nodes_whose_trials_would_fail_are_named_before_any_trial(tmp_path: Path
     other.write_text(
         (package / "__init__.py").read_text().replace("__version__ = ", "__version__ = '0.0.0-other' or ")
     )
-    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
-
-    def alone(*mounts: str) -> list[str]:  # `ray start` in a mount namespace of its own, after `mounts`
-        return [
-            "unshare",
-            *user,
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            " && ".join(mounts) + ' && exec "$@"',
-            "sh",
-        ]
-
     cluster = localcluster.start(workers=0, port=6399, env={**os.environ, "HOME": str(tmp_path / "home")})
     try:
-        hide = alone(f"mount -t tmpfs tmpfs {storage}", f"mount -t tmpfs tmpfs {disk}")
+        hide = _unshared(f"mount -t tmpfs tmpfs {storage}", f"mount -t tmpfs tmpfs {disk}")
         assert cluster.add_worker(1, prefix=hide) == "127.0.0.3"
-        assert cluster.add_worker(1, prefix=alone(f"mount -t tmpfs tmpfs {package}")) == "127.0.0.4"
-        version = alone(f"mount --bind {other} {package / '__init__.py'}")
+        assert cluster.add_worker(1, prefix=_unshared(f"mount -t tmpfs tmpfs {package}")) == "127.0.0.4"
+        version = _unshared(f"mount --bind {other} {package / '__init__.py'}")
         assert cluster.add_worker(1, prefix=version) == "127.0.0.5"
         cmd = [sys.executable, "-m", "tune_attn.cli", "sweep", str(ROOT / "search_spaces" / "smoke.yaml")]
         cmd += ["--address", cluster.address, "--storage", str(storage), "--name", "nodes", "--wandb", "off"]
@@ -157,6 +159,60 @@ def test_nodes_whose_trials_would_fail_are_named_before_any_trial(tmp_path: Path
         assert "started" not in refused.stdout  # no trial ran
         assert not any(storage.iterdir())  # the check's marker is gone, and nothing else was written
     finally:
+        cluster.stop()
+
+
+def test_a_node_that_joins_a_running_sweep_is_checked(tmp_path: Path) -> None:
+    """An autoscaling cluster's shape: the head has no CPUs, so the sweep waits for a worker, and the first to
+    join has no tune-attn (an empty tmpfs over the package). The sweep names that node while it runs and goes
+    on; once the node is gone and a sound one has joined, the sweep finishes with every trial."""
+    cluster = localcluster.start(workers=0, port=6393, env={**os.environ, "HOME": str(tmp_path / "home")})
+    driver = None
+    try:
+        cmd = [sys.executable, "-m", "tune_attn.cli", "sweep", str(ROOT / "search_spaces" / "smoke.yaml")]
+        cmd += ["--address", cluster.address, "--storage", str(tmp_path / "sweeps"), "--name", "late"]
+        cmd += ["--num-samples", "1", "--max-failures", "-1", "--wandb", "off"]
+        driver = subprocess.Popen(
+            cmd,
+            env={**cluster.env, "COLUMNS": "400"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(driver.stdout or []), daemon=True)
+        reader.start()
+
+        def said(text: str, timeout: float = 90.0) -> str:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and driver.poll() is None:
+                found = [line for line in list(lines) if text in line]
+                if found:
+                    return found[0]
+                time.sleep(0.2)
+            raise AssertionError(f"not said in {timeout} s: {text}\n" + "".join(lines)[-3000:])
+
+        said("trials wait until such a node joins")
+        assert (
+            cluster.add_worker(1, prefix=_unshared(f"mount -t tmpfs tmpfs {ROOT / 'tune_attn'}"))
+            == "127.0.0.3"
+        )
+        line = said("a node that joined the sweep: Ray node 127.0.0.3 cannot run tune-attn's trials")
+        assert "(ModuleNotFoundError: No module named 'tune_attn" in line and "The sweep goes on" in line
+        cluster.kill(1)
+        assert cluster.add_worker(1) == "127.0.0.4"
+        driver.wait(timeout=240)
+        reader.join(timeout=10)
+        out = "".join(lines)
+        assert driver.returncode == 0, out[-3000:]
+        rows = json.loads((tmp_path / "sweeps" / "late" / "summary.json").read_text())
+        assert len(rows) == 1 and rows[0]["status"] != "error", out[-3000:]
+        assert out.count("a node that joined the sweep") == 1 and "127.0.0.4 cannot" not in out
+        trials = (tmp_path / "sweeps" / "late").glob("trial_*")
+        assert {r["node_ip"] for t in trials for r in _results(t)} == {"127.0.0.4"}
+    finally:
+        if driver is not None and driver.poll() is None:
+            driver.kill()
         cluster.stop()
 
 

@@ -18,7 +18,7 @@ from tests.wandb_records import OfflineRun
 from tune_attn.run import run_status
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
-from tune_attn.tune.sweep import SweepOptions, resume_differences, run_sweep, write_provenance
+from tune_attn.tune.sweep import SweepOptions, error_reason, resume_differences, run_sweep, write_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLAPSE_SPACE = ROOT / "tests" / "data" / "space_collapse.yaml"
@@ -88,6 +88,29 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
         run_sweep(
             COLLAPSE_SPACE, SweepOptions(name="smoke", storage=str(tmp_path), num_samples=6, resume=True)
         )
+
+
+def test_a_failed_trial_is_told_by_its_last_failure() -> None:
+    """A trial's error file as Tune writes it, one section per failure: its reason is the last failure's own
+    exception, or, where that has none (its node died), Ray's unindented lines."""
+    import_failure = (
+        "The actor died because of an error raised in its creation task, ray::ResourceTrainable.__init__()\n"
+        '  File "x.py", line 3, in <module>\n           ^^^^^^\n'
+        "ModuleNotFoundError: No module named 'tune_attn.tune'\n"
+    )
+    node_died = (
+        "The actor died unexpectedly before finishing this task.\n\tclass_name: ResourceTrainable\n"
+        "\tip: 127.0.0.3\nThe actor died because its node has died. Node Id: 1248\n"
+        "\tthe actor's node was terminated unexpectedly\n"
+    )
+    first = f"Failure # 1 (occurred at 2026-11-26_15-52-33)\n{import_failure}"
+    assert error_reason(first) == "ModuleNotFoundError: No module named 'tune_attn.tune'"
+    both = f"{first}Failure # 2 (occurred at 2026-11-26_15-52-53)\n{node_died}"
+    assert error_reason(both) == (
+        "The actor died unexpectedly before finishing this task. The actor died because its node has died. "
+        "Node Id: 1248"
+    )
+    assert error_reason(ValueError("data.root: no images")) == "data.root: no images"
 
 
 def test_trial_status_from_last_result() -> None:

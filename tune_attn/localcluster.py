@@ -47,6 +47,8 @@ class LocalCluster:
     env: dict[str, str]
     nodes: list[subprocess.Popen] = field(default_factory=list)
     ips: list[str] = field(default_factory=list)
+    killed: set[int] = field(default_factory=set)
+    """Indexes of the nodes :meth:`kill` took down (their addresses are not reused)."""
 
     @property
     def address(self) -> str:
@@ -85,7 +87,7 @@ class LocalCluster:
         for attempt in range(tries):
             self._start(cmd, ip)
             try:
-                self.wait_for(len(self.nodes))
+                self.wait_for([ip])
                 return ip
             except RuntimeError:
                 if attempt == tries - 1:
@@ -109,23 +111,24 @@ class LocalCluster:
         )
         self.ips.append(ip)
 
-    def wait_for(self, alive: int, timeout: float = 90.0) -> None:
-        """Wait until ``alive`` nodes are registered and alive (asks the head's GCS from a fresh driver process)."""
+    def wait_for(self, ips: list[str], timeout: float = 90.0) -> None:
+        """Wait until the nodes at ``ips`` are registered and alive (asks the head's GCS from a fresh driver
+        process); fail at once when a node that was not killed has exited."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for p in self.nodes:
-                if p.poll() is not None:
+            for i, p in enumerate(self.nodes):
+                if i not in self.killed and p.poll() is not None:
                     raise RuntimeError(f"a Ray node exited with {p.returncode}: see {self.temp_dir}-*.log")
             r = subprocess.run(
-                [sys.executable, "-c", _COUNT_ALIVE, self.address],
+                [sys.executable, "-c", _ALIVE, self.address],
                 env=self.env,
                 capture_output=True,
                 text=True,
             )
-            if r.returncode == 0 and r.stdout.strip().isdigit() and int(r.stdout) >= alive:
+            if r.returncode == 0 and set(ips) <= set(r.stdout.split()):
                 return
             time.sleep(1.0)
-        raise TimeoutError(f"the local cluster at {self.address} did not reach {alive} alive nodes")
+        raise TimeoutError(f"the local cluster at {self.address}: no alive node at {', '.join(ips)}")
 
     def kill(self, index: int) -> None:
         """Kill node ``index`` and every process it started at once, its trials' worker processes included
@@ -136,6 +139,7 @@ class LocalCluster:
                 os.kill(pid, signal.SIGKILL)
         stop_group(root, grace=0.0)
         self.nodes[index].wait()
+        self.killed.add(index)
 
     def stop(self) -> None:
         stop_groups([p.pid for p in self.nodes])
@@ -202,10 +206,10 @@ def stop_group(pgid: int, grace: float = 10.0) -> None:
     stop_groups([pgid], grace)
 
 
-_COUNT_ALIVE = """
+_ALIVE = """
 import sys, ray
 ray.init(address=sys.argv[1], _node_ip_address="127.0.0.2", log_to_driver=False)
-print(sum(1 for n in ray.nodes() if n["Alive"]))
+print(" ".join(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]))
 """
 
 
@@ -231,7 +235,7 @@ def start(
         ],
         HEAD_IP,
     )
-    cluster.wait_for(1)
+    cluster.wait_for([HEAD_IP])
     for _ in range(workers):
         cluster.add_worker(
             cpus_per_worker

@@ -15,7 +15,7 @@ import os
 import re
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,10 @@ progress_echo: Callable[[str], None] = _print
 of a sweep run from a Ray Client (:func:`_on_head`)."""
 WANDB_TOLD: set[str] = set()
 """W&B problems already told to the user by this driver process (each is told once)."""
+NODE_CHECK_TIMEOUT = 60.0
+"""Seconds the check before the first trial waits for the nodes' answers."""
+node_watch: NodeWatch | None = None
+"""The running sweep's :class:`NodeWatch` (read by name from its Tune callback), None between sweeps."""
 SUMMARY_FIGURES = (
     "detector.kind",
     "mask.entropy",
@@ -448,53 +452,87 @@ class NodeCheck:
         return out
 
 
-def check_nodes(
-    folder: Path | None, options: SweepOptions, roots: list[str] | None = None, timeout: float = 60.0
-) -> NodeCheck:
-    """Look, with a task on each alive node other than this one that could run a trial, for what would make its
-    trials fail or differ: tune-attn missing there, another tune-attn version, no folder at one of the data
-    folders ``roots``, or (``folder``: a local --storage path) not seeing ``folder``, where a marker file is
-    written first. Nodes that do not answer within ``timeout`` seconds are not counted."""
-    import uuid
+class NodeWatch:
+    """Looks, with a :func:`_look` task, once at each alive node that could run a trial: those there when the sweep
+    starts (:meth:`ask`, then :meth:`answers`), then, through :meth:`poll` from the sweep's Tune loop, those that
+    join while it runs (an autoscaler's workers). A node that lacks what its trials need is named with what to do;
+    the sweep itself is not stopped. This node is checked for the data folders only.
 
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    ``folder``: a local --storage path, where a marker file is written for the nodes to look for (removed by
+    :meth:`close`); None for a URI storage. ``roots``: the space's data folders."""
 
-    import tune_attn
+    def __init__(
+        self,
+        options: SweepOptions,
+        roots: list[str],
+        folder: Path | None,
+        source: str = "",
+        every: float = 5.0,
+    ) -> None:
+        import uuid
 
-    here = ray.get_runtime_context().get_node_id()
-    able = [n for n in ray.nodes() if n.get("Alive") and holds_a_trial(n["Resources"], options)]
-    others = [n for n in able if n["NodeID"] != here]
-    found = NodeCheck()
-    mine = [n["NodeManagerAddress"] for n in able if n["NodeID"] == here]  # this node runs trials too
-    lacking = missing_folders(roots or []) if mine else []
-    if lacking:
-        found.no_data[mine[0]] = lacking
-    if not others:
-        return found
-    marker = None
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        marker = folder / f".tune-attn-storage-check-{uuid.uuid4().hex}"
-        marker.touch()
-    try:
+        import ray
+
+        self.options, self.roots, self.source, self.every = options, roots, source, every
+        self.storage = str(folder) if folder is not None else ""
+        self.here = ray.get_runtime_context().get_node_id()
+        self.asked: set[str] = set()  # node ids looked at (or being looked at)
+        self.pending: dict[Any, tuple[str, str]] = {}  # look task -> (node id, node address)
+        self.last_poll = -math.inf
+        self.marker = None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.marker = folder / f".tune-attn-storage-check-{uuid.uuid4().hex}"
+            self.marker.touch()
+
+    def ask(self, found: NodeCheck | None = None) -> NodeCheck:
+        """Send the look to each node that could run a trial and was not asked yet; ``found`` (returned) gets
+        what this node itself lacks at once."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        found = found if found is not None else NodeCheck()
         look = ray.remote(_look)
-        asks = {
-            n["NodeManagerAddress"]: look.options(
+        for node in ray.nodes():
+            node_id, ip = node["NodeID"], node["NodeManagerAddress"]
+            if (
+                node_id in self.asked
+                or not node.get("Alive")
+                or not holds_a_trial(node["Resources"], self.options)
+            ):
+                continue
+            self.asked.add(node_id)
+            if node_id == self.here:  # the driver's node runs trials too
+                lacking = missing_folders(self.roots)
+                if lacking:
+                    found.no_data[ip] = lacking
+                continue
+            task = look.options(
                 num_cpus=0,
                 max_retries=0,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
-            ).remote(str(marker) if marker else None, roots or [])
-            for n in others
-        }
-        answered, _ = ray.wait(list(asks.values()), num_returns=len(asks), timeout=timeout)
-        for ip, ask in sorted(asks.items()):
-            if ask not in answered:
-                continue
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            ).remote(str(self.marker) if self.marker else None, self.roots)
+            self.pending[task] = (node_id, ip)
+        return found
+
+    def answers(self, timeout: float, found: NodeCheck | None = None) -> NodeCheck:
+        """What the nodes asked found, of those that answer within ``timeout`` seconds (the others stay asked).
+        A node that died meanwhile is left out."""
+        import ray
+
+        import tune_attn
+
+        found = found if found is not None else NodeCheck()
+        if not self.pending:
+            return found
+        done, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=timeout)
+        for task in done:
+            node_id, ip = self.pending.pop(task)
             try:
-                seen, version, missing = ray.get(ask)
+                seen, version, missing = ray.get(task)
             except ray.exceptions.RayError as exc:
-                found.broken[ip] = error_reason(exc)
+                if _alive(node_id):
+                    found.broken[ip] = error_reason(exc)
                 continue
             if not seen:
                 found.unseen.append(ip)
@@ -503,9 +541,98 @@ def check_nodes(
             if version != tune_attn.__version__:
                 found.versions[ip] = version
         return found
+
+    def waiting(self) -> list[str]:
+        """The addresses of the nodes asked that have not answered yet."""
+        return sorted(ip for _, ip in self.pending.values())
+
+    def poll(self, echo: Callable[[str], None], force: bool = False) -> None:
+        """At most every ``every`` seconds (or now, ``force``): ask the nodes that joined, and tell ``echo`` what
+        the answers found, one line per problem."""
+        import time
+
+        now = time.monotonic()
+        if not force and now - self.last_poll < self.every:
+            return
+        self.last_poll = now
+        found = self.answers(0.0, self.ask())
+        note = found.note()
+        if note:
+            echo(note)
+        for problem in found.problems(self.source, self.storage):
+            echo(
+                f"a node that joined the sweep: {problem}. The sweep goes on; trials that fail there end in error "
+                "once --max-failures is spent, and --resume starts them again after the node is mended"
+            )
+
+    def close(self) -> None:
+        if self.marker is not None:
+            self.marker.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def watching_nodes(
+    space: SearchSpace, options: SweepOptions, folder: Path | None, echo: Callable[[str], None]
+) -> Iterator[NodeWatch]:
+    """Check the nodes before any trial starts, and refuse (ValueError, every problem named) where trials would
+    fail; then, while the sweep runs (the ``with`` body), let :func:`_node_watch_callback` check the nodes that
+    join. ``folder``: the local --storage path, None for a URI."""
+    global node_watch
+    watch = NodeWatch(options, space.data_roots(), folder, space.source)
+    try:
+        found = watch.answers(NODE_CHECK_TIMEOUT, watch.ask())
+        note, problems = found.note(), found.problems(space.source, watch.storage)
+        if note:
+            echo(note)
+        if problems:
+            raise ValueError("; and ".join(problems))
+        if watch.waiting():
+            echo(
+                f"note: {_nodes(watch.waiting())} did not answer the node check within {NODE_CHECK_TIMEOUT:g} s; "
+                "what it finds is shown when it answers"
+            )
+        node_watch = watch
+        yield watch
+        watch.poll(echo, force=True)  # the nodes that joined near the end
     finally:
-        if marker is not None:
-            marker.unlink(missing_ok=True)
+        node_watch = None
+        watch.close()
+
+
+def _node_watch_callback() -> Any:
+    """A Tune callback through which :data:`node_watch` looks at the nodes that join while the sweep runs (its
+    state is module-level: Tune pickles its callbacks with the experiment)."""
+    import importlib
+
+    from ray.tune import Callback
+
+    module = __name__
+
+    class WatchNodes(Callback):
+        def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+            sweep = importlib.import_module(module)
+            if sweep.node_watch is not None:
+                sweep.node_watch.poll(sweep.progress_echo)
+
+    return WatchNodes()
+
+
+def _alive(node_id: str) -> bool:
+    import ray
+
+    return any(n["NodeID"] == node_id and n.get("Alive") for n in ray.nodes())
+
+
+def check_nodes(
+    folder: Path | None, options: SweepOptions, roots: list[str] | None = None, timeout: float = 60.0
+) -> NodeCheck:
+    """Look, with a task on each alive node that could run a trial, for what would make its trials fail or
+    differ (:class:`NodeWatch`, once); nodes that do not answer within ``timeout`` seconds are not counted."""
+    watch = NodeWatch(options, roots or [], folder)
+    try:
+        return watch.answers(timeout, watch.ask())
+    finally:
+        watch.close()
 
 
 def _nodes(ips: list[str]) -> str:
@@ -670,59 +797,54 @@ def _run(
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
-    nodes = check_nodes(None if remote else Path(storage), options, space.data_roots())
-    note, problems = nodes.note(), nodes.problems(space.source, storage)
-    if note:
-        echo(note)
-    if problems:
-        raise ValueError("; and ".join(problems))
-    search = None  # a restored sweep brings its own searcher back
-    local_exists = not remote and Path(path).is_dir()
-    if not remote and not (Path(path) / SWEEP_RECORD).exists():  # provenance, for `best` / `export`
-        Path(path).mkdir(parents=True, exist_ok=True)
-        write_provenance(Path(path), space, options, space_file)
-    if (options.resume or local_exists) and tune.Tuner.can_restore(path):
-        if local_exists:
-            check_experiment_state(Path(path))
-        kept = resume_differences(Path(path), space, options) if local_exists else []
-        echo(
-            f"resuming the sweep in {path}"
-            + (f"; it keeps the settings it started with, not these: {'; '.join(kept)}" if kept else "")
-        )
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        search, limited = _searcher(space, options)
-        scheduler = None
-        if options.scheduler == "asha":
-            from ray.tune.schedulers import ASHAScheduler
-
-            scheduler = ASHAScheduler(
-                time_attr="training_iteration", max_t=max_epochs, grace_period=options.asha_grace
+    with watching_nodes(space, options, None if remote else Path(storage), echo):
+        search = None  # a restored sweep brings its own searcher back
+        local_exists = not remote and Path(path).is_dir()
+        if not remote and not (Path(path) / SWEEP_RECORD).exists():  # provenance, for `best` / `export`
+            Path(path).mkdir(parents=True, exist_ok=True)
+            write_provenance(Path(path), space, options, space_file)
+        if (options.resume or local_exists) and tune.Tuner.can_restore(path):
+            if local_exists:
+                check_experiment_state(Path(path))
+            kept = resume_differences(Path(path), space, options) if local_exists else []
+            echo(
+                f"resuming the sweep in {path}"
+                + (f"; it keeps the settings it started with, not these: {'; '.join(kept)}" if kept else "")
             )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                metric=METRIC,
-                mode="max",
-                search_alg=limited,
-                scheduler=scheduler,
-                num_samples=options.num_samples,
-                trial_dirname_creator=_trial_dirname,
-            ),
-            run_config=tune.RunConfig(
-                name=options.name,
-                storage_path=storage,
-                failure_config=tune.FailureConfig(max_failures=options.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1),
-                # A remote storage gets each trial's run folder (panels, W&B run) uploaded from where it ran.
-                sync_config=tune.SyncConfig(sync_artifacts=remote),
-                callbacks=[_progress_callback(space.searched_keys())],
-                verbose=0,
-            ),
-        )
-    global progress_every
-    progress_every = options.progress_seconds
-    grid = tuner.fit()
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            search, limited = _searcher(space, options)
+            scheduler = None
+            if options.scheduler == "asha":
+                from ray.tune.schedulers import ASHAScheduler
+
+                scheduler = ASHAScheduler(
+                    time_attr="training_iteration", max_t=max_epochs, grace_period=options.asha_grace
+                )
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    metric=METRIC,
+                    mode="max",
+                    search_alg=limited,
+                    scheduler=scheduler,
+                    num_samples=options.num_samples,
+                    trial_dirname_creator=_trial_dirname,
+                ),
+                run_config=tune.RunConfig(
+                    name=options.name,
+                    storage_path=storage,
+                    failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1),
+                    # A remote storage gets each trial's run folder (panels, W&B run) uploaded from where it ran.
+                    sync_config=tune.SyncConfig(sync_artifacts=remote),
+                    callbacks=[_progress_callback(space.searched_keys()), _node_watch_callback()],
+                    verbose=0,
+                ),
+            )
+        global progress_every
+        progress_every = options.progress_seconds
+        grid = tuner.fit()
     # A restored sweep's searcher lives inside the restored Tuner: read its study from the saved state.
     study = search.study if search is not None else load_study(path)
     rows = summary_rows(grid, space, study)
@@ -847,14 +969,18 @@ def _trial_dirname(trial: Any) -> str:
 
 
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Diverged)\w*: ")
+_FAILURE = re.compile(r"^Failure # \d+ \(occurred at [^)]*\)$", re.M)  # a section of Tune's error.txt
 
 
 def error_reason(error: BaseException | str) -> str:
-    """The trial's own exception and message, without the traceback that Ray wraps around it (of the last
-    failure, in a trial's error file that holds several)."""
-    lines = str(error).strip().splitlines()
+    """The trial's own exception and message, without the traceback that Ray wraps around it; of the last
+    failure, in a trial's error file that holds several. Without an exception line (a node that died, say),
+    the lines of Ray's message that are not indented."""
+    lines = _FAILURE.split(str(error))[-1].strip().splitlines()
     starts = [i for i, line in enumerate(lines) if _EXC_LINE.match(line)]
-    return " ".join(lines[starts[-1] :] if starts else lines[-1:])[:500]
+    if starts:
+        return " ".join(lines[starts[-1] :])[:500]
+    return " ".join(line for line in lines if line[:1] not in (" ", "\t"))[:500]
 
 
 def summary_rows(grid: Any, space: SearchSpace, study: Any = None) -> list[dict[str, Any]]:
