@@ -208,6 +208,10 @@ def test_a_node_that_joins_a_running_sweep_is_checked(tmp_path: Path) -> None:
         rows = json.loads((tmp_path / "sweeps" / "late" / "summary.json").read_text())
         assert len(rows) == 1 and rows[0]["status"] != "error", out[-3000:]
         assert out.count("a node that joined the sweep") == 1 and "127.0.0.4 cannot" not in out
+        # Its trial's failures there name it, though the trial never started on it (no result from that node).
+        assert re.search(r"^\w{8}: failed on 127\.0\.0\.3 \(try 1\): .*ModuleNotFoundError", out, re.M), out[
+            -3000:
+        ]
         trials = (tmp_path / "sweeps" / "late").glob("trial_*")
         assert {r["node_ip"] for t in trials for r in _results(t)} == {"127.0.0.4"}
     finally:

@@ -18,7 +18,14 @@ from tests.wandb_records import OfflineRun
 from tune_attn.run import run_status
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
-from tune_attn.tune.sweep import SweepOptions, error_reason, resume_differences, run_sweep, write_provenance
+from tune_attn.tune.sweep import (
+    SweepOptions,
+    error_reason,
+    failed_on,
+    resume_differences,
+    run_sweep,
+    write_provenance,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLAPSE_SPACE = ROOT / "tests" / "data" / "space_collapse.yaml"
@@ -92,9 +99,11 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
 
 def test_a_failed_trial_is_told_by_its_last_failure() -> None:
     """A trial's error file as Tune writes it, one section per failure: its reason is the last failure's own
-    exception, or, where that has none (its node died), Ray's unindented lines."""
+    exception, or, where that has none (its node died), Ray's unindented lines; and the node is the one the
+    last failure names."""
     import_failure = (
-        "The actor died because of an error raised in its creation task, ray::ResourceTrainable.__init__()\n"
+        "The actor died because of an error raised in its creation task, ray::ResourceTrainable.__init__() "
+        "(pid=23061, ip=127.0.0.5, actor_id=5797)\n"
         '  File "x.py", line 3, in <module>\n           ^^^^^^\n'
         "ModuleNotFoundError: No module named 'tune_attn.tune'\n"
     )
@@ -105,11 +114,14 @@ def test_a_failed_trial_is_told_by_its_last_failure() -> None:
     )
     first = f"Failure # 1 (occurred at 2026-11-26_15-52-33)\n{import_failure}"
     assert error_reason(first) == "ModuleNotFoundError: No module named 'tune_attn.tune'"
+    assert failed_on(first) == "127.0.0.5"
     both = f"{first}Failure # 2 (occurred at 2026-11-26_15-52-53)\n{node_died}"
     assert error_reason(both) == (
         "The actor died unexpectedly before finishing this task. The actor died because its node has died. "
         "Node Id: 1248"
     )
+    assert failed_on(both) == "127.0.0.3"
+    assert failed_on("Failure # 1 (occurred at 2026-11-26_15-52-33)\nRuntimeError: boom") is None
     assert error_reason(ValueError("data.root: no images")) == "data.root: no images"
 
 

@@ -234,14 +234,15 @@ def _progress_callback(keys: list[str]) -> Any:
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             """A trial failed and Tune starts it again (``max_failures``): where, why, and from which epoch."""
-            node = (trial.last_result or {}).get("node_ip")
+            error = _error_text(trial)
+            node = failed_on(error) or (trial.last_result or {}).get("node_ip")
             saved = trial.latest_checkpoint_result
             epoch = saved.metrics.get("epoch") if saved is not None else None
             again = f"from its checkpoint of epoch {epoch}" if epoch else "from the start"
             tries = f" of {trial.max_failures + 1}" if trial.max_failures >= 0 else ""
             self.say(
                 f"{trial.trial_id}: failed{f' on {node}' if node else ''} (try {trial.num_failures}{tries}): "
-                f"{_error_of(trial)}; it starts again {again} | {self.status()}"
+                f"{_error_of(error)}; it starts again {again} | {self.status()}"
             )
 
         def on_trial_result(
@@ -283,7 +284,7 @@ def _progress_callback(keys: list[str]) -> Any:
             self.epochs.pop(trial.trial_id, None)
             status, reason, acc = self._count(trial, error)
             if error:
-                reason = _error_of(trial)
+                reason = _error_of(_error_text(trial))
             acc_text = f" val_accuracy {acc:.3f}" if isinstance(acc, float) else ""
             self.say(
                 f"{trial.trial_id}: {status}{acc_text}{' - ' + reason if reason else ''} | {self.status()}"
@@ -292,14 +293,28 @@ def _progress_callback(keys: list[str]) -> Any:
     return Progress()
 
 
-def _error_of(trial: Any) -> str:
-    """A failed trial's last error, one line (from its error file, which Tune writes in the driver's copy of
-    the trial folder)."""
+def _error_text(trial: Any) -> str:
+    """A failed trial's error file, which Tune writes in the driver's copy of the trial folder ("" if none)."""
     try:
-        text = Path(trial.error_file).read_text() if trial.error_file else ""
+        return Path(trial.error_file).read_text() if trial.error_file else ""
     except OSError:
-        text = ""
+        return ""
+
+
+def _error_of(text: str) -> str:
+    """A failed trial's last error, one line, from its error file's ``text``."""
     return error_reason(text) if text.strip() else "an error (see the trial's error.txt)"
+
+
+_RAY_IP = re.compile(r"\bip[=:] ?(\d{1,3}(?:\.\d{1,3}){3})\b")
+
+
+def failed_on(error: str) -> str | None:
+    """The node address where a trial's last failure happened, as Ray's error text names it (``ip=10.0.1.7``
+    in a task's error, ``ip: 10.0.1.7`` in an actor's), or None. A trial whose actor never started there has
+    no result from that node."""
+    found = _RAY_IP.findall(_FAILURE.split(error)[-1])
+    return found[-1] if found else None
 
 
 def _short(value: Any) -> str:
