@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -565,14 +566,40 @@ def test_wandb_problems_never_stop_a_sweep_and_are_told_once(tmp_path: Path) -> 
     assert not list(tmp_path.glob("badproject/**/offline-run-*"))
 
 
-def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    # A file:// URI takes the remote-storage path (as s3:// would): trials write in their working directory
-    # and Tune uploads it; the summary is written locally and uploaded.
-    result = run_sweep(
-        COLLAPSE_SPACE, SweepOptions(name="uri", storage=f"file://{tmp_path}/store", num_samples=2, seed=0)
-    )
-    assert result.path == f"file://{tmp_path}/store/uri" and result.wandb_mode == "offline"
-    folder = tmp_path / "store" / "uri"
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An S3 server on 127.0.0.1 (moto's) with a bucket ``sweeps``, and the environment that points every AWS
+    client here at it (as for MinIO or another S3-compatible store): the endpoint, keys, region, and no EC2
+    metadata lookups. Set before Ray starts, so its workers have it too. Yields the bucket's URI."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3").create_bucket(Bucket="sweeps")
+    yield "s3://sweeps"
+    server.stop()
+
+
+def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # An s3:// storage (a local S3 server): trials write in their working directory and Tune uploads it; the
+    # summary is written locally and uploaded. The sweep is copied back here to look at what it holds.
+    import pyarrow.fs
+
+    result = run_sweep(COLLAPSE_SPACE, SweepOptions(name="uri", storage=f"{s3}/store", num_samples=2, seed=0))
+    assert result.path == f"{s3}/store/uri" and result.wandb_mode == "offline"
+    folder = tmp_path / "uploaded"
+    pyarrow.fs.copy_files(result.path, str(folder))
     rows = json.loads((folder / "summary.json").read_text())
     assert len(rows) == 2 and (folder / "sweep.json").is_file() and (folder / "summary.csv").is_file()
     study = load_study(result.path)  # read back from the searcher state Tune uploaded
@@ -631,6 +658,6 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(ray_local, t
     assert [{**x, "run": ""} for x in read_sweep(here)] == [{**x, "run": ""} for x in read_sweep(folder)]
     r = subprocess.run([*cli, "fetch", result.path, str(here)], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and f"{here}: not an empty folder" in r.stderr
-    cmd = [sys.executable, "-m", "tune_attn.cli", "best", f"file://{tmp_path}/store/nothing"]
+    cmd = [sys.executable, "-m", "tune_attn.cli", "best", f"{s3}/store/nothing"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and f"file://{tmp_path}/store/nothing: no such sweep folder" in r.stderr
+    assert r.returncode == 2 and f"{s3}/store/nothing: no such sweep folder" in r.stderr
