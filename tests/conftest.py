@@ -13,6 +13,8 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def _cache_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Generated synthetic sets are cached in a fresh folder per test session, not in the user's home."""
     os.environ["TUNE_ATTN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    # Ray's usage stats off for the Ray instances tests start themselves (as `tune-attn sweep` does for its own).
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # wandb's own settings, caches and data stay in the test session too (runs go to each run folder).
     wandb_home = tmp_path_factory.mktemp("wandb-home")
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):

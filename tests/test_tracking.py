@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -167,3 +168,34 @@ def test_sync_command_expands_to_every_offline_run(tmp_path: Path) -> None:
         check=True,
     ).stdout.splitlines()
     assert sorted(listed) == sorted(str(r) for r in runs)
+
+
+_NAMES_LOOKED_UP = """
+import atexit, socket, sys
+from pathlib import Path
+looked_up = []
+real = socket.getaddrinfo
+def spy(host, *args, **kwargs):
+    looked_up.append(str(host))
+    return real(host, *args, **kwargs)
+socket.getaddrinfo = spy
+atexit.register(lambda: print(sorted(set(looked_up))))  # the last exit handler: after wandb's own
+from tune_attn.tracking import WandbOptions, WandbRun
+run = WandbRun(WandbOptions("offline"), Path(sys.argv[1]), name="n", id="offline-check", job_type="trial", config={})
+assert run.active, run.error
+run.run.log({"val_accuracy": 0.5}, step=1)  # as every epoch of a trial does
+run.finish("completed", summary={"val_accuracy": 0.5})
+"""
+
+
+def test_an_offline_run_looks_up_no_server(tmp_path: Path) -> None:
+    """An offline run asks for no host name but this machine's (wandb's own usage telemetry would look up
+    W&B's server from every run: it goes offline with the run). In a process of its own: wandb keeps that
+    telemetry per process."""
+    r = subprocess.run(
+        [sys.executable, "-c", _NAMES_LOOKED_UP, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = ast.literal_eval(r.stdout.strip().splitlines()[-1])  # the list printed last
+    assert not [n for n in names if n not in ("localhost", "127.0.0.1", "::1", "")], names
+    assert list(tmp_path.glob("wandb/offline-run-*"))

@@ -33,8 +33,11 @@ def _ray() -> str:
 
 
 def token_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for every node and the driver: token auth on, the token made if missing."""
-    env = {**(env or os.environ), "RAY_AUTH_MODE": "token"}
+    """The environment for every node and the driver: token auth on, the token made if missing; Ray's usage
+    stats off, and the one report a `ray start` head sends even then ("disabled") sent to a closed loopback
+    port, not to Ray's server: a loopback cluster sends nothing elsewhere."""
+    quiet = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/"}
+    env = {**quiet, **(env or os.environ), "RAY_AUTH_MODE": "token"}
     subprocess.run([_ray(), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     return env
 

@@ -113,6 +113,8 @@ class WandbRun:
         import wandb
 
         settings = wandb.Settings(silent=True, console="off", disable_git=True, init_timeout=60)
+        if mode == "offline":  # wandb's own process-wide telemetry too: it would reach for W&B's server
+            wandb.setup(settings=wandb.Settings(mode="offline"))
         return wandb.init(
             project=self.options.project,
             entity=self.options.entity,

@@ -368,7 +368,9 @@ def run_sweep(
             check_reachable(options.address, flag)
             connect(options.address, echo, flag)
         else:
-            # "local": always a new embedded Ray, never one that `ray start` left running on this machine
+            # "local": always a new embedded Ray, never one that `ray start` left running on this machine; without
+            # Ray's usage stats (unless asked for), which probe cloud metadata addresses and report to Ray's server
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
         misfit = trial_does_not_fit(ray.nodes(), options)
         if misfit and not options.address:  # Tune would wait for such a node forever
