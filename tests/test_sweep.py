@@ -570,28 +570,40 @@ def test_wandb_problems_never_stop_a_sweep_and_are_told_once(tmp_path: Path) -> 
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """An S3 server on 127.0.0.1 (moto's) with a bucket ``sweeps``, and the environment that points every AWS
     client here at it (as for MinIO or another S3-compatible store): the endpoint, keys, region, and no EC2
-    metadata lookups. Set before Ray starts, so its workers have it too. Yields the bucket's URI."""
+    metadata lookups; a local Ray whose workers have that environment too (Ray's processes do not see what
+    this process sets after it started, as they would for a user who set it before starting the sweep).
+    Yields the bucket's URI."""
     import boto3
+    import ray
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    for key, value in {
+    aws = {
         "AWS_ENDPOINT_URL": f"http://{host}:{port}",
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
+    }
+    for key, value in aws.items():
         monkeypatch.setenv(key, value)
     boto3.client("s3").create_bucket(Bucket="sweeps")
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        log_to_driver=False,
+        num_cpus=2,
+        runtime_env={"env_vars": aws},
+    )
     yield "s3://sweeps"
+    ray.shutdown()
     server.stop()
 
 
-def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # An s3:// storage (a local S3 server): trials write in their working directory and Tune uploads it; the
     # summary is written locally and uploaded. The sweep is copied back here to look at what it holds.
     import pyarrow.fs
