@@ -29,6 +29,13 @@ def _results(trial: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
+def _sweep_driver(cmd: list[str], cluster: localcluster.LocalCluster) -> subprocess.Popen:
+    """A sweep's driver process on ``cluster``, its output (both streams, lines wide enough not to wrap) read
+    from ``stdout``."""
+    env = {**cluster.env, "COLUMNS": "400"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 @pytest.fixture
 def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
     env = {**os.environ, "HOME": str(tmp_path / "home")}
@@ -57,13 +64,7 @@ def test_a_sweep_survives_a_lost_worker_node(cluster: localcluster.LocalCluster,
         "2",
     ]
     cmd += ["--no-prune", "--wandb", "off"]
-    driver = subprocess.Popen(
-        cmd,
-        env={**cluster.env, "COLUMNS": "300"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    driver = _sweep_driver(cmd, cluster)
     folder = tmp_path / "sweeps" / "mn"
     # Wait until a trial on the second worker (127.0.0.4) has reported epoch 2 or 3, then kill that node.
     victim, deadline = None, time.monotonic() + 240
@@ -172,13 +173,7 @@ def test_a_node_that_joins_a_running_sweep_is_checked(tmp_path: Path) -> None:
         cmd = [sys.executable, "-m", "tune_attn.cli", "sweep", str(ROOT / "search_spaces" / "smoke.yaml")]
         cmd += ["--address", cluster.address, "--storage", str(tmp_path / "sweeps"), "--name", "late"]
         cmd += ["--num-samples", "1", "--max-failures", "-1", "--wandb", "off"]
-        driver = subprocess.Popen(
-            cmd,
-            env={**cluster.env, "COLUMNS": "400"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        driver = _sweep_driver(cmd, cluster)
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(driver.stdout or []), daemon=True)
         reader.start()
