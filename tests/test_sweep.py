@@ -591,6 +591,8 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     for key, value in aws.items():
         monkeypatch.setenv(key, value)
     boto3.client("s3").create_bucket(Bucket="sweeps")
+    if ray.is_initialized():  # the module's Ray (ray_local) was started without this environment
+        ray.shutdown()
     ray.init(
         address="local",
         include_dashboard=False,
