@@ -144,9 +144,9 @@ class SweepResult:
     rows: list[dict[str, Any]]
     study: Any
     wandb_runs: list[Path] = field(default_factory=list)
+    """The offline W&B runs (trials and the sweep's own), for ``wandb sync``."""
     wandb_mode: str = "off"
     """How the sweep logged to W&B in the end: as asked, or ``off`` after a problem it told of at the start."""
-    """The offline W&B runs (trials and the sweep's own), for ``wandb sync``."""
     on_head: bool = False
     """The sweep ran on the cluster's head node (a Ray Client address): ``path`` is a path there."""
 
