@@ -8,6 +8,7 @@ medians (random / TPE: above 1 means TPE + pruning needed fewer trial-epochs). A
 as the whole budget plus one trial (a lower bound of the true cost), marked with ">".
 
     .venv/bin/python benchmarks/search_pays.py [--seeds 0 1 2] [--num-samples 10] [--targets 0.3 0.35 0.4] \\
+        [--arms tpe+pruning random tpe] \\
         [--set train.epochs=8]
 """
 
@@ -23,7 +24,9 @@ from typing import Any
 
 from tune_attn.tune.sweep import SweepOptions, run_sweep
 
-ARMS = {"tpe+pruning": ("tpe", True), "random": ("random", False)}
+ARMS = {"tpe+pruning": ("tpe", True), "random": ("random", False), "tpe": ("tpe", False)}
+"""Arm name -> (sampler, prune). The issue's comparison is the first two; ``tpe`` (TPE without pruning) can be
+added with ``--arms`` to tell the search's effect from the pruning's."""
 
 
 def trial_log(rows: list[dict[str, Any]]) -> list[tuple[int, bool, float]]:
@@ -54,12 +57,16 @@ def main() -> None:
     ap.add_argument(
         "--set", action="append", default=[], help="fix a key over the space, e.g. train.epochs=8"
     )
-    ap.add_argument("--json", help="also write the per-trial logs here")
+    ap.add_argument(
+        "--arms", nargs="+", choices=list(ARMS), default=["tpe+pruning", "random"], help="sweeps per seed"
+    )
+    ap.add_argument("--json", help="also write the per-trial logs here (after every sweep)")
     args = ap.parse_args()
-    logs: dict[str, dict[int, list[tuple[int, bool, float]]]] = {arm: {} for arm in ARMS}
+    logs: dict[str, dict[int, list[tuple[int, bool, float]]]] = {arm: {} for arm in args.arms}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            for arm, (sampler, prune) in ARMS.items():
+            for arm in args.arms:
+                sampler, prune = ARMS[arm]
                 t0 = time.perf_counter()
                 res = run_sweep(
                     args.space,
@@ -85,17 +92,19 @@ def main() -> None:
                     f"{time.perf_counter() - t0:.0f} s",
                     flush=True,
                 )
+                if args.json:
+                    Path(args.json).write_text(json.dumps({"args": vars(args), "logs": logs}, indent=1))
     for target in args.targets:
         medians = {}
-        for arm in ARMS:
+        for arm in args.arms:
             costs = [cost_to_reach(logs[arm][s], target) for s in args.seeds]
             medians[arm] = statistics.median(c for c, _ in costs)
             shown = ", ".join(f"{'' if ok else '>'}{c}" for c, ok in costs)
             print(f"target {target:.2f} {arm:12s}: trial-epochs per seed [{shown}], median {medians[arm]:g}")
-        ratio = medians["random"] / medians["tpe+pruning"]
-        print(f"target {target:.2f}: ratio of medians random / tpe+pruning: {ratio:.2f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "logs": logs}, indent=1))
+        for arm in args.arms:
+            if arm != "random" and "random" in medians:
+                ratio = medians["random"] / medians[arm]
+                print(f"target {target:.2f}: ratio of medians random / {arm}: {ratio:.2f}")
 
 
 if __name__ == "__main__":
