@@ -489,6 +489,83 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     assert len(list(tmp_path.glob("r/trial_*/run/wandb/offline-run-*"))) >= 6
 
 
+def test_a_sweep_stopped_with_ctrl_c_says_so_and_its_command_resumes_it(tmp_path: Path) -> None:
+    import shlex
+    import signal
+
+    from tune_attn.export import rank, read_sweep
+
+    args = ["sweep", str(ROOT / "search_spaces" / "smoke.yaml"), "--storage", str(tmp_path), "--name", "c"]
+    args += ["--num-samples", "2", "--max-concurrent", "1", "--set", "train.epochs=8", "--no-prune"]
+    args += ["--progress-every", "0"]
+    env = {**os.environ, "COLUMNS": "300", "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tune_attn.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    assert driver.stdout is not None
+    seen = []
+    for line in driver.stdout:
+        seen.append(line)
+        if re.search(r"\(\w+ epoch 2/8\)", line):  # the first trial is training
+            os.killpg(driver.pid, signal.SIGINT)  # Ctrl+C in a terminal: the driver's whole process group
+            break
+    out = "".join(seen) + driver.stdout.read()
+    assert driver.wait(timeout=120) == 130, out  # a shell's code for a command stopped by Ctrl+C
+    assert "sweep finished" not in out and "Tuner.restore" not in out, out
+    said = re.search(
+        r"^sweep interrupted: 1 interrupted; 1 of 2 trials not started yet\. Continue it with: (.*)$",
+        out,
+        re.M,
+    )
+    assert said, out
+    again = shlex.split(said.group(1))
+    assert again[:1] == ["tune-attn"] and again[1:] == [*args, "--resume"]  # this command, with --resume
+    (row,) = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert row["status"] == "interrupted" and row["epochs"] >= 2, row  # not "stopped:asha" (no scheduler ran)
+    assert row["reason"] == f"interrupted after epoch {row['epochs']} of 8; --resume continues it"
+    (told,) = load_study(str(tmp_path / "c")).trials
+    assert told.state == TrialState.RUNNING  # Optuna was told nothing: the trial goes on when resumed
+    board, pick = rank(read_sweep(tmp_path / "c"))
+    assert [r["status"] for r in board] == ["interrupted"] and pick is None  # listed, never picked
+    (folder,) = (Path(row["path"]) / "run" / "wandb").glob("offline-run-*")
+    run = OfflineRun.read(folder)  # the trial's W&B run says the same (not "stopped:asha")
+    assert run.summary["status"] == "interrupted" and run.tags == ["interrupted"] and run.exited
+    # It may have trained one more epoch than Tune heard of before it was stopped (Tune resumes it from the
+    # checkpoint Tune saved).
+    said_there = re.fullmatch(
+        r"interrupted after epoch (\d+) of 8; --resume continues it", run.summary["reason"]
+    )
+    assert said_there and int(said_there.group(1)) in (row["epochs"], row["epochs"] + 1), run.summary
+    interrupted_at = row["epochs"]
+
+    r = subprocess.run(
+        [sys.executable, "-m", "tune_attn.cli", *again[1:]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "sweep finished: 2 completed" in r.stdout, r.stdout
+    rows = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert [row["status"] for row in rows] == ["completed", "completed"]
+    epochs = [
+        json.loads(x)["epoch"] for x in (Path(rows[0]["path"]) / "result.json").read_text().splitlines()
+    ]
+    assert epochs[:interrupted_at] == list(range(1, interrupted_at + 1)) and epochs[-1] == 8, epochs
+    assert epochs.count(1) == 1 and set(epochs) == set(range(1, 9))  # went on from its checkpoint
+    study = load_study(str(tmp_path / "c"))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert [r["status"] for r in read_sweep(tmp_path / "c")] == ["completed", "completed"]
+    first, again_run = sorted((Path(rows[0]["path"]) / "run" / "wandb").glob("offline-run-*"))
+    assert first == folder and OfflineRun.read(again_run).summary["status"] == "completed"
+
+
 def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     space = ROOT / "tests" / "data" / "space_failing.yaml"
     data = tmp_path / "one-image"  # a data set too small to split: each imagefolder trial fails in its setup

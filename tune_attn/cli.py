@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -239,7 +241,18 @@ def sweep(
         result = run_sweep(space, options, echo=lambda line: console.print(line, highlight=False))
     except (SpaceError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"sweep finished: {count_statuses(r['status'] for r in result.rows)}", highlight=False)
+    counts = count_statuses(r["status"] for r in result.rows)
+    if result.interrupted:
+        waiting = result.planned - len(result.rows)
+        again = [*sys.argv[1:], *([] if "--resume" in sys.argv else ["--resume"])]  # this very command
+        console.print(
+            f"sweep interrupted: {counts or 'no trial started'}"
+            + (f"; {waiting} of {result.planned} trials not started yet" if waiting > 0 else "")
+            + f". Continue it with: tune-attn {shlex.join(again)}",
+            highlight=False,
+        )
+    else:
+        console.print(f"sweep finished: {counts}", highlight=False)
     best = max(
         (r for r in result.rows if r["status"] == "completed"),
         key=lambda r: r["last_val_accuracy"],
@@ -271,6 +284,8 @@ def sweep(
         f"tune-attn best {result.path} --export DIR",
         highlight=False,
     )
+    if result.interrupted:
+        raise typer.Exit(130)  # as a shell reports a command stopped by Ctrl+C
 
 
 MetricOpt = Annotated[

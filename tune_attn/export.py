@@ -35,7 +35,7 @@ from tune_attn import panels
 from tune_attn.config import ConfigError, RunConfig, load_config
 from tune_attn.data.folders import load_rgb
 from tune_attn.models.classifier import build_model
-from tune_attn.run import CHECKPOINT, is_last_epoch, load_checkpoint, panel_path, run_status
+from tune_attn.run import CHECKPOINT, INTERRUPTED, is_last_epoch, load_checkpoint, panel_path, run_status
 from tune_attn.tune.sweep import SWEEP_RECORD
 
 METRICS = ("last_val_accuracy", "best_val_accuracy")
@@ -129,8 +129,9 @@ def fetch_sweep(uri: str, dest: Path, trial: str | None = None, everything: bool
 
 def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
     """One row per trial: trial id, status and reason, accuracies, epochs, detector verdict, mask figures, the
-    flat config and the run folder. Works while the sweep runs (a trial still training is ``running``); a
-    trial that failed before its first epoch is known only once the sweep has finished (``summary.json``)."""
+    flat config and the run folder. Works while the sweep runs (a trial still training is ``running``; one that
+    a Ctrl+C stopped is ``interrupted`` until a resumed sweep finishes it); a trial that failed before its first
+    epoch is known only once the sweep has finished (``summary.json``)."""
     folder = Path(experiment)
     if not folder.is_dir():
         raise BundleError(f"{folder}: no such sweep folder")
@@ -146,6 +147,8 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
         last = history[-1]
         trial_id = run.parent.name.removeprefix("trial_")
         done = final.get(trial_id)
+        if done is not None and done["status"] == INTERRUPTED and is_last_epoch(last):
+            done = None  # a resumed sweep has finished it since
         if done is not None:
             status, reason = done["status"], done.get("reason", "")
         elif is_last_epoch(last):
@@ -215,7 +218,7 @@ def rank(
         ok = min_object_mass is None or (isinstance(quality, (int, float)) and quality >= min_object_mass)
         return r["status"] == "completed" and r.get("detector.kind") == "healthy" and ok
 
-    shown = [r for r in rows if show_pruned or r["status"] in ("completed", "running")]
+    shown = [r for r in rows if show_pruned or r["status"] in ("completed", "running", INTERRUPTED)]
     board = sorted(shown, key=value, reverse=True)
     best = max((r for r in rows if eligible(r)), key=value, default=None)
     return board, best

@@ -213,6 +213,22 @@ def verdict_metrics(verdict: Verdict) -> dict[str, Any]:
     }
 
 
+INTERRUPTED = "interrupted"
+"""The status of a sweep trial that was still training (or waiting to start) when the sweep was stopped
+(Ctrl+C); ``--resume`` continues it from its last checkpoint."""
+
+
+def interrupted_reason(last: dict[str, Any] | None) -> str:
+    """The reason of an :data:`INTERRUPTED` trial whose last epoch's metrics were ``last``."""
+    epoch = (last or {}).get("epoch")
+    where = (
+        f"after epoch {epoch} of {(last or {}).get('epochs_budget', '?')}"
+        if epoch
+        else "before its first epoch"
+    )
+    return f"interrupted {where}; --resume continues it"
+
+
 def run_status(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[str, str]:
     """(status, reason) of a finished run (a sweep trial) from its last result: ``completed``,
     ``pruned:<kind>`` (the degeneracy monitor stopped it), ``stopped:asha`` (ended before its epoch budget

@@ -9,6 +9,9 @@ pulling TPE towards collapsing regions; and a NaN metric leaves the Optuna trial
 - PRUNED with ``prune_reason = "stopped:asha"`` when it ended before its epoch budget without an error;
 - FAIL on an error or a non-finite metric;
 - COMPLETE otherwise, with its last metric.
+
+A trial that a Ctrl+C stopped is not told anything: it stays RUNNING in the study, and a resumed sweep
+finishes it.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tune_attn.run import METRIC
+from tune_attn.run import INTERRUPTED, METRIC, interrupted_reason
 from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.summary import count_statuses, write_plots, write_table
@@ -57,6 +57,13 @@ NODE_CHECK_TIMEOUT = 60.0
 """Seconds the check before the first trial waits for the nodes' answers."""
 node_watch: NodeWatch | None = None
 """The running sweep's :class:`NodeWatch` (read by name from its Tune callback), None between sweeps."""
+planned_trials: int | None = None
+"""How many trials the running sweep was started with (a resumed one: its own), as Tune tells its callbacks at
+every (re)start; read by name like ``progress_every``."""
+ended_trials: set[str] = set()
+"""The ids of the running sweep's trials that ended (completed, stopped or failed), as its progress callback
+saw them, those a resumed sweep had finished before included: a trial not in it was stopped by a Ctrl+C (Tune
+marks those TERMINATED too)."""
 SUMMARY_FIGURES = (
     "detector.kind",
     "mask.entropy",
@@ -149,6 +156,14 @@ class SweepResult:
     """How the sweep logged to W&B in the end: as asked, or ``off`` after a problem it told of at the start."""
     on_head: bool = False
     """The sweep ran on the cluster's head node (a Ray Client address): ``path`` is a path there."""
+    planned: int = 0
+    """How many trials the sweep was started with (a resumed sweep keeps its own number)."""
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the sweep was stopped before its end (Ctrl+C): some trials did not finish, or never
+        started; ``--resume`` continues it."""
+        return any(r["status"] == INTERRUPTED for r in self.rows) or len(self.rows) < self.planned
 
 
 def _searcher(space: SearchSpace, options: SweepOptions) -> tuple[Any, Any]:
@@ -193,7 +208,9 @@ def _progress_callback(keys: list[str]) -> Any:
             **info: Any,
         ) -> None:  # at the start of every run, a resumed one too
             # by name: the module itself, not the copy of its globals pickled with this class
-            self.every = float(importlib.import_module(module).progress_every)
+            sweep = importlib.import_module(module)
+            self.every = float(sweep.progress_every)
+            vars(sweep)["planned_trials"] = total_num_samples
             self.ended: list[str] = []  # the finished trials' statuses
             self.best = -math.inf
             self.epochs: dict[str, tuple[int, int]] = {}  # trial id -> (epoch, epochs budget)
@@ -273,6 +290,7 @@ def _progress_callback(keys: list[str]) -> Any:
             self._done(trial, error=True)
 
         def _count(self, trial: Any, error: bool) -> tuple[str, str, Any]:
+            importlib.import_module(module).ended_trials.add(trial.trial_id)
             status, reason = run_status(trial.last_result, error, METRIC)
             self.ended.append(status)
             acc = (trial.last_result or {}).get(METRIC)
@@ -804,6 +822,9 @@ def _run(
     storage = options.storage_path()
     path = f"{storage.rstrip('/')}/{options.name}"
     remote = "://" in path
+    scheduler_name = options.scheduler
+    with contextlib.suppress(OSError, ValueError, KeyError):  # a resumed sweep keeps the one it started with
+        scheduler_name = json.loads((Path(path) / SWEEP_RECORD).read_text())["options"]["scheduler"]
     trainable = tune.with_resources(
         tune.with_parameters(
             AttentionTrial,
@@ -811,6 +832,7 @@ def _run(
             wandb=wandb,
             experiment=None if remote else path,
             sweep=options.name,
+            scheduler=scheduler_name,
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
@@ -859,13 +881,15 @@ def _run(
                     verbose=0,
                 ),
             )
-        global progress_every
-        progress_every = options.progress_seconds
-        grid = tuner.fit()
+        global progress_every, planned_trials
+        progress_every, planned_trials = options.progress_seconds, None
+        ended_trials.clear()
+        with _without_tunes_resume_line():
+            grid = tuner.fit()
     # A restored sweep's searcher lives inside the restored Tuner: read its study from the saved state.
     study = search.study if search is not None else load_study(path)
-    rows = summary_rows(grid, space, study)
-    result = SweepResult(path, rows, study, wandb_mode=wandb.mode)
+    rows = summary_rows(grid, space, study, ended_trials)
+    result = SweepResult(path, rows, study, wandb_mode=wandb.mode, planned=planned_trials or len(rows))
     if not remote:
         write_table(Path(path), rows)
         plots = write_plots(Path(path), rows, study)
@@ -883,6 +907,22 @@ def _run(
             log_sweep_run(wandb, Path(tmp), options, space, rows, plots, echo)
             pyarrow.fs.copy_files(tmp, path)
     return result
+
+
+@contextlib.contextmanager
+def _without_tunes_resume_line() -> Iterator[None]:
+    """Leave out Tune's own advice after a Ctrl+C (``Resume experiment with: Tuner.restore(...)``, Python API):
+    the sweep's caller tells how to go on with tune-attn's flags."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Experiment has been interrupted")
+
+    logger = logging.getLogger("ray.tune.tune")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def log_sweep_run(
@@ -1000,22 +1040,31 @@ def error_reason(error: BaseException | str) -> str:
     return " ".join(line for line in lines if line[:1] not in (" ", "\t"))[:500]
 
 
-def summary_rows(grid: Any, space: SearchSpace, study: Any = None) -> list[dict[str, Any]]:
+def summary_rows(
+    grid: Any, space: SearchSpace, study: Any = None, ended: set[str] | None = None
+) -> list[dict[str, Any]]:
     """One row per trial, in the order the search proposed them (the Optuna trial ``number``): searched
-    config, best / last accuracy, status and reason, epochs, mask figures."""
+    config, best / last accuracy, status and reason, epochs, mask figures. ``ended``: the ids of the trials
+    that ended (:data:`ended_trials`); the others are ``interrupted``. None: every trial in ``grid`` ended."""
     from tune_attn.run import run_status
     from tune_attn.tune.searcher import RAY_TRIAL_ID
 
     numbers = {t.user_attrs.get(RAY_TRIAL_ID): t.number for t in (study.trials if study else [])}
+    # Tune's own trials, in the grid's order: the id of a trial that never reported (waiting when interrupted)
+    analysis = getattr(grid, "_experiment_analysis", None)
+    trials = list(getattr(analysis, "trials", None) or [])
     rows = []
-    for result in grid:
+    for i, result in enumerate(grid):
         last = result.metrics or {}
         hist = result.metrics_dataframe
         accs = list(hist[METRIC]) if hist is not None and METRIC in hist else []
         status, reason = run_status(last, result.error is not None, METRIC)
+        trial = trials[i] if i < len(trials) else None
+        trial_id = last.get("trial_id") or (trial.trial_id if trial is not None else "")
         if result.error is not None:
             reason = error_reason(result.error)
-        trial_id = last.get("trial_id", "")
+        elif ended is not None and trial_id not in ended:
+            status, reason = INTERRUPTED, interrupted_reason(last)
         row: dict[str, Any] = {"trial_id": trial_id, "number": numbers.get(trial_id), "status": status}
         row["reason"] = reason
         row.update({k: result.config.get(k) for k in space.searched_keys()})

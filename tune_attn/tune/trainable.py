@@ -20,7 +20,15 @@ import torch
 from ray import tune
 
 from tune_attn.engine import EpochResult
-from tune_attn.run import CHECKPOINT, is_last_epoch, load_checkpoint, panel_path, run_epochs
+from tune_attn.run import (
+    CHECKPOINT,
+    INTERRUPTED,
+    interrupted_reason,
+    is_last_epoch,
+    load_checkpoint,
+    panel_path,
+    run_epochs,
+)
 from tune_attn.tracking import WandbOptions, WandbRun, run_id
 from tune_attn.tune.search import config_from_flat
 
@@ -43,12 +51,15 @@ class AttentionTrial(tune.Trainable):
         wandb: WandbOptions | None = None,
         experiment: str | None = None,
         sweep: str = "sweep",
+        scheduler: str = "none",
     ) -> None:
         """``experiment``: the sweep's local (or shared) folder, where the trial's run folder (panels, metrics,
         W&B run) is written; None for a remote storage: then the trial's working directory, which Tune
-        uploads (``SyncConfig(sync_artifacts=True)``)."""
+        uploads (``SyncConfig(sync_artifacts=True)``). ``scheduler``: the sweep's (``asha`` or ``none``):
+        without one, a trial stopped before its last epoch was interrupted (Ctrl+C), not stopped early."""
         self.cfg = config_from_flat(config)
         self.prune = prune
+        self.scheduler = scheduler
         resources = self.trial_resources.required_resources if self.trial_resources else {}
         self.resources = {
             "resources.cpu": float(resources.get("CPU", 0)),
@@ -115,7 +126,12 @@ class AttentionTrial(tune.Trainable):
     def cleanup(self) -> None:
         """Close the W&B run with the trial's status (Tune calls this however the trial ends); with a remote
         storage, upload the run folder once more so that the W&B run's end reaches it."""
-        self.wb.end(self.last, self.error)
+        stopped = self.error is None or isinstance(self.error, SystemExit)  # by Tune, between or in a step
+        ended = bool(self.last) and is_last_epoch(self.last)
+        if stopped and not ended and (self.scheduler != "asha" or not self.last):  # ASHA stops after a result
+            self.wb.finish(INTERRUPTED, interrupted_reason(self.last))
+        else:
+            self.wb.end(self.last, self.error)
         storage = getattr(self, "_storage", None)  # Tune's StorageContext of this trial (ray 2.60)
         if storage is not None and storage.sync_config.sync_artifacts:
             storage.persist_artifacts(force=True)
