@@ -489,7 +489,7 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     assert len(list(tmp_path.glob("r/trial_*/run/wandb/offline-run-*"))) >= 6
 
 
-def test_a_sweep_stopped_with_ctrl_c_says_so_and_its_command_resumes_it(tmp_path: Path) -> None:
+def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_it(tmp_path: Path) -> None:
     import shlex
     import signal
 
@@ -543,6 +543,31 @@ def test_a_sweep_stopped_with_ctrl_c_says_so_and_its_command_resumes_it(tmp_path
     assert said_there and int(said_there.group(1)) in (row["epochs"], row["epochs"] + 1), run.summary
     interrupted_at = row["epochs"]
 
+    # Resumed, then stopped with a SIGTERM to the driver alone (`kill PID`, a container being stopped): the
+    # same clean stop as Ctrl+C (before, the driver aborted with a stack dump and wrote no summary).
+    resumed = subprocess.Popen(
+        [sys.executable, "-m", "tune_attn.cli", *again[1:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    assert resumed.stdout is not None
+    seen = []
+    for line in resumed.stdout:
+        seen.append(line)
+        if re.search(r"\(\w+ epoch \d/8\)", line):
+            resumed.send_signal(signal.SIGTERM)
+            break
+    out = "".join(seen) + resumed.stdout.read()
+    assert resumed.wait(timeout=120) == 130, out
+    assert "resuming the sweep" in out and re.search(
+        r"^sweep interrupted: 1 interrupted; 1 of 2 trials", out, re.M
+    )
+    (row,) = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert row["status"] == "interrupted" and row["epochs"] > interrupted_at, (row, out)
+
     r = subprocess.run(
         [sys.executable, "-m", "tune_attn.cli", *again[1:]],
         capture_output=True,
@@ -562,8 +587,8 @@ def test_a_sweep_stopped_with_ctrl_c_says_so_and_its_command_resumes_it(tmp_path
     study = load_study(str(tmp_path / "c"))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert [r["status"] for r in read_sweep(tmp_path / "c")] == ["completed", "completed"]
-    first, again_run = sorted((Path(rows[0]["path"]) / "run" / "wandb").glob("offline-run-*"))
-    assert first == folder and OfflineRun.read(again_run).summary["status"] == "completed"
+    first, *_, last = sorted((Path(rows[0]["path"]) / "run" / "wandb").glob("offline-run-*"))
+    assert first == folder and OfflineRun.read(last).summary["status"] == "completed"
 
 
 def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -884,7 +884,7 @@ def _run(
         global progress_every, planned_trials
         progress_every, planned_trials = options.progress_seconds, None
         ended_trials.clear()
-        with _without_tunes_resume_line():
+        with _without_tunes_resume_line(), _sigterm_as_ctrl_c():
             grid = tuner.fit()
     # A restored sweep's searcher lives inside the restored Tuner: read its study from the saved state.
     study = search.study if search is not None else load_study(path)
@@ -907,6 +907,28 @@ def _run(
             log_sweep_run(wandb, Path(tmp), options, space, rows, plots, echo)
             pyarrow.fs.copy_files(tmp, path)
     return result
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """While Tune runs, a SIGTERM (``kill PID``, a stopped container or job) stops the sweep as Ctrl+C does:
+    Tune saves its state, the summary and the W&B runs are written. Tune itself stops only on SIGINT; before,
+    a SIGTERM aborted the driver with a stack dump. A second Ctrl+C or SIGTERM ends the process at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # a sweep run from a Ray Client
+        yield
+        return
+
+    def forward(signum: int, frame: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # to whatever handles SIGINT now: Tune's, then Python's
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager
