@@ -126,6 +126,36 @@ def test_a_failed_trial_is_told_by_its_last_failure() -> None:
     assert error_reason(ValueError("data.root: no images")) == "data.root: no images"
 
 
+def test_a_node_answering_the_start_check_late_is_not_called_one_that_joined(
+    ray_local, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import ray
+
+    from tune_attn.tune.sweep import NodeWatch, _look
+
+    watch = NodeWatch(SweepOptions(), [], tmp_path)
+    # Two real look tasks, as the watch sends them, standing for two other nodes (this machine has one): one
+    # that was there at the start but answered only after the start check's wait, one that joined since.
+    look = ray.remote(_look)
+    watch.pending[look.remote(str(tmp_path / "not-the-marker"), [])] = ("id-a", "10.0.0.7")
+    watch.pending[look.remote(None, [str(tmp_path / "no-data")])] = ("id-b", "10.0.0.8")
+    watch.late = {"10.0.0.7"}
+    ray.wait(list(watch.pending), num_returns=2, timeout=60)
+    lines: list[str] = []
+    watch.poll(lines.append, force=True)
+    watch.close()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(
+        f"a node that answered the start check late: --storage {tmp_path}: Ray node 10.0.0.7 "
+    )
+    assert (
+        lines[1].startswith("a node that joined the sweep: ")
+        and "no-data is not a folder on Ray node 10.0.0.8" in lines[1]
+    )
+    assert all(line.endswith("after the node is mended") for line in lines)
+    assert not watch.pending
+
+
 def test_trial_status_from_last_result() -> None:
     assert run_status(None, True, "acc") == ("error", "the trial raised an error (see its error.txt)")
     assert run_status({"acc": float("nan")}, False, "acc") == ("error", "acc is nan")

@@ -512,6 +512,7 @@ class NodeWatch:
         self.storage = str(folder) if folder is not None else ""
         self.here = ray.get_runtime_context().get_node_id()
         self.asked: set[str] = set()  # node ids looked at (or being looked at)
+        self.late: set[str] = set()  # addresses of the nodes that had not answered the start check in time
         self.pending: dict[Any, tuple[str, str]] = {}  # look task -> (node id, node address)
         self.last_poll = -math.inf
         self.marker = None
@@ -550,9 +551,11 @@ class NodeWatch:
             self.pending[task] = (node_id, ip)
         return found
 
-    def answers(self, timeout: float, found: NodeCheck | None = None) -> NodeCheck:
-        """What the nodes asked found, of those that answer within ``timeout`` seconds (the others stay asked).
-        A node that died meanwhile is left out."""
+    def answers(
+        self, timeout: float, found: NodeCheck | None = None, late: NodeCheck | None = None
+    ) -> NodeCheck:
+        """What the nodes asked found, of those that answer within ``timeout`` seconds (the others stay asked);
+        with ``late``, what the nodes in :attr:`late` found goes there. A node that died meanwhile is left out."""
         import ray
 
         import tune_attn
@@ -561,8 +564,10 @@ class NodeWatch:
         if not self.pending:
             return found
         done, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=timeout)
+        joined = found
         for task in done:
             node_id, ip = self.pending.pop(task)
+            found = late if late is not None and ip in self.late else joined
             try:
                 seen, version, missing = ray.get(task)
             except ray.exceptions.RayError as exc:
@@ -575,7 +580,7 @@ class NodeWatch:
                 found.no_data[ip] = missing
             if version != tune_attn.__version__:
                 found.versions[ip] = version
-        return found
+        return joined
 
     def waiting(self) -> list[str]:
         """The addresses of the nodes asked that have not answered yet."""
@@ -590,15 +595,20 @@ class NodeWatch:
         if not force and now - self.last_poll < self.every:
             return
         self.last_poll = now
-        found = self.answers(0.0, self.ask())
-        note = found.note()
-        if note:
-            echo(note)
-        for problem in found.problems(self.source, self.storage):
-            echo(
-                f"a node that joined the sweep: {problem}. The sweep goes on; trials that fail there end in error "
-                "once --max-failures is spent, and --resume starts them again after the node is mended"
-            )
+        late = NodeCheck()
+        joined = self.answers(0.0, self.ask(), late)
+        for found, who in (
+            (late, "a node that answered the start check late"),
+            (joined, "a node that joined the sweep"),
+        ):
+            note = found.note()
+            if note:
+                echo(note)
+            for problem in found.problems(self.source, self.storage):
+                echo(
+                    f"{who}: {problem}. The sweep goes on; trials that fail there end in error once --max-failures "
+                    "is spent, and --resume starts them again after the node is mended"
+                )
 
     def close(self) -> None:
         if self.marker is not None:
@@ -621,7 +631,8 @@ def watching_nodes(
             echo(note)
         if problems:
             raise ValueError("; and ".join(problems))
-        if watch.waiting():
+        watch.late = set(watch.waiting())
+        if watch.late:
             echo(
                 f"note: {_nodes(watch.waiting())} did not answer the node check within {NODE_CHECK_TIMEOUT:g} s; "
                 "what it finds is shown when it answers"
