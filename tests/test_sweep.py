@@ -401,6 +401,19 @@ def test_sweep_options_are_checked_before_ray_starts(tmp_path: Path) -> None:
         SweepOptions(startup_trials=0)
     with pytest.raises(ValueError, match="--wandb: 'cloud' is not valid"):
         SweepOptions(wandb="cloud")
+    for name in ("..", ".", "a/b"):  # ".." would make the storage folder's parent the sweep
+        with pytest.raises(
+            ValueError, match=r"--name: .*; a folder name without '/' is needed \(not '\.' or '\.\.'\)"
+        ):
+            SweepOptions(name=name)
+    # A --storage that cannot be a folder fails with its name before Ray starts (was Tune's traceback).
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match=f"--storage {tmp_path / 'a-file'}: a file, not a folder"):
+        run_sweep(COLLAPSE_SPACE, SweepOptions(storage=str(tmp_path / "a-file")))
+    with pytest.raises(
+        ValueError, match=r"--storage .*a-file/sweeps: cannot make this folder \(Not a directory\)"
+    ):
+        run_sweep(COLLAPSE_SPACE, SweepOptions(storage=str(tmp_path / "a-file" / "sweeps")))
     assert [SweepOptions(num_samples=n).tpe_startup_trials() for n in (8, 16, 40, 100)] == [4, 4, 10, 10]
     assert SweepOptions(startup_trials=2).tpe_startup_trials() == 2
 
@@ -619,6 +632,16 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
     assert [r["status"] for r in read_sweep(tmp_path / "c")] == ["completed", "completed"]
     first, *_, last = sorted((Path(rows[0]["path"]) / "run" / "wandb").glob("offline-run-*"))
     assert first == folder and OfflineRun.read(last).summary["status"] == "completed"
+    # Once more on the finished sweep: Tune has nothing to run (its loop takes no step), and it is finished.
+    r = subprocess.run(
+        [sys.executable, "-m", "tune_attn.cli", *again[1:]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == 0 and "sweep finished: 2 completed" in r.stdout, r.stdout + r.stderr[-2000:]
+    assert ": started" not in r.stdout
 
 
 def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -60,10 +60,11 @@ node_watch: NodeWatch | None = None
 planned_trials: int | None = None
 """How many trials the running sweep was started with (a resumed one: its own), as Tune tells its callbacks at
 every (re)start; read by name like ``progress_every``."""
-ended_trials: set[str] = set()
+ended_trials: set[str] | None = None
 """The ids of the running sweep's trials that ended (completed, stopped or failed), as its progress callback
 saw them, those a resumed sweep had finished before included: a trial not in it was stopped by a Ctrl+C (Tune
-marks those TERMINATED too)."""
+marks those TERMINATED too). None until Tune's loop takes its first step (a resumed sweep that had finished
+takes none)."""
 SUMMARY_FIGURES = (
     "detector.kind",
     "mask.entropy",
@@ -126,8 +127,8 @@ class SweepOptions:
             raise ValueError(f"--startup-trials: {self.startup_trials}; must be >= 1")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler: {self.sampler!r} is not valid; choose {' or '.join(SAMPLERS)}")
-        if not self.name or "/" in self.name:
-            raise ValueError(f"--name: {self.name!r}; a folder name without '/' is needed")
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ValueError(f"--name: {self.name!r}; a folder name without '/' is needed (not '.' or '..')")
         self.wandb_options()  # checks --wandb
 
     def tpe_startup_trials(self) -> int:
@@ -222,6 +223,7 @@ def _progress_callback(keys: list[str]) -> Any:
         def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
             if not self.caught_up:
                 self.caught_up = True
+                vars(importlib.import_module(module))["ended_trials"] = set()
                 for trial in trials:
                     if trial.status in ("TERMINATED", "ERROR"):
                         self._count(trial, trial.status == "ERROR")
@@ -370,6 +372,8 @@ def run_sweep(
             "the sweep runs on the cluster's head node: give an absolute path there, on a file system every node "
             "mounts, or a URI such as s3://bucket/sweeps"
         )
+    if not client and "://" not in options.storage:
+        check_storage_folder(Path(options.storage_path()))
     wandb = options.wandb_options()
     problem = wandb.problem()
     if problem:
@@ -400,6 +404,22 @@ def run_sweep(
     if ray.util.client.ray.is_connected():
         return _on_head(space, options, wandb, space_file, echo)
     return _run(space, options, wandb, space_file, echo)
+
+
+def check_storage_folder(folder: Path) -> None:
+    """Make the local --storage folder, or fail with a ValueError that names it, when it cannot be made or
+    written (before Ray starts, rather than as Tune's traceback)."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--storage {folder}: a file, not a folder; give a folder (it is made if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"--storage {folder}: cannot make this folder ({exc.strerror or exc}); give a folder you can write, "
+            "or a URI such as s3://bucket/sweeps"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--storage {folder}: this folder is not writable; give a folder you can write")
 
 
 def holds_a_trial(resources: dict[str, float], options: SweepOptions) -> bool:
@@ -892,9 +912,8 @@ def _run(
                     verbose=0,
                 ),
             )
-        global progress_every, planned_trials
-        progress_every, planned_trials = options.progress_seconds, None
-        ended_trials.clear()
+        global progress_every, planned_trials, ended_trials
+        progress_every, planned_trials, ended_trials = options.progress_seconds, None, None
         with _without_tunes_resume_line(), _sigterm_as_ctrl_c():
             grid = tuner.fit()
     # A restored sweep's searcher lives inside the restored Tuner: read its study from the saved state.
@@ -1073,12 +1092,17 @@ def error_reason(error: BaseException | str) -> str:
     return " ".join(line for line in lines if line[:1] not in (" ", "\t"))[:500]
 
 
+def _unfinished(trial: Any) -> bool:
+    return trial is not None and trial.status not in ("TERMINATED", "ERROR")
+
+
 def summary_rows(
     grid: Any, space: SearchSpace, study: Any = None, ended: set[str] | None = None
 ) -> list[dict[str, Any]]:
     """One row per trial, in the order the search proposed them (the Optuna trial ``number``): searched
     config, best / last accuracy, status and reason, epochs, mask figures. ``ended``: the ids of the trials
-    that ended (:data:`ended_trials`); the others are ``interrupted``. None: every trial in ``grid`` ended."""
+    that ended (:data:`ended_trials`); the others are ``interrupted``. None: Tune's loop took no step, so no
+    trial was stopped and Tune's own statuses hold (those not TERMINATED or ERROR are ``interrupted``)."""
     from tune_attn.run import run_status
     from tune_attn.tune.searcher import RAY_TRIAL_ID
 
@@ -1096,7 +1120,7 @@ def summary_rows(
         trial_id = last.get("trial_id") or (trial.trial_id if trial is not None else "")
         if result.error is not None:
             reason = error_reason(result.error)
-        elif ended is not None and trial_id not in ended:
+        elif trial_id not in ended if ended is not None else _unfinished(trial):
             status, reason = INTERRUPTED, interrupted_reason(last)
         row: dict[str, Any] = {"trial_id": trial_id, "number": numbers.get(trial_id), "status": status}
         row["reason"] = reason
