@@ -58,6 +58,12 @@ def test_bad_input_fails_before_training_with_a_clear_message(tmp_path: Path) ->
     assert r.returncode == 2 and "nowhere is not a folder" in r.stderr and "cifar-10-batches-py" in r.stderr
     r = _cli("train", "--config", "missing.yaml", cwd=tmp_path)
     assert r.returncode == 2 and "missing.yaml: no such file" in r.stderr
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "a-file").write_text("")
+    r = _cli("train", "--out", "a-file", *_sets(), cwd=tmp_path)  # was a NotADirectoryError traceback
+    assert r.returncode == 2 and "--out a-file: a file, not a folder" in r.stderr, r.stderr
+    r = _cli("train", "--out", "a-file/run", *_sets(), cwd=tmp_path)
+    assert r.returncode == 2 and "--out a-file/run: cannot be made (a-file is a file)" in r.stderr, r.stderr
 
 
 def test_keys_lists_every_key_with_its_doc(tmp_path: Path) -> None:

@@ -91,6 +91,9 @@ def test_a_running_sweep_can_be_ranked(sweep: Path, tmp_path: Path) -> None:
     assert all(
         r["status"].startswith("pruned:") or r["status"] in ("completed", "running") for r in rows.values()
     )
+    # A folder that is no sweep (a typo'd path one level up, say) is named as such, not shown as an empty board.
+    with pytest.raises(BundleError, match=f"{tmp_path}: not a sweep folder"):
+        read_sweep(tmp_path)
 
 
 def test_export_predict_and_rerun(sweep: Path, tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ def train(
     """Train one config, writing metrics, per-epoch mask panels and a checkpoint to the run folder."""
     from tune_attn.data import DatasetError
     from tune_attn.engine import EpochResult, Trainer
-    from tune_attn.run import panel_path, train_run
+    from tune_attn.run import check_folder, panel_path, train_run
     from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id
 
     if resume and out is None:
@@ -75,6 +75,10 @@ def train(
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     out = out or Path("runs") / f"train-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        check_folder(out, "--out")
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     if (out / "checkpoint.pt").exists() and not resume:
         raise _fail(f"{out}: holds a run already; add --resume to continue it, or choose another --out")
     try:

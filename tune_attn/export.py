@@ -135,6 +135,13 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
     folder = Path(experiment)
     if not folder.is_dir():
         raise BundleError(f"{folder}: no such sweep folder")
+    if not any((folder / name).exists() for name in ("sweep.json", "summary.json")) and not any(
+        folder.glob("trial_*")
+    ):
+        raise BundleError(
+            f"{folder}: not a sweep folder (no sweep.json, summary.json or trial_* in it); give the folder that "
+            "`tune-attn sweep` printed as its results"
+        )
     final = {}
     if (folder / "summary.json").is_file():
         final = {r["trial_id"]: r for r in json.loads((folder / "summary.json").read_text())}

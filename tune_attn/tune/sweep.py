@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tune_attn.run import INTERRUPTED, METRIC, interrupted_reason
+from tune_attn.run import INTERRUPTED, METRIC, check_folder, interrupted_reason
 from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.summary import count_statuses, write_plots, write_table
@@ -372,8 +372,8 @@ def run_sweep(
             "the sweep runs on the cluster's head node: give an absolute path there, on a file system every node "
             "mounts, or a URI such as s3://bucket/sweeps"
         )
-    if not client and "://" not in options.storage:
-        check_storage_folder(Path(options.storage_path()))
+    if not client and "://" not in options.storage:  # refused with its name before Ray starts
+        check_folder(Path(options.storage_path()), "--storage", "or a URI such as s3://bucket/sweeps")
     wandb = options.wandb_options()
     problem = wandb.problem()
     if problem:
@@ -404,22 +404,6 @@ def run_sweep(
     if ray.util.client.ray.is_connected():
         return _on_head(space, options, wandb, space_file, echo)
     return _run(space, options, wandb, space_file, echo)
-
-
-def check_storage_folder(folder: Path) -> None:
-    """Make the local --storage folder, or fail with a ValueError that names it, when it cannot be made or
-    written (before Ray starts, rather than as Tune's traceback)."""
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--storage {folder}: a file, not a folder; give a folder (it is made if missing)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(
-            f"--storage {folder}: cannot make this folder ({exc.strerror or exc}); give a folder you can write, "
-            "or a URI such as s3://bucket/sweeps"
-        ) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"--storage {folder}: this folder is not writable; give a folder you can write")
 
 
 def holds_a_trial(resources: dict[str, float], options: SweepOptions) -> bool:
