@@ -49,6 +49,48 @@ def test_train_writes_a_run_and_resume_and_evaluate_work(tmp_path: Path) -> None
     assert "mask.corner_mass" in r.stdout
 
 
+def test_train_stopped_with_ctrl_c_says_how_to_go_on(tmp_path: Path) -> None:
+    import re
+    import shlex
+    import signal
+
+    from tests.wandb_records import OfflineRun
+
+    run = subprocess.Popen(
+        [sys.executable, "-m", "tune_attn.cli", "train", *_sets("train.epochs=1000"), "--out", "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"},
+    )
+    assert run.stdout is not None
+    for line in run.stdout:
+        if line.startswith("epoch   2 "):
+            run.send_signal(signal.SIGINT)
+            break
+    out = run.stdout.read()
+    assert run.wait(timeout=60) == 130, out  # not a traceback, not "Aborted!"
+    said = re.search(r"^interrupted after epoch (\d+); continue it with: (tune-attn train .*)$", out, re.M)
+    assert said and said.group(2) == "tune-attn train --out run --resume", out
+    epoch = int(said.group(1))
+    saved = [json.loads(x)["epoch"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert saved in (
+        list(range(1, epoch + 1)),
+        list(range(1, epoch + 2)),
+    )  # +1: written just as it was stopped
+    (folder,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    summary = OfflineRun.read(folder).summary  # the W&B run says so too (it said "error", KeyboardInterrupt)
+    assert summary["status"] == "interrupted" and summary["reason"].startswith(
+        f"interrupted after epoch {epoch} of 1000"
+    )
+    r = _cli(*shlex.split(said.group(2))[1:], "--set", f"train.epochs={epoch + 1}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [
+        json.loads(x)["epoch"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ] == list(range(1, epoch + 2))
+
+
 def test_bad_input_fails_before_training_with_a_clear_message(tmp_path: Path) -> None:
     r = _cli("train", "--set", "model.heds=2", "--out", "x", cwd=tmp_path)
     assert r.returncode == 2

@@ -63,7 +63,7 @@ def train(
     """Train one config, writing metrics, per-epoch mask panels and a checkpoint to the run folder."""
     from tune_attn.data import DatasetError
     from tune_attn.engine import EpochResult, Trainer
-    from tune_attn.run import check_folder, panel_path, train_run
+    from tune_attn.run import INTERRUPTED, check_folder, interrupted_reason, panel_path, train_run
     from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id
 
     if resume and out is None:
@@ -146,6 +146,14 @@ def train(
             train_run(
                 cfg, out, resume=resume, on_batch=on_batch, on_epoch=on_epoch, trainer=trainer, prune=prune
             )
+        except KeyboardInterrupt:  # Ctrl+C: the checkpoint of the last finished epoch stays
+            wb.finish(INTERRUPTED, interrupted_reason(last))
+            console.print(
+                f"interrupted {'after epoch ' + str(last['epoch']) if last else 'before the first epoch'}; "
+                f"continue it with: tune-attn train --out {shlex.quote(str(out))} --resume",
+                highlight=False,
+            )
+            raise typer.Exit(130) from None
         except BaseException as exc:
             wb.end(last, exc)
             if isinstance(exc, ValueError):
