@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -540,23 +540,41 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
     args += ["--num-samples", "2", "--max-concurrent", "1", "--set", "train.epochs=8", "--no-prune"]
     args += ["--progress-every", "0"]
     env = {**os.environ, "COLUMNS": "300", "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "tune_attn.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    assert driver.stdout is not None
-    seen = []
-    for line in driver.stdout:
-        seen.append(line)
-        if re.search(r"\(\w+ epoch 2/8\)", line):  # the first trial is training
-            os.killpg(driver.pid, signal.SIGINT)  # Ctrl+C in a terminal: the driver's whole process group
-            break
-    out = "".join(seen) + driver.stdout.read()
-    assert driver.wait(timeout=120) == 130, out  # a shell's code for a command stopped by Ctrl+C
+
+    def stopped(cmd: list[str], when: str, stop: Callable[[int], None]) -> str:
+        """Run the CLI with ``cmd``, ``stop`` its process (by pid) at the first line matching ``when``, and
+        return all it printed once it exited with 130 (a shell's code for a command stopped by Ctrl+C)."""
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "tune_attn.cli", *cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        assert driver.stdout is not None
+        seen = []
+        for line in driver.stdout:
+            seen.append(line)
+            if re.search(when, line):
+                stop(driver.pid)
+                break
+        out = "".join(seen) + driver.stdout.read()
+        assert driver.wait(timeout=120) == 130, out
+        return out
+
+    def resume() -> subprocess.CompletedProcess[str]:
+        """The command the interrupted sweep printed, run to its end."""
+        return subprocess.run(
+            [sys.executable, "-m", "tune_attn.cli", *again[1:]],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+
+    # Ctrl+C in a terminal: SIGINT to the driver's whole process group, once the first trial is training.
+    out = stopped(args, r"\(\w+ epoch 2/8\)", lambda pid: os.killpg(pid, signal.SIGINT))
     assert "sweep finished" not in out and "Tuner.restore" not in out, out
     said = re.search(
         r"^sweep interrupted: 1 interrupted; 1 of 2 trials not started yet\. Continue it with: (.*)$",
@@ -586,36 +604,14 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
 
     # Resumed, then stopped with a SIGTERM to the driver alone (`kill PID`, a container being stopped): the
     # same clean stop as Ctrl+C (before, the driver aborted with a stack dump and wrote no summary).
-    resumed = subprocess.Popen(
-        [sys.executable, "-m", "tune_attn.cli", *again[1:]],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    assert resumed.stdout is not None
-    seen = []
-    for line in resumed.stdout:
-        seen.append(line)
-        if re.search(r"\(\w+ epoch \d/8\)", line):
-            resumed.send_signal(signal.SIGTERM)
-            break
-    out = "".join(seen) + resumed.stdout.read()
-    assert resumed.wait(timeout=120) == 130, out
+    out = stopped(again[1:], r"\(\w+ epoch \d/8\)", lambda pid: os.kill(pid, signal.SIGTERM))
     assert "resuming the sweep" in out and re.search(
         r"^sweep interrupted: 1 interrupted; 1 of 2 trials", out, re.M
     )
     (row,) = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert row["status"] == "interrupted" and row["epochs"] > interrupted_at, (row, out)
 
-    r = subprocess.run(
-        [sys.executable, "-m", "tune_attn.cli", *again[1:]],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    r = resume()
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "sweep finished: 2 completed" in r.stdout, r.stdout
     rows = json.loads((tmp_path / "c" / "summary.json").read_text())
@@ -631,13 +627,7 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
     first, *_, last = sorted((Path(rows[0]["path"]) / "run" / "wandb").glob("offline-run-*"))
     assert first == folder and OfflineRun.read(last).summary["status"] == "completed"
     # Once more on the finished sweep: Tune has nothing to run (its loop takes no step), and it is finished.
-    r = subprocess.run(
-        [sys.executable, "-m", "tune_attn.cli", *again[1:]],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    r = resume()
     assert r.returncode == 0 and "sweep finished: 2 completed" in r.stdout, r.stdout + r.stderr[-2000:]
     assert ": started" not in r.stdout
 
