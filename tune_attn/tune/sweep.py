@@ -8,6 +8,7 @@ checkpoint) under its trial folder, and ``summary.csv`` / ``summary.json`` with 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -900,6 +901,10 @@ def _run(
         progress_every, planned_trials, ended_trials = options.progress_seconds, None, None
         with _without_tunes_resume_line(), _sigterm_as_ctrl_c():
             grid = tuner.fit()
+        # Let Tune's objects go now: after a Ctrl+C its loggers still hold the trials' result files open, and
+        # this frame can outlive the sweep (a traceback that a lazy import keeps), so Python warned at exit.
+        del tuner
+        gc.collect()
     # A restored sweep's searcher lives inside the restored Tuner: read its study from the saved state.
     study = search.study if search is not None else load_study(path)
     rows = summary_rows(grid, space, study, ended_trials)
