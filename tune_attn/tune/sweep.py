@@ -569,23 +569,22 @@ class NodeWatch:
         if not self.pending:
             return found
         done, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=timeout)
-        joined = found
         for task in done:
             node_id, ip = self.pending.pop(task)
-            found = late if late is not None and ip in self.late else joined
+            into = late if late is not None and ip in self.late else found
             try:
                 seen, version, missing = ray.get(task)
             except ray.exceptions.RayError as exc:
                 if _alive(node_id):
-                    found.broken[ip] = error_reason(exc)
+                    into.broken[ip] = error_reason(exc)
                 continue
             if not seen:
-                found.unseen.append(ip)
+                into.unseen.append(ip)
             if missing:
-                found.no_data[ip] = missing
+                into.no_data[ip] = missing
             if version != tune_attn.__version__:
-                found.versions[ip] = version
-        return joined
+                into.versions[ip] = version
+        return found
 
     def waiting(self) -> list[str]:
         """The addresses of the nodes asked that have not answered yet."""
