@@ -1106,9 +1106,10 @@ def summary_rows(
         status, reason = run_status(last, result.error is not None, METRIC)
         trial = trials[i] if i < len(trials) else None
         trial_id = last.get("trial_id") or (trial.trial_id if trial is not None else "")
+        cut_short = _unfinished(trial) if ended is None else trial_id not in ended  # by a Ctrl+C / SIGTERM
         if result.error is not None:
             reason = error_reason(result.error)
-        elif trial_id not in ended if ended is not None else _unfinished(trial):
+        elif cut_short:
             status, reason = INTERRUPTED, interrupted_reason(last)
         row: dict[str, Any] = {"trial_id": trial_id, "number": numbers.get(trial_id), "status": status}
         row["reason"] = reason
