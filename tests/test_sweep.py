@@ -42,6 +42,8 @@ def ray_local():  # type: ignore[no-untyped-def]
 
 
 def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    temp = Path(os.environ.get("TMPDIR") or "/tmp")  # where wandb's service puts its socket folder
+    before = set(temp.glob("wandb-*"))
     result = run_sweep(
         COLLAPSE_SPACE, SweepOptions(name="smoke", storage=str(tmp_path), num_samples=6, seed=0)
     )
@@ -79,6 +81,13 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
         assert [h["epoch"] for h in run.history] == list(range(1, row["epochs"] + 1))
         assert all((folder / "files" / h["panel"]["path"]).is_file() for h in run.history)
         assert run.summary["status"] == row["status"] and run.tags == [row["status"]]
+    # Each trial's process stopped its W&B service (wandb-core) before Tune ended it: a process that ends
+    # without Python's normal exit, as Tune's trials do, left the service's socket folder in the temp folder.
+    pids = {
+        json.loads(x)["pid"] for r in rows for x in (Path(r["path"]) / "result.json").read_text().splitlines()
+    }
+    assert len(pids) == 6, pids
+    assert not [p for pid in pids for p in set(temp.glob(f"wandb-{pid}-*")) - before]
     (folder,) = (Path(result.path) / "wandb").glob("offline-run-*")
     sweep_run = OfflineRun.read(folder)
     assert sweep_run.run.job_type == "sweep" and sweep_run.summary["trials"] == 6

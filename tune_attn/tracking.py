@@ -15,8 +15,10 @@ a tag (``pruned:corner``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +223,18 @@ class WandbRun:
             link = self.dir / "wandb" / "latest-run"  # wandb's convenience link: copied to a storage URI,
             if link.is_symlink():  # it would become a second copy of the run
                 link.unlink()
+
+
+def stop_service() -> None:
+    """Stop this process's W&B service (wandb-core), as wandb does itself when Python exits normally.
+
+    A Tune trial's process ends without that exit, and each trial left the service's socket folder
+    (``$TMPDIR/wandb-<pid>-...``) behind. A no-op where wandb was never imported; never raises."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None:
+        return
+    with contextlib.suppress(Exception):  # on the way out: the runs are closed already, nothing is lost
+        wandb.teardown()
 
 
 def _is_number(v: Any) -> bool:

@@ -29,7 +29,7 @@ from tune_attn.run import (
     panel_path,
     run_epochs,
 )
-from tune_attn.tracking import WandbOptions, WandbRun, run_id
+from tune_attn.tracking import WandbOptions, WandbRun, run_id, stop_service
 from tune_attn.tune.search import config_from_flat
 
 WANDB_ERROR = "wandb.error"
@@ -124,14 +124,16 @@ class AttentionTrial(tune.Trainable):
         self.restored = True
 
     def cleanup(self) -> None:
-        """Close the W&B run with the trial's status (Tune calls this however the trial ends); with a remote
-        storage, upload the run folder once more so that the W&B run's end reaches it."""
+        """Close the W&B run with the trial's status (Tune calls this however the trial ends) and stop the
+        process's W&B service; with a remote storage, upload the run folder once more so that the W&B run's
+        end reaches it."""
         stopped = self.error is None or isinstance(self.error, SystemExit)  # by Tune, between or in a step
         ended = bool(self.last) and is_last_epoch(self.last)
         if stopped and not ended and (self.scheduler != "asha" or not self.last):  # ASHA stops after a result
             self.wb.finish(INTERRUPTED, interrupted_reason(self.last))
         else:
             self.wb.end(self.last, self.error)
+        stop_service()
         storage = getattr(self, "_storage", None)  # Tune's StorageContext of this trial (ray 2.60)
         if storage is not None and storage.sync_config.sync_artifacts:
             storage.persist_artifacts(force=True)
