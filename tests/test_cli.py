@@ -71,7 +71,9 @@ def test_train_stopped_with_ctrl_c_says_how_to_go_on(tmp_path: Path) -> None:
             break
     out = run.stdout.read()
     assert run.wait(timeout=60) == 130, out  # not a traceback, not "Aborted!"
-    said = re.search(r"^interrupted after epoch (\d+); continue it with: (tune-attn train .*)$", out, re.M)
+    said = re.search(
+        r"^interrupted after epoch (\d+) of 1000; continue it with: (tune-attn train .*)$", out, re.M
+    )
     assert said and said.group(2) == "tune-attn train --out run --resume", out
     epoch = int(said.group(1))
     saved = [json.loads(x)["epoch"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

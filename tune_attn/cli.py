@@ -63,7 +63,14 @@ def train(
     """Train one config, writing metrics, per-epoch mask panels and a checkpoint to the run folder."""
     from tune_attn.data import DatasetError
     from tune_attn.engine import EpochResult, Trainer
-    from tune_attn.run import INTERRUPTED, check_folder, interrupted_reason, panel_path, train_run
+    from tune_attn.run import (
+        INTERRUPTED,
+        check_folder,
+        interrupted_reason,
+        interrupted_when,
+        panel_path,
+        train_run,
+    )
     from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id
 
     if resume and out is None:
@@ -149,7 +156,7 @@ def train(
         except KeyboardInterrupt:  # Ctrl+C: the checkpoint of the last finished epoch stays
             wb.finish(INTERRUPTED, interrupted_reason(last))
             console.print(
-                f"interrupted {'after epoch ' + str(last['epoch']) if last else 'before the first epoch'}; "
+                f"interrupted {interrupted_when(last)}; "
                 f"continue it with: tune-attn train --out {shlex.quote(str(out))} --resume",
                 highlight=False,
             )

@@ -237,15 +237,19 @@ INTERRUPTED = "interrupted"
 (Ctrl+C); ``--resume`` continues it from its last checkpoint."""
 
 
-def interrupted_reason(last: dict[str, Any] | None) -> str:
-    """The reason of an :data:`INTERRUPTED` trial whose last epoch's metrics were ``last``."""
+def interrupted_when(last: dict[str, Any] | None) -> str:
+    """When a run whose last epoch's metrics were ``last`` was interrupted: ``after epoch 3 of 12``."""
     epoch = (last or {}).get("epoch")
-    where = (
+    return (
         f"after epoch {epoch} of {(last or {}).get('epochs_budget', '?')}"
         if epoch
         else "before its first epoch"
     )
-    return f"interrupted {where}; --resume continues it"
+
+
+def interrupted_reason(last: dict[str, Any] | None) -> str:
+    """The reason of an :data:`INTERRUPTED` trial whose last epoch's metrics were ``last``."""
+    return f"interrupted {interrupted_when(last)}; --resume continues it"
 
 
 def run_status(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[str, str]:
