@@ -257,7 +257,9 @@ def sweep(
             wandb_project=wandb_project,
             wandb_entity=wandb_entity,
         )
-        result = run_sweep(space, options, echo=lambda line: console.print(line, highlight=False))
+        result = run_sweep(
+            space, options, echo=lambda line: console.print(line, highlight=False, markup=False)
+        )
     except (SpaceError, ValueError) as exc:
         raise _fail(str(exc)) from None
     counts = count_statuses(r["status"] for r in result.rows)

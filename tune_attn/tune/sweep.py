@@ -806,12 +806,7 @@ def _run_queued(
     space: SearchSpace, options: SweepOptions, wandb: WandbOptions, space_file: str, lines: Any
 ) -> SweepResult:
     """:func:`_run` in a Ray task, its lines (and the progress lines) put on the ``lines`` queue."""
-    global progress_echo
-    progress_echo = lines.put
-    try:
-        return _run(space, options, wandb, space_file, lines.put)
-    finally:
-        progress_echo = _print
+    return _run(space, options, wandb, space_file, lines.put)
 
 
 def _run(
@@ -821,7 +816,23 @@ def _run(
     space_file: str,
     echo: Callable[[str], None],
 ) -> SweepResult:
-    """The sweep itself, in the process that runs Tune's driver (Ray is up)."""
+    """The sweep itself, in the process that runs Tune's driver (Ray is up); its lines, the progress
+    callback's too, go to ``echo``."""
+    global progress_echo
+    progress_echo = echo
+    try:
+        return _run_tune(space, options, wandb, space_file, echo)
+    finally:
+        progress_echo = _print
+
+
+def _run_tune(
+    space: SearchSpace,
+    options: SweepOptions,
+    wandb: WandbOptions,
+    space_file: str,
+    echo: Callable[[str], None],
+) -> SweepResult:
     # Every epoch is a checkpoint; Tune's warning about frequent experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Our progress lines are the sweep's output: not Ray's start box (its searcher shows as "SearchGenerator")
