@@ -9,7 +9,10 @@ as the whole budget plus one trial (a lower bound of the true cost), marked with
 
     .venv/bin/python benchmarks/search_pays.py [--seeds 0 1 2] [--num-samples 10] [--targets 0.3 0.35 0.4] \\
         [--arms tpe+pruning random tpe] \\
-        [--set train.epochs=8]
+        [--set train.epochs=8] [--json LOG.json]
+
+``--report LOG.json ...`` runs nothing: it prints the same figures from the logs that earlier runs kept with
+``--json`` (arms and seeds joined across the files, e.g. one run per arm), for the seeds given.
 """
 
 from __future__ import annotations
@@ -61,7 +64,13 @@ def main() -> None:
         "--arms", nargs="+", choices=list(ARMS), default=["tpe+pruning", "random"], help="sweeps per seed"
     )
     ap.add_argument("--json", help="also write the per-trial logs here (after every sweep)")
+    ap.add_argument(
+        "--report", nargs="+", metavar="LOG", help="run nothing: report the logs of earlier --json"
+    )
     args = ap.parse_args()
+    if args.report:
+        report(read_logs(args.report), args.seeds, args.targets)
+        return
     logs: dict[str, dict[int, list[tuple[int, bool, float]]]] = {arm: {} for arm in args.arms}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -94,14 +103,46 @@ def main() -> None:
                 )
                 if args.json:
                     Path(args.json).write_text(json.dumps({"args": vars(args), "logs": logs}, indent=1))
-    for target in args.targets:
+    report(logs, args.seeds, args.targets)
+
+
+Logs = dict[str, dict[int, list[tuple[int, bool, float]]]]
+"""Arm -> seed -> :func:`trial_log`."""
+
+
+def read_logs(files: list[str]) -> Logs:
+    """The logs kept by ``--json`` runs, joined; an arm and seed in two files is an error (which to take?)."""
+    logs: Logs = {}
+    for name in files:
+        for arm, seeds in json.loads(Path(name).read_text())["logs"].items():
+            for seed, log in seeds.items():
+                if int(seed) in logs.setdefault(arm, {}):
+                    raise SystemExit(f"{name}: arm {arm} seed {seed} is in an earlier file too")
+                logs[arm][int(seed)] = [(int(e), bool(h), float(b)) for e, h, b in log]
+    return logs
+
+
+def report(logs: Logs, seeds: list[int], targets: list[float]) -> None:
+    """Per target and arm: the trial-epochs to reach it per seed and their median; the ratios to random."""
+    for arm, by_seed in logs.items():
+        missing = [s for s in seeds if s not in by_seed]
+        if missing:
+            raise SystemExit(f"arm {arm} has no log for seed(s) {missing}; it has {sorted(by_seed)}")
+        for seed in seeds:
+            log = by_seed[seed]
+            best = max((b for _, h, b in log if h), default=float("nan"))
+            print(
+                f"seed {seed} {arm:12s}: {len(log)} trials, {sum(e for e, _, _ in log)} trial-epochs, "
+                f"{sum(h for _, h, _ in log)} healthy completed, best healthy {best:.3f}"
+            )
+    for target in targets:
         medians = {}
-        for arm in args.arms:
-            costs = [cost_to_reach(logs[arm][s], target) for s in args.seeds]
+        for arm, by_seed in logs.items():
+            costs = [cost_to_reach(by_seed[s], target) for s in seeds]
             medians[arm] = statistics.median(c for c, _ in costs)
             shown = ", ".join(f"{'' if ok else '>'}{c}" for c, ok in costs)
             print(f"target {target:.2f} {arm:12s}: trial-epochs per seed [{shown}], median {medians[arm]:g}")
-        for arm in args.arms:
+        for arm in logs:
             if arm != "random" and "random" in medians:
                 ratio = medians["random"] / medians[arm]
                 print(f"target {target:.2f}: ratio of medians random / {arm}: {ratio:.2f}")
