@@ -38,13 +38,13 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(result.path)
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, cwd: Path, columns: int = 250) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tune_attn.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={**os.environ, "COLUMNS": "250"},
+        env={**os.environ, "COLUMNS": str(columns)},
         timeout=300,
     )
 
@@ -66,6 +66,33 @@ def test_the_pick_is_the_best_completed_trial_with_healthy_masks(sweep: Path) ->
         rank(rows, metric="acc")
     with pytest.raises(ValueError, match=r"--min-object-mass: 1.5; must be in \[0, 1\]"):
         rank(rows, min_object_mass=1.5)
+
+
+def test_the_leaderboard_cuts_no_id_or_value_short_on_a_narrow_terminal(sweep: Path, tmp_path: Path) -> None:
+    board, pick = rank(read_sweep(sweep), show_pruned=True)
+    assert pick is not None
+    searched = {"train.optimizer": "optimizer", "train.lr": "lr", "train.weight_decay": "weight_decay"}
+
+    def shown(v: object) -> str:  # 3 significant digits: a loguniform lr or weight decay is not "0.000"
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    # 250 columns: one row per trial, a column per searched key (short names). 80: a column per key does not
+    # fit (ids and values were cut to "8e…", "0.…"), so each trial takes two lines: figures, then key=value.
+    for columns in (250, 80):
+        r = _cli("best", str(sweep), "--show-pruned", cwd=tmp_path, columns=columns)
+        assert r.returncode == 0, r.stderr
+        assert "…" not in r.stdout and all(name in r.stdout for name in searched.values()), r.stdout
+        lines = r.stdout.splitlines()
+        for row in board:
+            mark = " *" if row is pick else ""
+            (i,) = [i for i, x in enumerate(lines) if f"{row['trial_id']}{mark} " in x]
+            assert row["status"] in lines[i] and f"{row['last_val_accuracy']:.3f}" in lines[i], r.stdout
+            for key, name in searched.items():
+                value = shown(row["config"][key])
+                if columns == 250:
+                    assert f" {value} " in lines[i], (key, r.stdout)
+                else:
+                    assert f" {name}={value} " in f"{lines[i + 1]} ", (key, r.stdout)
 
 
 def test_trials_got_the_fractional_gpu_they_asked_for(sweep: Path) -> None:

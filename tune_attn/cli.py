@@ -345,19 +345,7 @@ def best(
     searched = sorted(
         {k for r in rows for k, v in r["config"].items() if len({str(x["config"].get(k)) for x in rows}) > 1}
     )
-    table = Table("trial", "status", metric, "masks", "object", "entropy", *searched)
-    for r in board[:top]:
-        mark = " *" if pick is not None and r["trial_id"] == pick["trial_id"] else ""
-        table.add_row(
-            r["trial_id"] + mark,
-            r["status"],
-            _num(r.get(metric)),
-            str(r.get("detector.kind")),
-            _num(r.get("mask.object_mass")),
-            _num(r.get("mask.entropy")),
-            *[_num(r["config"].get(k)) for k in searched],
-        )
-    console.print(table)
+    console.print(_leaderboard(board[:top], pick, metric, searched), highlight=False)
     if pick is None:
         raise _fail(
             "no trial completed with healthy masks"
@@ -452,6 +440,43 @@ def predict(
 
 def _num(v: object) -> str:
     return f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+
+def _value(v: object) -> str:
+    """A config value: 3 significant digits (a weight decay of 0.000431 is not 0.000)."""
+    return f"{v:.3g}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+
+def _leaderboard(rows: list[dict], pick: dict | None, metric: str, searched: list[str]) -> Table | str:
+    """One row per trial with a column per searched key where that fits the terminal; where it does not, two
+    lines per trial (figures, then ``key=value`` for the searched keys), so that no id or value is cut short.
+    The picked trial is marked ``*``."""
+    names = {k: k.rsplit(".", 1)[-1] for k in searched}  # model.activation -> activation, where unambiguous
+    if len(set(names.values())) < len(names):
+        names = {k: k for k in searched}
+    marked = [(r, " *" if pick is not None and r["trial_id"] == pick["trial_id"] else "") for r in rows]
+    table = Table("trial", "status", metric, "masks", "object", "entropy", *names.values())
+    for r, mark in marked:
+        table.add_row(
+            r["trial_id"] + mark,
+            r["status"],
+            _num(r.get(metric)),
+            str(r.get("detector.kind")),
+            _num(r.get("mask.object_mass")),
+            _num(r.get("mask.entropy")),
+            *[_value(r["config"].get(k)) for k in searched],
+        )
+    if console.measure(table, options=console.options.update(max_width=100_000)).maximum <= console.width:
+        return table
+    lines = []
+    for r, mark in marked:
+        lines.append(
+            f"{r['trial_id']}{mark}  {r['status']}  {metric} {_num(r.get(metric))}  masks "
+            f"{r.get('detector.kind')}  object {_num(r.get('mask.object_mass'))}  entropy "
+            f"{_num(r.get('mask.entropy'))}"
+        )
+        lines.append("    " + "  ".join(f"{names[k]}={_value(r['config'].get(k))}" for k in searched))
+    return "\n".join(lines)
 
 
 @app.command()
