@@ -404,7 +404,8 @@ def run_sweep(
     space_file = str(Path(space_path).resolve())
     if ray.util.client.ray.is_connected():
         return _on_head(space, options, wandb, space_file, echo)
-    return _run(space, options, wandb, space_file, echo)
+    with _progress_to(echo):
+        return _run(space, options, wandb, space_file, echo)
 
 
 def holds_a_trial(resources: dict[str, float], options: SweepOptions) -> bool:
@@ -806,7 +807,19 @@ def _run_queued(
     space: SearchSpace, options: SweepOptions, wandb: WandbOptions, space_file: str, lines: Any
 ) -> SweepResult:
     """:func:`_run` in a Ray task, its lines (and the progress lines) put on the ``lines`` queue."""
-    return _run(space, options, wandb, space_file, lines.put)
+    with _progress_to(lines.put):
+        return _run(space, options, wandb, space_file, lines.put)
+
+
+@contextlib.contextmanager
+def _progress_to(echo: Callable[[str], None]) -> Iterator[None]:
+    """The progress callback's lines go to ``echo`` meanwhile (as the sweep's own lines do)."""
+    global progress_echo
+    progress_echo = echo
+    try:
+        yield
+    finally:
+        progress_echo = _print
 
 
 def _run(
@@ -816,23 +829,7 @@ def _run(
     space_file: str,
     echo: Callable[[str], None],
 ) -> SweepResult:
-    """The sweep itself, in the process that runs Tune's driver (Ray is up); its lines, the progress
-    callback's too, go to ``echo``."""
-    global progress_echo
-    progress_echo = echo
-    try:
-        return _run_tune(space, options, wandb, space_file, echo)
-    finally:
-        progress_echo = _print
-
-
-def _run_tune(
-    space: SearchSpace,
-    options: SweepOptions,
-    wandb: WandbOptions,
-    space_file: str,
-    echo: Callable[[str], None],
-) -> SweepResult:
+    """The sweep itself, in the process that runs Tune's driver (Ray is up)."""
     # Every epoch is a checkpoint; Tune's warning about frequent experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Our progress lines are the sweep's output: not Ray's start box (its searcher shows as "SearchGenerator")
