@@ -93,6 +93,9 @@ def test_the_leaderboard_cuts_no_id_or_value_short_on_a_narrow_terminal(sweep: P
                     assert f" {value} " in lines[i], (key, r.stdout)
                 else:
                     assert f" {name}={value} " in f"{lines[i + 1]} ", (key, r.stdout)
+    r = _cli("best", str(sweep), "--top", "-2", cwd=tmp_path)  # showed all rows but the last two
+    assert r.returncode == 2 and "Invalid value for '--top'" in r.stderr, r.stderr
+    assert "greater than or equal to 1" in r.stderr, r.stderr
 
 
 def test_trials_got_the_fractional_gpu_they_asked_for(sweep: Path) -> None:

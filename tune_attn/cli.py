@@ -331,7 +331,7 @@ def best(
     metric: MetricOpt = "last_val_accuracy",
     min_object_mass: MinObjectOpt = None,
     show_pruned: Annotated[bool, typer.Option(help="List pruned, stopped and failed trials too.")] = False,
-    top: Annotated[int, typer.Option(help="Rows in the leaderboard.")] = 10,
+    top: Annotated[int, typer.Option(min=1, help="Rows in the leaderboard.")] = 10,
     export: Annotated[Path | None, typer.Option(help="Export the picked trial's bundle here.")] = None,
 ) -> None:
     """Leaderboard of a sweep and the best trial whose masks are healthy at the end."""
