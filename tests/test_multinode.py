@@ -233,7 +233,7 @@ def test_a_sweep_from_a_ray_client_runs_on_the_head_node(tmp_path: Path) -> None
             str(ROOT / "tests" / "data" / "space_collapse.yaml"),
         ]
         cmd += ["--address", cluster.client_address, "--storage", str(storage), "--name", "rc"]
-        cmd += ["--num-samples", "4", "--max-concurrent", "2", "--wandb", "off", "--progress-every", "0"]
+        cmd += ["--num-samples", "4", "--max-concurrent", "1", "--wandb", "off", "--progress-every", "0"]
         cmd += ["--set", "train.epochs=8", "--set", "data.num_train=480"]  # a few seconds per AdamW trial
         run_env = {**cluster.env, "COLUMNS": "300"}
         first = subprocess.Popen(
