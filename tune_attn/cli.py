@@ -454,28 +454,22 @@ def _leaderboard(rows: list[dict], pick: dict | None, metric: str, searched: lis
     names = {k: k.rsplit(".", 1)[-1] for k in searched}  # model.activation -> activation, where unambiguous
     if len(set(names.values())) < len(names):
         names = {k: k for k in searched}
-    marked = [(r, " *" if pick is not None and r["trial_id"] == pick["trial_id"] else "") for r in rows]
     table = Table("trial", "status", metric, "masks", "object", "entropy", *names.values())
-    for r, mark in marked:
-        table.add_row(
-            r["trial_id"] + mark,
-            r["status"],
-            _num(r.get(metric)),
-            str(r.get("detector.kind")),
-            _num(r.get("mask.object_mass")),
-            _num(r.get("mask.entropy")),
-            *[_value(r["config"].get(k)) for k in searched],
-        )
+    lines = []  # the same, two lines per trial, for a terminal too narrow for the table
+    for r in rows:
+        trial = r["trial_id"] + (" *" if pick is not None and r["trial_id"] == pick["trial_id"] else "")
+        figures = {
+            metric: _num(r.get(metric)),
+            "masks": str(r.get("detector.kind")),
+            "object": _num(r.get("mask.object_mass")),
+            "entropy": _num(r.get("mask.entropy")),
+        }
+        values = {name: _value(r["config"].get(k)) for k, name in names.items()}
+        table.add_row(trial, r["status"], *figures.values(), *values.values())
+        lines.append("  ".join([trial, r["status"], *(f"{k} {v}" for k, v in figures.items())]))
+        lines.append("    " + "  ".join(f"{k}={v}" for k, v in values.items()))
     if console.measure(table, options=console.options.update(max_width=100_000)).maximum <= console.width:
         return table
-    lines = []
-    for r, mark in marked:
-        lines.append(
-            f"{r['trial_id']}{mark}  {r['status']}  {metric} {_num(r.get(metric))}  masks "
-            f"{r.get('detector.kind')}  object {_num(r.get('mask.object_mass'))}  entropy "
-            f"{_num(r.get('mask.entropy'))}"
-        )
-        lines.append("    " + "  ".join(f"{names[k]}={_value(r['config'].get(k))}" for k in searched))
     return "\n".join(lines)
 
 
