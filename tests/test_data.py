@@ -154,6 +154,41 @@ def test_pets_loader_reads_images_labels_and_trimaps(tmp_path: Path) -> None:
     assert pets_breed_name("american_pit_bull_terrier_12") == "American Pit Bull Terrier"
 
 
+def test_image_files_are_decoded_once_while_they_fit_the_memory_cache(tmp_path: Path) -> None:
+    root = make_fake_pets(tmp_path)
+    images = root / "oxford-iiit-pet" / "images"
+    first, second = images / "Abyssinian_1.jpg", images / "Abyssinian_2.jpg"
+    one_image = 3 * 32 * 32
+
+    def repaint() -> None:  # new pixels on disk: a read that decodes again sees them
+        for path in (first, second):
+            Image.new("RGB", (40, 46), (255, 255, 255)).save(path)
+
+    ds, _ = load_pets(root, 32)
+    assert ds.cache_bytes == 0  # the loader alone keeps nothing
+    before = ds[0][0].clone()
+    repaint()
+    assert not torch.equal(ds[0][0], before)
+
+    make_fake_pets(tmp_path)  # the original pixels back
+    ds, _ = load_pets(root, 32)
+    ds.keep_decoded(one_image)  # room for one image: the first one read
+    kept, decoded = ds[0][0].clone(), ds[1][0].clone()
+    repaint()
+    assert torch.equal(ds[0][0], kept)  # from memory
+    assert not torch.equal(ds[1][0], decoded)  # over the limit: decoded again
+    ds.keep_decoded(0)
+    assert not torch.equal(ds[0][0], kept)
+
+    make_fake_pets(tmp_path)
+    splits = build_data(DataConfig(name="pets", root=str(root), image_size=32, memory_cache_mb=1))
+    train = [splits.train[i][0].clone() for i in range(len(splits.train))]
+    repaint()
+    assert all(torch.equal(splits.train[i][0], x) for i, x in enumerate(train))  # 1 MiB holds all nine
+    with pytest.raises(ValueError, match=r"data.memory_cache_mb: -1 is out of range"):
+        DataConfig(name="pets", root=str(root), memory_cache_mb=-1)
+
+
 def test_pets_errors_say_what_layout_is_expected(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="(?s)is not a folder.*trainval.txt"):
         load_pets(tmp_path / "nowhere", 32)

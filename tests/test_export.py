@@ -103,7 +103,10 @@ def test_trials_got_the_fractional_gpu_they_asked_for(sweep: Path) -> None:
     for trial in sweep.glob("trial_*"):
         results = [json.loads(x) for x in (trial / "result.json").read_text().splitlines()]
         assert {(r["resources.cpu"], r["resources.gpu"]) for r in results} == {(1.0, 0.5)}
+        assert {r["device"] for r in results} == {"cuda" if torch.cuda.is_available() else "cpu"}
         spans.append((results[0]["timestamp"] - results[0]["time_this_iter_s"], results[-1]["timestamp"]))
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert {r["device"] for r in summary} == {"cuda" if torch.cuda.is_available() else "cpu"}
     spans.sort()
     # with 1 GPU and 0.5 per trial, two trials shared it at the same time
     assert any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False))

@@ -274,6 +274,41 @@ def test_a_trial_that_fits_no_node_is_refused_on_a_local_ray(tmp_path: Path) -> 
     assert not (tmp_path / "big").exists()  # refused before the sweep's folder was made
 
 
+def test_a_trial_trains_on_a_gpu_only_when_ray_gave_it_one(tmp_path: Path) -> None:
+    """Ray leaves CUDA_VISIBLE_DEVICES alone for a trial without a GPU, so ``train.device=auto`` alone would
+    put every such trial on the node's first GPU: it means CUDA only with a GPU from Ray. A space that asks for
+    CUDA without --gpus-per-trial is refused before Ray starts; a cluster whose GPUs go unused is named."""
+    import torch
+
+    from tune_attn.tune.sweep import unused_gpus
+    from tune_attn.tune.trainable import trial_device
+
+    assert trial_device("auto", []) == "cpu"
+    assert trial_device("auto", ["0"]) == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert trial_device("cpu", ["0"]) == "cpu"
+    with pytest.raises(
+        ValueError, match=r"train.device: 'cuda', but Ray gave this trial no GPU; pass --gpus-per-trial"
+    ):
+        trial_device("cuda", [])
+    laptop = [{"Alive": True, "Resources": {"CPU": 2.0}}]
+    gpus = [{"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}}] * 2 + [
+        {"Alive": False, "Resources": {"CPU": 4.0, "GPU": 1.0}}
+    ]
+    assert unused_gpus(laptop, SweepOptions()) is None
+    assert unused_gpus(laptop + gpus, SweepOptions(gpus_per_trial=0.25)) is None
+    assert unused_gpus(laptop + gpus, SweepOptions()) == (
+        "the Ray cluster has 2 GPUs, but --gpus-per-trial is 0: the trials train on CPUs; pass --gpus-per-trial 1, "
+        "or a fraction (0.25: four trials share a GPU), to train on them"
+    )
+    options = SweepOptions(storage=str(tmp_path), fixed=("train.device=cuda",))
+    with pytest.raises(
+        ValueError,
+        match=r"space_collapse.yaml \+ --set: train.device can be 'cuda', but --gpus-per-trial is 0",
+    ):
+        run_sweep(COLLAPSE_SPACE, options)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
 def test_a_ray_client_connection_is_tried_again_when_the_head_loses_its_session_server(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Ray's client server sometimes loses the session server it forks for a client (ray-project/ray#63202:
     a race that cannot be caused on purpose, so ``ray.init`` is made to fail here); the next try works.

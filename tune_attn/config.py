@@ -69,6 +69,9 @@ class DataConfig:
     """Seed of the synthetic images and of the train / validation split."""
     cache_dir: str | None = None
     """Where generated synthetic sets are cached; default ``$TUNE_ATTN_CACHE`` or ``~/.cache/tune_attn``."""
+    memory_cache_mb: int = 2048
+    """Image files (``pets``, ``imagefolder``): MiB of decoded, resized images kept in memory after their first
+    read, per trial (0: decode every epoch). 224 px images take 147 KiB each."""
 
     def __post_init__(self) -> None:
         _check_choice("data.name", self.name, DATASETS)
@@ -82,6 +85,7 @@ class DataConfig:
                 f"data.root: data set {self.name!r} needs data.root, the local folder holding it"
             )
         _check_range("data.val_fraction", self.val_fraction, 0.0, 0.9)
+        _check_range("data.memory_cache_mb", self.memory_cache_mb, 0)
 
 
 @dataclass
@@ -132,9 +136,13 @@ class TrainConfig:
     batch_size: int = 64
     """Mini-batch size."""
     seed: int = 0
-    """Seed of the weight init and of the batch order; same seed, same results on a CPU."""
+    """Seed of the weight init and of the batch order; same seed, same results (on a GPU with ``deterministic``)."""
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+    deterministic: bool = True
+    """CUDA: deterministic kernels (cuDNN's and torch's), so that the same seed gives the same run and a trial
+    resumed from its checkpoint continues as if never stopped; off: cuDNN may pick faster, nondeterministic
+    ones. CPU training is deterministic either way."""
     channels_last: bool = True
     """Use the channels-last memory format (faster convolutions on CPUs and GPUs)."""
     panel_samples: int = 6

@@ -8,6 +8,7 @@ round-trips through :meth:`Trainer.state_dict` for exact resumes.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,12 +51,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def use_deterministic_kernels(on: bool) -> None:
+    """CUDA kernels that give the same result every run (``train.deterministic``), or the fastest ones.
+
+    Process-wide settings of torch; cuBLAS reads its workspace setting when this process first uses it."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(on, warn_only=True)  # an op without such a kernel warns, never fails
+
+
 class Trainer:
     """One training run of a RunConfig."""
 
-    def __init__(self, cfg: RunConfig, data: DataSplits | None = None) -> None:
+    def __init__(
+        self, cfg: RunConfig, data: DataSplits | None = None, device: str | torch.device | None = None
+    ) -> None:
+        """``device``: where to train, over ``train.device`` (a sweep trial trains where Ray placed it)."""
         self.cfg = cfg
-        self.device = resolve_device(cfg.train.device)
+        self.device = resolve_device(cfg.train.device) if device is None else torch.device(device)
+        if self.device.type == "cuda":
+            use_deterministic_kernels(cfg.train.deterministic)
         self.data = data if data is not None else build_data(cfg.data)
         torch.manual_seed(cfg.train.seed)
         self.model: AttentionClassifier = build_model(

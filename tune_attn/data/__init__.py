@@ -17,7 +17,7 @@ from tune_attn.data.base import (
     split_indices,
     subset,
 )
-from tune_attn.data.folders import load_cifar10, load_imagefolder, load_pets
+from tune_attn.data.folders import FileImages, load_cifar10, load_imagefolder, load_pets
 
 __all__ = [
     "AttnDataset",
@@ -57,6 +57,8 @@ def _from_folder(
     def build(cfg: DataConfig) -> DataSplits:
         assert cfg.root is not None  # checked by DataConfig
         full, names = loader(cfg.root, cfg.image_size)
+        if isinstance(full, FileImages):
+            full.keep_decoded(cfg.memory_cache_mb * 2**20)
         if len(full) < 2:
             raise DatasetError(f"data.root: {cfg.root} holds {len(full)} image(s); need at least 2 to split")
         train_idx, val_idx = split_indices(len(full), cfg.val_fraction, cfg.seed)

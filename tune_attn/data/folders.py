@@ -51,12 +51,28 @@ class FileImages(AttnDataset):
         self.size = size
         self.trimaps = list(trimaps) if trimaps is not None else None
         self.has_object_masks = self.trimaps is not None
+        self.cache_bytes = 0  # see keep_decoded
+        self._decoded: dict[int, torch.Tensor] = {}  # index -> (3, size, size) uint8
+
+    def keep_decoded(self, limit_bytes: int) -> None:
+        """Keep decoded, resized images in memory, up to ``limit_bytes`` in all (0: decode on every read).
+
+        Each image reads the same every epoch (no augmentation), and decoding JPEGs on the trial's CPU is
+        slower than a GPU trains on them; images beyond the limit are decoded on every read."""
+        self.cache_bytes = limit_bytes
+        if not limit_bytes:
+            self._decoded.clear()
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return load_rgb(self.files[i], self.size), self.labels[i]
+        image = self._decoded.get(i)
+        if image is None:
+            image = load_rgb(self.files[i], self.size)  # (3, size, size) uint8
+            if (len(self._decoded) + 1) * image.numel() <= self.cache_bytes:
+                self._decoded[i] = image
+        return image, self.labels[i]
 
     def masks(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if self.trimaps is None:

@@ -166,18 +166,18 @@ class SearchSpace:
     def data_roots(self) -> list[str]:
         """The ``data.root`` folders this space's trials may read: its values (fixed or categorical) when a data
         set that needs one (any but ``synthetic``) may be drawn; empty otherwise."""
-        if all(name == "synthetic" for name in self._values("data.name")):
+        if all(name == "synthetic" for name in self.values("data.name")):
             return []
-        return sorted({str(root) for root in self._values("data.root") if root})
+        return sorted({str(root) for root in self.values("data.root") if root})
 
-    def _values(self, key: str) -> list[Any]:
+    def values(self, key: str) -> list[Any]:
         """The values ``key`` can take: its fixed value or choices, else the config default."""
         values = [v for p in self.params if p.key == key for v in p.candidates()]
         return values or [_default(key)]
 
     def max_value(self, key: str) -> Any:
         """The largest value ``key`` can take in this space (the config default when the space omits it)."""
-        return max(self._values(key))
+        return max(self.values(key))
 
 
 def _default(key: str) -> Any:

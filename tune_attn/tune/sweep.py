@@ -357,6 +357,11 @@ def run_sweep(
             f"--asha-grace {options.asha_grace} leaves ASHA nothing to stop: {space_path} trains at most "
             f"{max_epochs} epochs (train.epochs); choose a grace below {max_epochs}"
         )
+    if not options.gpus_per_trial and "cuda" in space.values("train.device"):
+        raise ValueError(
+            f"{space.source}: train.device can be 'cuda', but --gpus-per-trial is 0, so Ray gives the trials no "
+            "GPU; pass --gpus-per-trial (1, or a fraction: 0.25 for four trials per GPU), or use train.device=auto"
+        )
     flag = "--address"
     if not options.address and os.environ.get("RAY_ADDRESS"):  # as ray.init() does: `ray job submit` sets it
         options, flag = replace(options, address=os.environ["RAY_ADDRESS"]), "RAY_ADDRESS"
@@ -401,6 +406,9 @@ def run_sweep(
             raise ValueError(f"{misfit}; ask for less on this machine, or join a cluster with --address")
         if misfit:  # a cluster may still get such a node from its autoscaler
             echo(f"note: {misfit}; trials wait until such a node joins (an autoscaling cluster adds one)")
+        idle = unused_gpus(ray.nodes(), options)
+        if idle:
+            echo(f"note: {idle}")
     space_file = str(Path(space_path).resolve())
     if ray.util.client.ray.is_connected():
         return _on_head(space, options, wandb, space_file, echo)
@@ -413,6 +421,18 @@ def holds_a_trial(resources: dict[str, float], options: SweepOptions) -> bool:
     return (
         resources.get("CPU", 0) >= options.cpus_per_trial
         and resources.get("GPU", 0) >= options.gpus_per_trial
+    )
+
+
+def unused_gpus(nodes: list[dict[str, Any]], options: SweepOptions) -> str | None:
+    """A note when the alive nodes (``ray.nodes()``) have GPUs that the trials will not use (``--gpus-per-trial``
+    0: each trial trains on its CPUs), None otherwise."""
+    gpus = sum(n.get("Resources", {}).get("GPU", 0) for n in nodes if n.get("Alive"))
+    if not gpus or options.gpus_per_trial:
+        return None
+    return (
+        f"the Ray cluster has {gpus:g} GPU{'s' if gpus != 1 else ''}, but --gpus-per-trial is 0: the trials train "
+        "on CPUs; pass --gpus-per-trial 1, or a fraction (0.25: four trials share a GPU), to train on them"
     )
 
 
@@ -1125,6 +1145,7 @@ def summary_rows(
         row["best_val_accuracy"] = max(accs) if accs else None
         row["last_val_accuracy"] = last.get(METRIC)
         row["epochs"] = last.get("epoch")
+        row["device"] = last.get("device")
         row.update({k: last.get(k) for k in SUMMARY_FIGURES})
         row["path"] = result.path
         rows.append(row)

@@ -12,14 +12,15 @@ its training thread still runs, and the W&B run it was writing was lost (seen wi
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
-from tune_attn.engine import EpochResult
+from tune_attn.engine import EpochResult, Trainer, resolve_device
 from tune_attn.run import (
     CHECKPOINT,
     INTERRUPTED,
@@ -39,6 +40,21 @@ WANDB_ERROR = "wandb.error"
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """Numbers and short strings only: arrays never go into Tune's result files."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+
+
+def trial_device(name: str, gpu_ids: Sequence[Any]) -> str:
+    """The device a trial trains on, from ``train.device`` and the GPUs Ray gave it (``ray.get_gpu_ids()``).
+
+    ``auto`` is CUDA only when Ray gave the trial a GPU: Ray leaves ``CUDA_VISIBLE_DEVICES`` alone for a
+    trial without one, so torch would see every GPU of the node and share the first one, unaccounted for."""
+    if name == "cuda" and not gpu_ids:
+        raise ValueError(
+            "train.device: 'cuda', but Ray gave this trial no GPU; pass --gpus-per-trial (1, or a fraction: "
+            "0.25 for four trials per GPU)"
+        )
+    if name == "auto":
+        return "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
+    return str(resolve_device(name))
 
 
 class AttentionTrial(tune.Trainable):
@@ -61,9 +77,12 @@ class AttentionTrial(tune.Trainable):
         self.prune = prune
         self.scheduler = scheduler
         resources = self.trial_resources.required_resources if self.trial_resources else {}
-        self.resources = {
+        # outside a Ray worker (a test that builds a trial) asking Ray for its GPUs would start a Ray
+        self.device = trial_device(self.cfg.train.device, ray.get_gpu_ids() if ray.is_initialized() else [])
+        self.resources: dict[str, Any] = {
             "resources.cpu": float(resources.get("CPU", 0)),
             "resources.gpu": float(resources.get("GPU", 0)),
+            "device": self.device,
         }
         torch.set_num_threads(max(1, int(resources.get("CPU", 1) or 1)))
         base = Path(experiment) / f"trial_{self.trial_id}" if experiment else Path.cwd()
@@ -93,7 +112,10 @@ class AttentionTrial(tune.Trainable):
             if self.epochs is None:
                 if not self.restored:  # a start from scratch: an earlier try's run folder is not Tune's state
                     (self.out / CHECKPOINT).unlink(missing_ok=True)
-                self.epochs = run_epochs(self.cfg, self.out, resume=self.restored, prune=self.prune)
+                trainer = Trainer(self.cfg, device=self.device)
+                self.epochs = run_epochs(
+                    self.cfg, self.out, resume=self.restored, prune=self.prune, trainer=trainer
+                )
             result = next(self.epochs)
         except StopIteration:  # restored from the checkpoint of its last epoch: nothing left to train
             if not self.last:  # that epoch's metrics, from the checkpoint's history
