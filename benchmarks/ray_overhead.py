@@ -4,7 +4,9 @@ Runs one config both ways, one after the other, with one CPU thread each, and pr
 per epoch (training, evaluation, statistics, panels, checkpoint; inside Ray also the report and the
 checkpoint copy to storage) and their ratio (target: at most 1.10).
 
-    .venv/bin/python benchmarks/ray_overhead.py [--epochs 4] [--num-train 2000]
+    .venv/bin/python benchmarks/ray_overhead.py [--epochs 4] [--num-train 2000] [--gpus-per-trial 1]
+
+With ``--gpus-per-trial`` above 0 both train on the GPU (the plain loop with ``train.device=cuda``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--num-train", type=int, default=2000)
+    ap.add_argument("--gpus-per-trial", type=float, default=0.0)
+    ap.add_argument("--wandb", default="offline", choices=["offline", "off"], help="the trial's W&B logging")
     args = ap.parse_args()
     flat = {
         "data.num_train": args.num_train,
@@ -36,6 +40,7 @@ def main() -> None:
         "model.heads": 4,
         "model.activation": "softmax",
         "detector.grace_epochs": 100,
+        "train.device": "cuda" if args.gpus_per_trial else "cpu",
     }
     with tempfile.TemporaryDirectory() as tmp:
         torch.set_num_threads(1)
@@ -58,6 +63,8 @@ def main() -> None:
                 num_samples=1,
                 max_concurrent=1,
                 cpus_per_trial=1,
+                gpus_per_trial=args.gpus_per_trial,
+                wandb=args.wandb,
             ),
         )
         lines = (Path(result.rows[0]["path"]) / "result.json").read_text().splitlines()
