@@ -400,13 +400,14 @@ def run_sweep(
             # Ray's usage stats (unless asked for), which probe cloud metadata addresses and report to Ray's server
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
-        misfit = trial_does_not_fit(ray.nodes(), options)
+        nodes = ray.nodes()
+        misfit = trial_does_not_fit(nodes, options)
         if misfit and not options.address:  # Tune would wait for such a node forever
             ray.shutdown()
             raise ValueError(f"{misfit}; ask for less on this machine, or join a cluster with --address")
         if misfit:  # a cluster may still get such a node from its autoscaler
             echo(f"note: {misfit}; trials wait until such a node joins (an autoscaling cluster adds one)")
-        idle = unused_gpus(ray.nodes(), options)
+        idle = unused_gpus(nodes, options)
         if idle:
             echo(f"note: {idle}")
     space_file = str(Path(space_path).resolve())
