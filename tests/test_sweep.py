@@ -283,13 +283,13 @@ def test_a_trial_trains_on_a_gpu_only_when_ray_gave_it_one(tmp_path: Path) -> No
     from tune_attn.tune.sweep import unused_gpus
     from tune_attn.tune.trainable import trial_device
 
-    assert trial_device("auto", []) == "cpu"
-    assert trial_device("auto", ["0"]) == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert trial_device("cpu", ["0"]) == "cpu"
+    assert trial_device("auto", 0) == "cpu"
+    assert trial_device("auto", 0.25) == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert trial_device("cpu", 1) == "cpu"
     with pytest.raises(
         ValueError, match=r"train.device: 'cuda', but Ray gave this trial no GPU; pass --gpus-per-trial"
     ):
-        trial_device("cuda", [])
+        trial_device("cuda", 0)
     laptop = [{"Alive": True, "Resources": {"CPU": 2.0}}]
     gpus = [{"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}}] * 2 + [
         {"Alive": False, "Resources": {"CPU": 4.0, "GPU": 1.0}}
