@@ -76,11 +76,12 @@ class AttentionTrial(tune.Trainable):
         self.prune = prune
         self.scheduler = scheduler
         resources = self.trial_resources.required_resources if self.trial_resources else {}
+        gpus = float(resources.get("GPU", 0))
         # from the resources, not ray.get_gpu_ids(): that call made the Ray Client test sweep ~50 s slower
-        self.device = trial_device(self.cfg.train.device, float(resources.get("GPU", 0)))
+        self.device = trial_device(self.cfg.train.device, gpus)
         self.resources: dict[str, Any] = {
             "resources.cpu": float(resources.get("CPU", 0)),
-            "resources.gpu": float(resources.get("GPU", 0)),
+            "resources.gpu": gpus,
             "device": self.device,
         }
         torch.set_num_threads(max(1, int(resources.get("CPU", 1) or 1)))
