@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +29,7 @@ def _sets(*extra: str) -> list[str]:
     return [a for kv in [*TINY, *extra] for a in ("--set", kv)]
 
 
+@pytest.mark.slow
 def test_train_writes_a_run_and_resume_and_evaluate_work(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model:\n  activation: relu\n  heads: 2\n")
@@ -49,6 +52,7 @@ def test_train_writes_a_run_and_resume_and_evaluate_work(tmp_path: Path) -> None
     assert "mask.corner_mass" in r.stdout
 
 
+@pytest.mark.slow
 def test_train_stopped_with_ctrl_c_says_how_to_go_on(tmp_path: Path) -> None:
     import re
     import shlex
@@ -93,6 +97,7 @@ def test_train_stopped_with_ctrl_c_says_how_to_go_on(tmp_path: Path) -> None:
     ] == list(range(1, epoch + 2))
 
 
+@pytest.mark.slow
 def test_bad_input_fails_before_training_with_a_clear_message(tmp_path: Path) -> None:
     r = _cli("train", "--set", "model.heds=2", "--out", "x", cwd=tmp_path)
     assert r.returncode == 2

@@ -19,6 +19,8 @@ from tune_attn.run import load_checkpoint
 from tune_attn.tune.sweep import SweepOptions, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
+# With pytest-xdist (scripts/test): one worker runs the sweep the module shares.
+pytestmark = [pytest.mark.xdist_group("export_sweep"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,8 @@ from tune_attn.tune.sweep import (
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLAPSE_SPACE = ROOT / "tests" / "data" / "space_collapse.yaml"
+LOCAL_RAY = pytest.mark.xdist_group("local_ray")
+"""The tests on this process's own Ray: with pytest-xdist (scripts/test), all on one worker, one after another."""
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +43,17 @@ def ray_local():  # type: ignore[no-untyped-def]
     ray.shutdown()
 
 
+@LOCAL_RAY
+@pytest.mark.slow
 def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     temp = Path(os.environ.get("TMPDIR") or "/tmp")  # where wandb's service puts its socket folder
     before = set(temp.glob("wandb-*"))
+    n = 4  # seed 0 draws both optimizers
     result = run_sweep(
-        COLLAPSE_SPACE, SweepOptions(name="smoke", storage=str(tmp_path), num_samples=6, seed=0)
+        COLLAPSE_SPACE, SweepOptions(name="smoke", storage=str(tmp_path), num_samples=n, seed=0)
     )
     trials = result.study.trials
-    assert len(trials) == 6
+    assert len(trials) == n
     by_optimizer: dict[str, set[TrialState]] = {}
     for t in trials:
         by_optimizer.setdefault(t.params["train.optimizer"], set()).add(t.state)
@@ -64,7 +69,7 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
             assert t.user_attrs["status"] == "completed" and t.value is not None
     # The summary has one row per trial with its status, and each trial wrote its mask panels.
     rows = json.loads((Path(result.path) / "summary.json").read_text())
-    assert len(rows) == 6
+    assert len(rows) == n
     assert sorted(r["status"] for r in rows) == sorted(t.user_attrs["status"] for t in trials)
     for row in rows:
         assert row["epochs"] == (3 if row["status"] == "completed" else 2)  # grace 1 + patience 1
@@ -72,7 +77,7 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
     assert (Path(result.path) / "summary.csv").read_text().startswith("trial_id,number,status,reason")
     # W&B (offline): one run per trial in its folder of the storage path, grouped by the sweep, with its
     # config, one history row and one panel per epoch, and its status; plus the sweep's own run.
-    assert len(result.wandb_runs) == 7
+    assert len(result.wandb_runs) == n + 1
     for row in rows:
         (folder,) = (Path(row["path"]) / "run" / "wandb").glob("offline-run-*")
         run = OfflineRun.read(folder)
@@ -86,14 +91,14 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
     pids = {
         json.loads(x)["pid"] for r in rows for x in (Path(r["path"]) / "result.json").read_text().splitlines()
     }
-    assert len(pids) == 6, pids
+    assert len(pids) == n, pids
     assert not [p for pid in pids for p in set(temp.glob(f"wandb-{pid}-*")) - before]
     (folder,) = (Path(result.path) / "wandb").glob("offline-run-*")
     sweep_run = OfflineRun.read(folder)
-    assert sweep_run.run.job_type == "sweep" and sweep_run.summary["trials"] == 6
+    assert sweep_run.run.job_type == "sweep" and sweep_run.summary["trials"] == n
     (logged,) = [h for h in sweep_run.history if "trials" in h]
     table = json.loads((folder / "files" / logged["trials"]["path"]).read_text())
-    assert len(table["data"]) == 6 and table["columns"][:3] == ["trial_id", "number", "status"]
+    assert len(table["data"]) == n and table["columns"][:3] == ["trial_id", "number", "status"]
     assert sorted(r[2] for r in table["data"]) == sorted(r["status"] for r in rows)
     assert {"accuracy_vs_weight_decay", "heads_vs_accuracy"} <= set(logged)
     for plot in ("accuracy_vs_weight_decay.png", "heads_vs_accuracy.png"):
@@ -101,16 +106,16 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
     # The same sweep again: Tune restores it and has nothing to run (its loop takes no step); it is finished,
     # every trial as it ended (a first version of the Ctrl+C handling called them all interrupted here).
     again = run_sweep(
-        COLLAPSE_SPACE, SweepOptions(name="smoke", storage=str(tmp_path), num_samples=6, seed=0)
+        COLLAPSE_SPACE, SweepOptions(name="smoke", storage=str(tmp_path), num_samples=n, seed=0)
     )
-    assert not again.interrupted and again.planned == 6
+    assert not again.interrupted and again.planned == n
     assert [(r["trial_id"], r["status"]) for r in again.rows] == [(r["trial_id"], r["status"]) for r in rows]
     # A state file left empty by a driver killed mid-write is refused, not silently started over.
     for state in Path(result.path).glob("experiment_state-*.json"):
         state.write_text("")
     with pytest.raises(ValueError, match="experiment state is unreadable"):
         run_sweep(
-            COLLAPSE_SPACE, SweepOptions(name="smoke", storage=str(tmp_path), num_samples=6, resume=True)
+            COLLAPSE_SPACE, SweepOptions(name="smoke", storage=str(tmp_path), num_samples=n, resume=True)
         )
 
 
@@ -142,6 +147,7 @@ def test_a_failed_trial_is_told_by_its_last_failure() -> None:
     assert error_reason(ValueError("data.root: no images")) == "data.root: no images"
 
 
+@LOCAL_RAY
 def test_a_node_answering_the_start_check_late_is_not_called_one_that_joined(
     ray_local, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -214,6 +220,7 @@ def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:
     assert "Started a local Ray" not in r.stderr + r.stdout
 
 
+@pytest.mark.slow
 def test_an_address_where_nothing_answers_fails_at_once(tmp_path: Path) -> None:
     """Ray retries a dead cluster address for minutes; the sweep names it (and where it came from) and stops
     (exit 2) in seconds."""
@@ -385,6 +392,8 @@ def two_class_space(tmp_path: Path) -> Path:
     return space
 
 
+@LOCAL_RAY
+@pytest.mark.slow
 def test_asha_stops_trials_below_the_rung_and_optuna_hears_pruned(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = run_sweep(
         two_class_space(tmp_path),
@@ -486,6 +495,7 @@ def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
     assert resume_differences(tmp_path / "elsewhere", SearchSpace.load(COLLAPSE_SPACE), other) == []
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Path) -> None:
     import signal
     import time
@@ -581,6 +591,7 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     assert len(list(tmp_path.glob("r/trial_*/run/wandb/offline-run-*"))) >= 4
 
 
+@pytest.mark.slow
 def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_it(tmp_path: Path) -> None:
     import shlex
     import signal
@@ -683,6 +694,8 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
     assert first == folder and OfflineRun.read(last).summary["status"] == "completed"
 
 
+@LOCAL_RAY
+@pytest.mark.slow
 def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     space = ROOT / "tests" / "data" / "space_failing.yaml"
     data = tmp_path / "one-image"  # a data set too small to split: each imagefolder trial fails in its setup
@@ -734,6 +747,7 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path:
     assert all(r["status"] != "error" for r in rank(listed)[0])
 
 
+@pytest.mark.slow
 def test_wandb_problems_never_stop_a_sweep_and_are_told_once(tmp_path: Path) -> None:
     base = [sys.executable, "-m", "tune_attn.cli", "sweep", str(COLLAPSE_SPACE), "--storage", str(tmp_path)]
     env = {
@@ -744,12 +758,12 @@ def test_wandb_problems_never_stop_a_sweep_and_are_told_once(tmp_path: Path) -> 
         "WANDB_BASE_URL": "http://127.0.0.1:9",  # should anything try to reach a W&B server: nothing answers
     }
     # Online without an API key: every trial falls back to an offline run; the user is told once.
-    cmd = [*base, "--name", "online", "--num-samples", "3", "--wandb", "online"]
+    cmd = [*base, "--name", "online", "--num-samples", "2", "--wandb", "online"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert r.stdout.count("W&B:") == 2, r.stdout  # the one warning, and where the offline runs are
     assert "logging offline instead" in r.stdout and "wandb sync" in r.stdout
-    assert len(list(tmp_path.glob("online/trial_*/run/wandb/offline-run-*"))) == 3
+    assert len(list(tmp_path.glob("online/trial_*/run/wandb/offline-run-*"))) == 2
     # A project name W&B refuses: said before any trial runs; the sweep runs without W&B, panels on disk.
     # (with a URI storage: no line about offline runs to fetch from there either)
     cmd = [*base, "--storage", f"file://{tmp_path}", "--name", "badproject", "--num-samples", "1"]
@@ -800,6 +814,8 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     server.stop()
 
 
+@LOCAL_RAY
+@pytest.mark.slow
 def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # An s3:// storage (a local S3 server): trials write in their working directory and Tune uploads it; the
     # summary is written locally and uploaded. The sweep is copied back here to look at what it holds.

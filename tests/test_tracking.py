@@ -108,6 +108,7 @@ def test_a_pruned_run_ends_with_its_status_and_tag(tmp_path: Path) -> None:
     assert "dead: mask maximum" in run.summary["reason"] and len(run.history) == 2
 
 
+@pytest.mark.slow
 def test_wandb_failures_never_stop_training_and_are_told_once(tmp_path: Path) -> None:
     # A project name W&B refuses: training goes on, panels are written, one clear message.
     (tmp_path / "a").mkdir()
