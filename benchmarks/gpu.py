@@ -66,7 +66,8 @@ def fake_pets(root: Path, per_class: int) -> Path:
             image_id = f"breed{cls:02d}_{i}"
             jobs.append((base, image_id, cls * 10_000 + i))
             lines.append(f"{image_id} {cls} 1 {cls}")
-    with multiprocessing.Pool() as pool:
+    # spawned, not forked: this process has started torch's threads (forking it warns, and can hang)
+    with multiprocessing.get_context("spawn").Pool() as pool:
         pool.map(_pet, jobs, chunksize=16)
     (base / "annotations" / "trainval.txt").write_text("\n".join(lines) + "\n")
     return root
