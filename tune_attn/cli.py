@@ -61,6 +61,15 @@ def train(
     wandb_entity: WandbEntityOpt = None,
 ) -> None:
     """Train one config, writing metrics, per-epoch mask panels and a checkpoint to the run folder."""
+    if resume and out is None:
+        raise _fail("--resume needs --out, the run folder to continue")
+    if resume and config is None and out is not None and (out / "config.yaml").is_file():
+        config = out / "config.yaml"
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    # torch and the rest only for a valid config: a mistyped key is told at once, not ~3 s later
     from tune_attn.data import DatasetError
     from tune_attn.engine import EpochResult, Trainer
     from tune_attn.run import (
@@ -73,14 +82,6 @@ def train(
     )
     from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id
 
-    if resume and out is None:
-        raise _fail("--resume needs --out, the run folder to continue")
-    if resume and config is None and out is not None and (out / "config.yaml").is_file():
-        config = out / "config.yaml"
-    try:
-        cfg = load_config(config, set_ or [])
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
     out = out or Path("runs") / f"train-{dt.datetime.now():%Y%m%d-%H%M%S}"
     try:
         check_folder(out, "--out")
