@@ -31,7 +31,8 @@ from PIL import Image
 
 from tune_attn.config import load_config
 from tune_attn.engine import Trainer
-from tune_attn.tune.sweep import SweepOptions, run_sweep
+from tune_attn.tune.options import SweepOptions
+from tune_attn.tune.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 BREEDS = 37

@@ -27,7 +27,8 @@ from typing import Any
 
 from tune_attn.degeneracy import DegeneracyMonitor
 from tune_attn.run import METRIC
-from tune_attn.tune.sweep import SweepOptions, run_sweep
+from tune_attn.tune.options import SweepOptions
+from tune_attn.tune.sweep import run_sweep
 
 
 def history(lines_file: Path) -> list[dict[str, Any]]:

@@ -24,8 +24,9 @@ from typing import Any
 from optuna.trial import TrialState
 
 import tune_attn.tune.searcher
+from tune_attn.tune.options import SweepOptions
 from tune_attn.tune.searcher import DegeneracyAwareOptunaSearch
-from tune_attn.tune.sweep import SweepOptions, run_sweep
+from tune_attn.tune.sweep import run_sweep
 
 
 class TellCompleteSearch(DegeneracyAwareOptunaSearch):

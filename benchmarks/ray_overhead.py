@@ -22,8 +22,9 @@ import torch
 import yaml
 
 from tune_attn.run import train_run
+from tune_attn.tune.options import SweepOptions
 from tune_attn.tune.search import config_from_flat
-from tune_attn.tune.sweep import SweepOptions, run_sweep
+from tune_attn.tune.sweep import run_sweep
 
 
 def main() -> None:

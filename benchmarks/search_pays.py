@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tune_attn.tune.sweep import SweepOptions, run_sweep
+from tune_attn.tune.options import SweepOptions
+from tune_attn.tune.sweep import run_sweep
 
 ARMS = {"tpe+pruning": ("tpe", True), "random": ("random", False), "tpe": ("tpe", False)}
 """Arm name -> (sampler, prune). The issue's comparison is the first two; ``tpe`` (TPE without pruning) can be

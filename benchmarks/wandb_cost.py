@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tune_attn.config import load_config
+from tune_attn.config import WandbOptions, load_config
 from tune_attn.engine import EpochResult
 from tune_attn.run import panel_path, train_run
-from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id
+from tune_attn.tracking import WandbRun, offline_runs, run_id
 
 
 def main() -> None:

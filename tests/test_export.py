@@ -16,7 +16,8 @@ from PIL import Image
 
 from tune_attn.export import BundleError, export_bundle, load_bundle, predict, rank, read_sweep
 from tune_attn.run import load_checkpoint
-from tune_attn.tune.sweep import SweepOptions, run_sweep
+from tune_attn.tune.options import SweepOptions
+from tune_attn.tune.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 # With pytest-xdist (scripts/test): one worker runs the sweep the module shares.

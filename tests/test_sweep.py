@@ -15,12 +15,13 @@ import pytest
 from optuna.trial import TrialState
 from PIL import Image
 
+from tests.test_cli import heavy_imports_on_refusal
 from tests.wandb_records import OfflineRun
 from tune_attn.run import run_status
+from tune_attn.tune.options import SweepOptions
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
 from tune_attn.tune.sweep import (
-    SweepOptions,
     error_reason,
     failed_on,
     resume_differences,
@@ -218,6 +219,22 @@ def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:
         f"{failing}: data.root /nonexistent/tune-attn-test-data is not a folder on this machine" in r.stderr
     )
     assert "Started a local Ray" not in r.stderr + r.stdout
+    # All told before torch, Ray or Optuna is imported (~3 s), as is any bad option.
+    (tmp_path / "a-file").write_text("")
+    for args, needle in (
+        ([str(bad)], "model.heads: the value 0 of this int is refused"),
+        ([str(failing)], "data.root /nonexistent/tune-attn-test-data is not a folder"),
+        ([str(COLLAPSE_SPACE), "--num-samples", "0"], "--num-samples: 0; must be >= 1"),
+        (
+            [str(COLLAPSE_SPACE), "--scheduler", "asha", "--asha-grace", "9"],
+            "--asha-grace 9 leaves ASHA nothing",
+        ),
+        ([str(COLLAPSE_SPACE), "--storage", str(tmp_path / "a-file")], "a file, not a folder"),
+    ):
+        code, stderr, heavy = heavy_imports_on_refusal(
+            "sweep", "--storage", str(tmp_path), *args, cwd=tmp_path
+        )
+        assert (code, heavy) == (2, []) and needle in stderr, (args, stderr)
 
 
 @pytest.mark.slow

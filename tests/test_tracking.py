@@ -15,8 +15,9 @@ from PIL import Image
 
 from tests.conftest import TINY
 from tests.wandb_records import OfflineRun
+from tune_attn.config import WandbOptions
 from tune_attn.panels import MASK_LEVELS, mask_levels
-from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id, sync_command
+from tune_attn.tracking import WandbRun, offline_runs, run_id, sync_command
 
 
 def _train(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -181,7 +182,8 @@ def spy(host, *args, **kwargs):
     return real(host, *args, **kwargs)
 socket.getaddrinfo = spy
 atexit.register(lambda: print(sorted(set(looked_up))))  # the last exit handler: after wandb's own
-from tune_attn.tracking import WandbOptions, WandbRun
+from tune_attn.config import WandbOptions
+from tune_attn.tracking import WandbRun
 run = WandbRun(WandbOptions("offline"), Path(sys.argv[1]), name="n", id="offline-check", job_type="trial", config={})
 assert run.active, run.error
 run.run.log({"val_accuracy": 0.5}, step=1)  # as every epoch of a trial does

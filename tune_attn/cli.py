@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tune_attn.config import ConfigError, describe_keys, load_config
+from tune_attn.config import WandbOptions, check_folder, describe_keys, load_config
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Hyperparameter search for attention CNNs."
@@ -65,32 +65,22 @@ def train(
         raise _fail("--resume needs --out, the run folder to continue")
     if resume and config is None and out is not None and (out / "config.yaml").is_file():
         config = out / "config.yaml"
-    try:
-        cfg = load_config(config, set_ or [])
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    # torch and the rest only for a valid config: a mistyped key is told at once, not ~3 s later
-    from tune_attn.data import DatasetError
-    from tune_attn.engine import EpochResult, Trainer
-    from tune_attn.run import (
-        INTERRUPTED,
-        check_folder,
-        interrupted_reason,
-        interrupted_when,
-        panel_path,
-        train_run,
-    )
-    from tune_attn.tracking import WandbOptions, WandbRun, offline_runs, run_id
-
     out = out or Path("runs") / f"train-{dt.datetime.now():%Y%m%d-%H%M%S}"
     try:
+        cfg = load_config(config, set_ or [])
         check_folder(out, "--out")
-    except ValueError as exc:
+        wandb_options = WandbOptions(wandb, wandb_project, wandb_entity)
+    except ValueError as exc:  # ConfigError too
         raise _fail(str(exc)) from None
     if (out / "checkpoint.pt").exists() and not resume:
         raise _fail(f"{out}: holds a run already; add --resume to continue it, or choose another --out")
+    # torch and the rest only for a valid command: a mistyped key or option is told at once, not ~3 s later
+    from tune_attn.data import DatasetError
+    from tune_attn.engine import EpochResult, Trainer
+    from tune_attn.run import INTERRUPTED, interrupted_reason, interrupted_when, panel_path, train_run
+    from tune_attn.tracking import WandbRun, offline_runs, run_id
+
     try:
-        wandb_options = WandbOptions(wandb, wandb_project, wandb_entity)
         trainer = Trainer(cfg)
     except (DatasetError, ValueError) as exc:
         raise _fail(str(exc)) from None
@@ -231,9 +221,7 @@ def sweep(
     wandb_entity: WandbEntityOpt = None,
 ) -> None:
     """Run a hyperparameter sweep: Ray Tune trials, Optuna TPE, and degeneracy pruning."""
-    from tune_attn.tune.search import SpaceError
-    from tune_attn.tune.summary import count_statuses, pruned_ahead_note
-    from tune_attn.tune.sweep import SweepOptions, run_sweep
+    from tune_attn.tune.options import SweepOptions, check_sweep
 
     try:
         options = SweepOptions(
@@ -258,10 +246,17 @@ def sweep(
             wandb_project=wandb_project,
             wandb_entity=wandb_entity,
         )
+        check_sweep(space, options)  # told in well under a second, before Ray and torch are imported (~3 s)
+    except ValueError as exc:  # SpaceError too
+        raise _fail(str(exc)) from None
+    from tune_attn.tune.summary import count_statuses, pruned_ahead_note
+    from tune_attn.tune.sweep import run_sweep
+
+    try:
         result = run_sweep(
             space, options, echo=lambda line: console.print(line, highlight=False, markup=False)
         )
-    except (SpaceError, ValueError) as exc:
+    except ValueError as exc:  # what only Ray could tell (a cluster's resources)
         raise _fail(str(exc)) from None
     counts = count_statuses(r["status"] for r in result.rows)
     if result.interrupted:

@@ -4,6 +4,9 @@ A config has four sections, ``data``, ``model``, ``train`` and ``detector``. One
 (``model: {heads: 4}``), on the command line (``--set model.heads=4``), in metrics and, later, in search
 spaces. Unknown keys and bad values raise :class:`ConfigError` (a ``ValueError``) naming the file, the key,
 the value and what would be valid, before any work starts.
+
+Also here, for the same reason (told before torch or Ray is imported): :func:`check_folder` for a run's or a
+sweep's output folder, and :class:`WandbOptions`, how a run is logged to W&B (never part of its config).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import os
 import textwrap
 import types
 import typing
@@ -434,3 +438,62 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the config as YAML that :func:`load_config` reads back to an equal config."""
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def check_folder(folder: Path, flag: str, other: str = "") -> None:
+    """Fail with a ValueError that names ``folder`` (given as ``flag``) when it could not be made or written,
+    before any work starts (nothing is made here); ``other``: what else would do (", or ..." in the message)."""
+    alternative = f", {other}" if other else ""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(
+            f"{flag} {folder}: a file, not a folder; give a folder (it is made if missing){alternative}"
+        )
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(
+            f"{flag} {folder}: cannot be made ({existing} is a file); give a folder{alternative}"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{flag} {folder}: {existing} is not writable; give a folder you can write{alternative}"
+        )
+
+
+# W&B logging: how a run is logged, not what it trains (never saved with a run's config)
+WANDB_MODES = ("offline", "online", "off")
+
+
+@dataclass(frozen=True)
+class WandbOptions:
+    """Where and how runs are logged."""
+
+    mode: str = "offline"
+    """``offline`` (default: local files, ``wandb sync`` later), ``online`` (needs ``wandb login``) or ``off``."""
+    project: str = "tune-attn"
+    """W&B project."""
+    entity: str | None = None
+    """W&B entity (user or team); default: the logged-in user's."""
+    group: str | None = None
+    """Run group: the sweep name, so that a sweep's trials are shown together."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in WANDB_MODES:
+            raise ValueError(f"--wandb: {self.mode!r} is not valid; choose one of {', '.join(WANDB_MODES)}")
+
+    def problem(self) -> str | None:
+        """Why W&B cannot work with these options (checked without network), or None."""
+        if self.mode == "off":
+            return None
+        import wandb
+
+        try:
+            wandb.Settings(project=self.project)
+        except Exception as exc:  # wandb raises UsageError or pydantic's ValidationError
+            return f"--wandb-project: {first_line(exc)}"
+        return None
+
+
+def first_line(exc: BaseException) -> str:
+    """``TypeName: the first line of the message``, at most 300 characters: an error told in one line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

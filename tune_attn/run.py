@@ -213,25 +213,6 @@ def verdict_metrics(verdict: Verdict) -> dict[str, Any]:
     }
 
 
-def check_folder(folder: Path, flag: str, other: str = "") -> None:
-    """Fail with a ValueError that names ``folder`` (given as ``flag``) when it could not be made or written,
-    before any work starts (nothing is made here); ``other``: what else would do (", or ..." in the message)."""
-    alternative = f", {other}" if other else ""
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(
-            f"{flag} {folder}: a file, not a folder; give a folder (it is made if missing){alternative}"
-        )
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise ValueError(
-            f"{flag} {folder}: cannot be made ({existing} is a file); give a folder{alternative}"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"{flag} {folder}: {existing} is not writable; give a folder you can write{alternative}"
-        )
-
-
 INTERRUPTED = "interrupted"
 """The status of a sweep trial that was still training (or waiting to start) when the sweep was stopped
 (Ctrl+C); ``--resume`` continues it from its last checkpoint."""

@@ -20,47 +20,15 @@ import hashlib
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tune_attn.config import WandbOptions, first_line
 from tune_attn.engine import EpochResult
 from tune_attn.panels import MASK_LEVELS, mask_levels
 from tune_attn.run import METRIC, run_status
-
-WANDB_MODES = ("offline", "online", "off")
-
-
-@dataclass(frozen=True)
-class WandbOptions:
-    """Where and how runs are logged."""
-
-    mode: str = "offline"
-    """``offline`` (default: local files, ``wandb sync`` later), ``online`` (needs ``wandb login``) or ``off``."""
-    project: str = "tune-attn"
-    """W&B project."""
-    entity: str | None = None
-    """W&B entity (user or team); default: the logged-in user's."""
-    group: str | None = None
-    """Run group: the sweep name, so that a sweep's trials are shown together."""
-
-    def __post_init__(self) -> None:
-        if self.mode not in WANDB_MODES:
-            raise ValueError(f"--wandb: {self.mode!r} is not valid; choose one of {', '.join(WANDB_MODES)}")
-
-    def problem(self) -> str | None:
-        """Why W&B cannot work with these options (checked without network), or None."""
-        if self.mode == "off":
-            return None
-        import wandb
-
-        try:
-            wandb.Settings(project=self.project)
-        except Exception as exc:  # wandb raises UsageError or pydantic's ValidationError
-            return f"--wandb-project: {_first_line(exc)}"
-        return None
 
 
 def run_id(label: str, key: str) -> str:
@@ -68,11 +36,6 @@ def run_id(label: str, key: str) -> str:
     characters. The same label and key give the same id, so a resumed run continues its W&B run."""
     text = re.sub(r"[^A-Za-z0-9_-]+", "-", label).strip("-")
     return f"{text[:55]}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 class WandbRun:
@@ -108,7 +71,7 @@ class WandbRun:
                 return
             except Exception as exc:
                 note = "; logging offline instead" if mode == "online" else ""
-                self.error = f"W&B {mode} run could not start ({_first_line(exc)}){note}"
+                self.error = f"W&B {mode} run could not start ({first_line(exc)}){note}"
         self.mode = "off"
 
     def _init(self, mode: str, name: str, id: str, job_type: str, config: dict, tags: list) -> Any:
@@ -143,7 +106,7 @@ class WandbRun:
         try:
             fn(*args, **kwargs)
         except Exception as exc:
-            self.error = self.error or f"W&B {what} failed ({_first_line(exc)}); W&B logging stopped"
+            self.error = self.error or f"W&B {what} failed ({first_line(exc)}); W&B logging stopped"
             self._close()
 
     def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
@@ -219,7 +182,7 @@ class WandbRun:
             try:
                 run.finish()
             except Exception as exc:
-                self.error = self.error or f"W&B finish failed ({_first_line(exc)})"
+                self.error = self.error or f"W&B finish failed ({first_line(exc)})"
             link = self.dir / "wandb" / "latest-run"  # wandb's convenience link: copied to a storage URI,
             if link.is_symlink():  # it would become a second copy of the run
                 link.unlink()

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from tune_attn.config import WandbOptions
 from tune_attn.engine import EpochResult, Trainer, resolve_device
 from tune_attn.run import (
     CHECKPOINT,
@@ -29,7 +30,7 @@ from tune_attn.run import (
     panel_path,
     run_epochs,
 )
-from tune_attn.tracking import WandbOptions, WandbRun, run_id, stop_service
+from tune_attn.tracking import WandbRun, run_id, stop_service
 from tune_attn.tune.search import config_from_flat
 
 WANDB_ERROR = "wandb.error"

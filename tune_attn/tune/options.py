@@ -1,0 +1,130 @@
+"""What ``tune-attn sweep`` takes besides the search space, and the checks made before Ray starts.
+
+Light on purpose (no torch, Ray or Optuna): the command line checks a sweep here and tells a mistyped key or
+option in well under a second, before it imports the sweep itself (:mod:`tune_attn.tune.sweep`, ~3 s).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tune_attn.config import WandbOptions, check_folder
+from tune_attn.tune.search import SearchSpace
+
+SAMPLERS = ("tpe", "random")
+
+
+@dataclass
+class SweepOptions:
+    """What ``tune-attn sweep`` takes besides the space."""
+
+    name: str = "sweep"
+    storage: str = "runs/sweeps"
+    num_samples: int = 8
+    max_concurrent: int = 2
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    scheduler: str = "none"
+    asha_grace: int = 2
+    sampler: str = "tpe"
+    startup_trials: int | None = None
+    """TPE's random trials before it models the results; default max(4, min(10, num_samples // 4)) (Optuna's
+    10 would leave a 10-trial sweep purely random)."""
+    seed: int = 0
+    max_failures: int = 2
+    """How often Tune starts a failed trial again (from its last checkpoint) before it counts as an error; -1:
+    without limit (Tune's ``FailureConfig.max_failures``). A lost node is such a failure."""
+    resume: bool = False
+    prune: bool = True
+    fixed: tuple[str, ...] = ()
+    """``section.key=value`` items that fix keys over the space file's (``--set``)."""
+    progress_seconds: float = 60.0
+    """While trials train, a status line at most this often (0: after every epoch reported)."""
+    wandb: str = "offline"
+    wandb_project: str = "tune-attn"
+    wandb_entity: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1:
+            raise ValueError(f"--num-samples: {self.num_samples}; must be >= 1")
+        if self.max_concurrent < 1:
+            raise ValueError(f"--max-concurrent: {self.max_concurrent}; must be >= 1")
+        if self.cpus_per_trial <= 0:
+            raise ValueError(f"--cpus-per-trial: {self.cpus_per_trial}; must be > 0")
+        if self.gpus_per_trial < 0:
+            raise ValueError(f"--gpus-per-trial: {self.gpus_per_trial}; must be >= 0 (fractions allowed)")
+        if self.scheduler not in ("asha", "none"):
+            raise ValueError(f"--scheduler: {self.scheduler!r} is not valid; choose asha or none")
+        if self.asha_grace < 1:
+            raise ValueError(f"--asha-grace: {self.asha_grace}; must be >= 1 epoch")
+        if self.progress_seconds < 0:
+            raise ValueError(f"--progress-every: {self.progress_seconds}; must be >= 0 seconds")
+        if self.max_failures < -1:
+            raise ValueError(f"--max-failures: {self.max_failures}; must be >= 0, or -1 for no limit")
+        if self.startup_trials is not None and self.startup_trials < 1:
+            raise ValueError(f"--startup-trials: {self.startup_trials}; must be >= 1")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"--sampler: {self.sampler!r} is not valid; choose {' or '.join(SAMPLERS)}")
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ValueError(f"--name: {self.name!r}; a folder name without '/' is needed (not '.' or '..')")
+        self.wandb_options()  # checks --wandb
+
+    def tpe_startup_trials(self) -> int:
+        if self.startup_trials is not None:
+            return self.startup_trials
+        return max(4, min(10, self.num_samples // 4))
+
+    def wandb_options(self) -> WandbOptions:
+        return WandbOptions(self.wandb, self.wandb_project, self.wandb_entity, group=self.name)
+
+    def storage_path(self) -> str:
+        """An absolute local path, or a URI such as ``s3://bucket/prefix`` as given."""
+        return self.storage if "://" in self.storage else str(Path(self.storage).resolve())
+
+
+def missing_folders(roots: list[str]) -> list[str]:
+    """Those of ``roots`` that are not folders on this machine."""
+    return [root for root in roots if not os.path.isdir(root)]
+
+
+def check_sweep(space_path: str | Path, options: SweepOptions) -> tuple[SearchSpace, SweepOptions, str]:
+    """The space loaded and the options checked against it and this machine, before Ray starts; a ValueError
+    (:class:`~tune_attn.tune.search.SpaceError` for the space) names what is wrong and what would do.
+
+    Returns the space, the options (``address`` from ``RAY_ADDRESS`` when none was given, as ``ray.init()``
+    reads it: ``ray job submit`` sets it) and where the address came from (``--address`` or ``RAY_ADDRESS``).
+    """
+    space = SearchSpace.load(space_path, options.fixed)
+    max_epochs = int(space.max_value("train.epochs"))
+    if options.scheduler == "asha" and options.asha_grace >= max_epochs:
+        raise ValueError(
+            f"--asha-grace {options.asha_grace} leaves ASHA nothing to stop: {space_path} trains at most "
+            f"{max_epochs} epochs (train.epochs); choose a grace below {max_epochs}"
+        )
+    if not options.gpus_per_trial and "cuda" in space.values("train.device"):
+        raise ValueError(
+            f"{space.source}: train.device can be 'cuda', but --gpus-per-trial is 0, so Ray gives the trials no "
+            "GPU; pass --gpus-per-trial (1, or a fraction: 0.25 for four trials per GPU), or use train.device=auto"
+        )
+    flag = "--address"
+    if not options.address and os.environ.get("RAY_ADDRESS"):  # as ray.init() does: `ray job submit` sets it
+        options, flag = replace(options, address=os.environ["RAY_ADDRESS"]), "RAY_ADDRESS"
+    missing = [] if options.address else missing_folders(space.data_roots())  # a cluster's: once Ray is up
+    if missing:
+        raise ValueError(
+            f"{space.source}: data.root {missing[0]} is not a folder on this machine, where the trials run; "
+            "give the folder holding the data set (tune-attn keys: data.root)"
+        )
+    client = (options.address or "").startswith("ray://")
+    if client and "://" not in options.storage and not Path(options.storage).is_absolute():
+        raise ValueError(
+            f"--storage {options.storage}: a relative path, but with {flag} {options.address} (Ray Client) "
+            "the sweep runs on the cluster's head node: give an absolute path there, on a file system every node "
+            "mounts, or a URI such as s3://bucket/sweeps"
+        )
+    if not client and "://" not in options.storage:  # refused with its name before Ray starts
+        check_folder(Path(options.storage_path()), "--storage", "or a URI such as s3://bucket/sweeps")
+    return space, options, flag
