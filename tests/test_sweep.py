@@ -243,9 +243,18 @@ def test_an_address_where_nothing_answers_fails_at_once(tmp_path: Path) -> None:
     (exit 2) in seconds."""
     import socket
 
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.2", 0))
-        port = s.getsockname()[1]
+    # A loopback port nobody listens on, held (bound, not listening: connections are refused) for the whole
+    # test: once let go, a Ray node of a test running beside this one (pytest-xdist) could take it.
+    held = socket.socket()
+    held.bind(("127.0.0.2", 0))
+    port = held.getsockname()[1]
+    try:
+        _nothing_answers_at(port, tmp_path)
+    finally:
+        held.close()
+
+
+def _nothing_answers_at(port: int, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"COLUMNS": "300"}
     cmd = [sys.executable, "-m", "tune_attn.cli", "sweep", str(COLLAPSE_SPACE), "--storage", str(tmp_path)]
     for address, what in ((f"127.0.0.2:{port}", "is Ray"), (f"ray://127.0.0.2:{port}", "Ray Client server")):
