@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,6 +49,22 @@ UNGROUPED = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-xdist's own, which adds the group to the node id
+def heavy_imports_after(*args: str, cwd: Path) -> tuple[int, str, list[str]]:
+    """Run ``tune-attn ARGS`` in a fresh interpreter: its exit code, its stderr, and which of torch, ray and
+    optuna it had imported by its end (each takes seconds: a refused command, or one that only reads a few
+    files, should not wait for them)."""
+    code = (
+        "import sys\nfrom tune_attn.cli import app\ntry:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n"
+        "    print(e.code, *sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "COLUMNS": "200"}
+    r = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
+    code_, *modules = r.stdout.splitlines()[-1].split()  # what the wrapper printed last
+    return int(code_), r.stderr, modules
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist's ``--dist loadgroup`` (scripts/test), a test marked ``xdist_group`` carries its group
     in its node id, which is how the tests that share a Ray or a loopback cluster stay on one worker. pytest

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY
+from tests.conftest import TINY, heavy_imports_after
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,21 +23,6 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         env=env,
         timeout=300,
     )
-
-
-def heavy_imports_on_refusal(*args: str, cwd: Path) -> tuple[int, str, list[str]]:
-    """Run ``tune-attn ARGS`` in a fresh interpreter: its exit code, its stderr, and which of torch, ray and
-    optuna it had imported by then (each takes seconds; a refused command should not wait for them)."""
-    code = (
-        "import sys\nfrom tune_attn.cli import app\ntry:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n"
-        "    print(e.code, *sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))\n"
-    )
-    env = {**os.environ, "COLUMNS": "200"}
-    r = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
-    )
-    code_, *modules = r.stdout.splitlines()[-1].split()  # what the wrapper printed last
-    return int(code_), r.stderr, modules
 
 
 def _sets(*extra: str) -> list[str]:
@@ -134,7 +119,7 @@ def test_bad_input_fails_before_training_with_a_clear_message(tmp_path: Path) ->
         (["--out", "a-file/run"], "--out a-file/run: cannot be made"),
         (["--wandb", "cloud"], "--wandb: 'cloud' is not valid; choose one of offline, online, off"),
     ):
-        code, stderr, heavy = heavy_imports_on_refusal("train", *args, cwd=tmp_path)
+        code, stderr, heavy = heavy_imports_after("train", *args, cwd=tmp_path)
         assert (code, heavy) == (2, []) and needle in stderr, (args, stderr)
 
 

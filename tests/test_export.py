@@ -14,7 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tune_attn.export import BundleError, export_bundle, load_bundle, predict, rank, read_sweep
+from tests.conftest import heavy_imports_after
+from tune_attn.export import BundleError, export_bundle, load_bundle, predict
+from tune_attn.leaderboard import SweepError, rank, read_sweep
 from tune_attn.run import load_checkpoint
 from tune_attn.tune.options import SweepOptions
 from tune_attn.tune.sweep import run_sweep
@@ -96,6 +98,11 @@ def test_the_leaderboard_cuts_no_id_or_value_short_on_a_narrow_terminal(sweep: P
                     assert f" {value} " in lines[i], (key, r.stdout)
                 else:
                     assert f" {name}={value} " in f"{lines[i + 1]} ", (key, r.stdout)
+    # The leaderboard reads a few files per trial: no torch, Ray or Optuna (~3 s to import) is needed for it.
+    code, stderr, heavy = heavy_imports_after("best", str(sweep), cwd=tmp_path)
+    assert (code, heavy) == (0, []), stderr
+    code, stderr, heavy = heavy_imports_after("best", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert (code, heavy) == (2, []) and "nowhere: no such sweep folder" in stderr, stderr
     r = _cli("best", str(sweep), "--top", "-2", cwd=tmp_path)  # showed all rows but the last two
     assert r.returncode == 2 and "Invalid value for '--top'" in r.stderr, r.stderr
     assert "greater than or equal to 1" in r.stderr, r.stderr
@@ -128,7 +135,7 @@ def test_a_running_sweep_can_be_ranked(sweep: Path, tmp_path: Path) -> None:
         r["status"].startswith("pruned:") or r["status"] in ("completed", "running") for r in rows.values()
     )
     # A folder that is no sweep (a typo'd path one level up, say) is named as such, not shown as an empty board.
-    with pytest.raises(BundleError, match=f"{tmp_path}: not a sweep folder"):
+    with pytest.raises(SweepError, match=f"{tmp_path}: not a sweep folder"):
         read_sweep(tmp_path)
 
 

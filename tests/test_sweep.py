@@ -15,9 +15,9 @@ import pytest
 from optuna.trial import TrialState
 from PIL import Image
 
-from tests.test_cli import heavy_imports_on_refusal
+from tests.conftest import heavy_imports_after
 from tests.wandb_records import OfflineRun
-from tune_attn.run import run_status
+from tune_attn.status import run_status
 from tune_attn.tune.options import SweepOptions
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
@@ -231,9 +231,7 @@ def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:
         ),
         ([str(COLLAPSE_SPACE), "--storage", str(tmp_path / "a-file")], "a file, not a folder"),
     ):
-        code, stderr, heavy = heavy_imports_on_refusal(
-            "sweep", "--storage", str(tmp_path), *args, cwd=tmp_path
-        )
+        code, stderr, heavy = heavy_imports_after("sweep", "--storage", str(tmp_path), *args, cwd=tmp_path)
         assert (code, heavy) == (2, []) and needle in stderr, (args, stderr)
 
 
@@ -622,7 +620,7 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
     import shlex
     import signal
 
-    from tune_attn.export import rank, read_sweep
+    from tune_attn.leaderboard import rank, read_sweep
 
     args = ["sweep", str(ROOT / "search_spaces" / "smoke.yaml"), "--storage", str(tmp_path), "--name", "c"]
     args += ["--num-samples", "2", "--max-concurrent", "1", "--set", "train.epochs=8", "--no-prune"]
@@ -764,7 +762,7 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path:
     errors = [t.user_attrs["error"] for t in result.study.trials if t.state == TrialState.FAIL]
     assert all("error" in e for e in errors)
     # `tune-attn best` lists the failed trials (they never trained an epoch) only with --show-pruned.
-    from tune_attn.export import rank, read_sweep
+    from tune_attn.leaderboard import rank, read_sweep
 
     listed = read_sweep(result.path)
     assert {r["trial_id"]: r["status"] for r in listed} == {r["trial_id"]: r["status"] for r in result.rows}
@@ -862,7 +860,7 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, tmp_path
         run = OfflineRun.read(run_folder)
         assert run.exited and run.summary["status"] == row["status"] and len(run.history) == row["epochs"]
     # `best` and `export` read a sweep at a URI: the same pick as from the folder; the bundle names the URI.
-    from tune_attn.export import rank, read_sweep
+    from tune_attn.leaderboard import rank, read_sweep
 
     pick = rank(read_sweep(folder))[1]
     cli = [sys.executable, "-m", "tune_attn.cli"]

@@ -77,7 +77,8 @@ def train(
     # torch and the rest only for a valid command: a mistyped key or option is told at once, not ~3 s later
     from tune_attn.data import DatasetError
     from tune_attn.engine import EpochResult, Trainer
-    from tune_attn.run import INTERRUPTED, interrupted_reason, interrupted_when, panel_path, train_run
+    from tune_attn.run import panel_path, train_run
+    from tune_attn.status import INTERRUPTED, interrupted_reason, interrupted_when
     from tune_attn.tracking import WandbRun, offline_runs, run_id
 
     try:
@@ -331,12 +332,12 @@ def best(
     export: Annotated[Path | None, typer.Option(help="Export the picked trial's bundle here.")] = None,
 ) -> None:
     """Leaderboard of a sweep and the best trial whose masks are healthy at the end."""
-    from tune_attn.export import BundleError, rank, read_sweep_at
+    from tune_attn.leaderboard import rank, read_sweep_at
 
     try:
         rows = read_sweep_at(experiment)
         board, pick = rank(rows, metric, min_object_mass, show_pruned)
-    except (BundleError, ValueError) as exc:
+    except ValueError as exc:  # SweepError too
         raise _fail(str(exc)) from None
     searched = sorted(
         {k for r in rows for k, v in r["config"].items() if len({str(x["config"].get(k)) for x in rows}) > 1}
@@ -376,14 +377,14 @@ def export_(
     min_object_mass: MinObjectOpt = None,
 ) -> None:
     """Write a deployable bundle (config, weights, torch.export model, panel, model card) of a sweep's trial."""
-    from tune_attn.export import BundleError, find_trial, rank, read_sweep_at
+    from tune_attn.leaderboard import SweepError, find_trial, rank, read_sweep_at
 
     try:
         rows = read_sweep_at(experiment)
         row = find_trial(rows, trial) if trial else rank(rows, metric, min_object_mass)[1]
         if row is None:
-            raise BundleError(f"{experiment}: no trial completed with healthy masks; choose one with --trial")
-    except (BundleError, ValueError) as exc:
+            raise SweepError(f"{experiment}: no trial completed with healthy masks; choose one with --trial")
+    except ValueError as exc:  # SweepError too
         raise _fail(str(exc)) from None
     _export(experiment, row["trial_id"], out)
     console.print(f"exported trial {row['trial_id']} to {out}", highlight=False)
@@ -398,7 +399,7 @@ def fetch(
 ) -> None:
     """Copy a sweep from its URI to a local folder: summary, plots, each trial's run folder (mask panels,
     metrics, offline W&B run) and Ray's results, not the checkpoints; then say how to upload its W&B runs."""
-    from tune_attn.export import BundleError, fetch_sweep, is_uri
+    from tune_attn.leaderboard import SweepError, fetch_sweep, is_uri
     from tune_attn.tracking import offline_runs
 
     if not is_uri(experiment):
@@ -407,7 +408,7 @@ def fetch(
         raise _fail(f"{out}: not an empty folder; choose a new one")
     try:
         fetch_sweep(experiment, out, everything=True)
-    except BundleError as exc:
+    except SweepError as exc:
         raise _fail(str(exc)) from None
     console.print(
         f"fetched {experiment} to {out}; pick the best config with: tune-attn best {out}", highlight=False

@@ -1,8 +1,5 @@
-"""Pick the best trial of a sweep and export it as a bundle that runs anywhere; load a bundle and predict.
-
-A sweep folder is read from the files the trials write themselves (``trial_*/run/metrics.jsonl``,
-``config.yaml``, ``checkpoint.pt``) and, once the sweep has finished, its ``summary.json`` (statuses such
-as ``stopped:asha`` or ``error`` that only the driver knows), so a running sweep can be ranked too.
+"""Export a sweep's trial (the pick of :mod:`tune_attn.leaderboard`, or any) as a bundle that runs anywhere;
+load a bundle and predict.
 
 A bundle folder holds::
 
@@ -17,66 +14,30 @@ A bundle folder holds::
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from tune_attn import panels
 from tune_attn.config import ConfigError, RunConfig, load_config
 from tune_attn.data.folders import load_rgb
+from tune_attn.leaderboard import find_trial, is_uri, read_sweep, run_uri, sweep_folder
 from tune_attn.models.classifier import build_model
-from tune_attn.run import CHECKPOINT, INTERRUPTED, is_last_epoch, load_checkpoint, panel_path, run_status
-from tune_attn.tune.sweep import SWEEP_RECORD
+from tune_attn.run import CHECKPOINT, load_checkpoint, panel_path
+from tune_attn.tune.options import SWEEP_RECORD
 
-METRICS = ("last_val_accuracy", "best_val_accuracy")
-QUALITY = "mask.object_mass"
 BUNDLE_FORMAT = 1
 BUNDLE_FILES = ("config.yaml", "weights.pt", "model.pt2", "bundle.json")
 
 
 class BundleError(ValueError):
-    """A bundle or a sweep folder is missing, corrupt or inconsistent; the message names the file."""
-
-
-def is_uri(experiment: str | Path) -> bool:
-    """A sweep at a URI (``s3://bucket/sweeps/name``, ``gs://...``, ``file://...``), not a local folder."""
-    return "://" in str(experiment)
-
-
-@contextlib.contextmanager
-def sweep_folder(experiment: str | Path, trial: str | None = None) -> Iterator[Path]:
-    """The local folder to read a sweep from: ``experiment`` itself, or for a URI a temporary copy (see
-    :func:`fetch_sweep`, which ``trial`` is passed to), removed afterwards."""
-    if not is_uri(experiment):
-        yield Path(experiment)
-        return
-    with tempfile.TemporaryDirectory(prefix="tune-attn-sweep-") as tmp:
-        yield fetch_sweep(str(experiment), Path(tmp), trial)
-
-
-def run_uri(experiment: str, trial_id: str) -> str:
-    """The URI of a trial's run folder in a sweep at a URI."""
-    return f"{experiment.rstrip('/')}/trial_{trial_id}/run"
-
-
-def read_sweep_at(experiment: str | Path) -> list[dict[str, Any]]:
-    """:func:`read_sweep` of a sweep folder or URI; for a URI each row's ``run`` is the run folder's URI."""
-    with sweep_folder(experiment) as folder:
-        rows = read_sweep(folder)
-    if is_uri(experiment):
-        for r in rows:
-            r["run"] = run_uri(str(experiment), r["trial_id"]) if r["run"] else ""
-    return rows
+    """A bundle is missing, corrupt or inconsistent; the message names the file."""
 
 
 def export_trial(experiment: str | Path, trial_id: str, out: str | Path) -> Path:
@@ -85,159 +46,6 @@ def export_trial(experiment: str | Path, trial_id: str, out: str | Path) -> Path
     with sweep_folder(experiment, trial_id) as folder:
         row = find_trial(read_sweep(folder), trial_id)
         return export_bundle(row, out, folder, source=str(experiment) if is_uri(experiment) else None)
-
-
-def fetch_sweep(uri: str, dest: Path, trial: str | None = None, everything: bool = False) -> Path:
-    """Copy from a sweep at ``uri`` into ``dest`` its ``summary.json`` and ``sweep.json``, and: each trial's
-    ``run/metrics.jsonl`` and ``run/config.yaml``, what :func:`read_sweep` reads (a few small files per trial,
-    not Ray's checkpoints); or with ``trial``, that trial's whole run folder only (checkpoint, panels; not its
-    W&B run), for :func:`export_bundle`; or with ``everything``, every file but Ray's checkpoints (each trial's
-    run folder with its panels and offline W&B run, the plots, Ray's results and searcher state). Returns
-    ``dest``."""
-    import pyarrow.fs
-
-    try:
-        fs, root = pyarrow.fs.FileSystem.from_uri(uri)
-        found = fs.get_file_info(root).type == pyarrow.fs.FileType.Directory
-    except (OSError, ValueError) as exc:  # pyarrow's errors are OSError / ArrowInvalid (a ValueError)
-        raise BundleError(f"{uri}: cannot read it ({exc})") from None
-    if not found:
-        raise BundleError(f"{uri}: no such sweep folder")
-    root = root.rstrip("/")
-
-    def files(folder: str, skip: str) -> set[str]:
-        every = fs.get_file_info(pyarrow.fs.FileSelector(folder, recursive=True, allow_not_found=True))
-        return {e.path for e in every if e.type == pyarrow.fs.FileType.File and skip not in e.path}
-
-    wanted = {f"{root}/summary.json", f"{root}/{SWEEP_RECORD}"}
-    if everything:
-        wanted |= files(root, "/checkpoint_")
-    elif trial is not None:
-        wanted |= files(f"{root}/trial_{trial}/run", "/wandb/")
-    else:
-        for entry in fs.get_file_info(pyarrow.fs.FileSelector(root)):
-            if entry.type == pyarrow.fs.FileType.Directory and entry.base_name.startswith("trial_"):
-                wanted |= {f"{entry.path}/run/metrics.jsonl", f"{entry.path}/run/config.yaml"}
-    for info in fs.get_file_info(sorted(wanted)):
-        if info.type == pyarrow.fs.FileType.File:
-            target = dest / info.path[len(root) + 1 :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with fs.open_input_stream(info.path) as src:
-                target.write_bytes(src.read())
-    return dest
-
-
-def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
-    """One row per trial: trial id, status and reason, accuracies, epochs, detector verdict, mask figures, the
-    flat config and the run folder. Works while the sweep runs (a trial still training is ``running``; one that
-    a Ctrl+C stopped is ``interrupted`` until a resumed sweep finishes it); a trial that failed before its first
-    epoch is known only once the sweep has finished (``summary.json``)."""
-    folder = Path(experiment)
-    if not folder.is_dir():
-        raise BundleError(f"{folder}: no such sweep folder")
-    if not any((folder / name).exists() for name in ("sweep.json", "summary.json")) and not any(
-        folder.glob("trial_*")
-    ):
-        raise BundleError(
-            f"{folder}: not a sweep folder (no sweep.json, summary.json or trial_* in it); give the folder that "
-            "`tune-attn sweep` printed as its results"
-        )
-    final = {}
-    if (folder / "summary.json").is_file():
-        final = {r["trial_id"]: r for r in json.loads((folder / "summary.json").read_text())}
-    rows = []
-    for run in sorted(folder.glob("trial_*/run")):
-        lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
-        history = [json.loads(x) for x in lines if x.strip()]
-        if not history:
-            continue
-        last = history[-1]
-        trial_id = run.parent.name.removeprefix("trial_")
-        done = final.get(trial_id)
-        if done is not None and done["status"] == INTERRUPTED and is_last_epoch(last):
-            done = None  # a resumed sweep has finished it since
-        if done is not None:
-            status, reason = done["status"], done.get("reason", "")
-        elif is_last_epoch(last):
-            status, reason = run_status(last, False, "val_accuracy")
-        else:
-            status, reason = "running", f"epoch {last['epoch']} of {last.get('epochs_budget', '?')}"
-        config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-        row: dict[str, Any] = {
-            "trial_id": trial_id,
-            "number": (done or {}).get("number"),
-            "status": status,
-            "reason": reason,
-            "last_val_accuracy": last.get("val_accuracy"),
-            "best_val_accuracy": max(h.get("val_accuracy", -math.inf) for h in history),
-            "epochs": last.get("epoch"),
-            "detector.kind": last.get("detector.kind"),
-        }
-        row.update({k: v for k, v in last.items() if k.startswith("mask.") and ".h" not in k})
-        row["config"] = {f"{s}.{k}": v for s, sec in (config or {}).items() for k, v in sec.items()}
-        row["run"] = str(run)
-        rows.append(row)
-    seen = {r["trial_id"] for r in rows}
-    for trial_id, done in final.items():  # trials that failed before their first epoch
-        if trial_id not in seen:
-            rows.append(
-                {
-                    "trial_id": trial_id,
-                    "number": done.get("number"),
-                    "status": done["status"],
-                    "reason": done.get("reason", ""),
-                    "last_val_accuracy": None,
-                    "best_val_accuracy": None,
-                    "epochs": None,
-                    "detector.kind": None,
-                    "config": {},
-                    "run": "",
-                }
-            )
-    return rows
-
-
-def rank(
-    rows: Sequence[dict[str, Any]],
-    metric: str = "last_val_accuracy",
-    min_object_mass: float | None = None,
-    show_pruned: bool = False,
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """The leaderboard (best first) and the pick: the best trial by ``metric`` among those that completed
-    with healthy masks at the end (and, with ``min_object_mass``, with at least that share of mask mass on
-    the object). Pruned, stopped and failed trials are listed only with ``show_pruned``, never picked."""
-    if metric not in METRICS:
-        raise ValueError(f"--metric: {metric!r} is not valid; choose one of {', '.join(METRICS)}")
-    if min_object_mass is not None:
-        if not 0.0 <= min_object_mass <= 1.0:
-            raise ValueError(f"--min-object-mass: {min_object_mass}; must be in [0, 1]")
-        if rows and not any(QUALITY in r for r in rows):
-            raise ValueError(
-                f"--min-object-mass: this sweep has no {QUALITY} (its data set has no object masks)"
-            )
-
-    def value(r: dict[str, Any]) -> float:
-        v = r.get(metric)
-        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
-
-    def eligible(r: dict[str, Any]) -> bool:
-        quality = r.get(QUALITY)
-        ok = min_object_mass is None or (isinstance(quality, (int, float)) and quality >= min_object_mass)
-        return r["status"] == "completed" and r.get("detector.kind") == "healthy" and ok
-
-    shown = [r for r in rows if show_pruned or r["status"] in ("completed", "running", INTERRUPTED)]
-    board = sorted(shown, key=value, reverse=True)
-    best = max((r for r in rows if eligible(r)), key=value, default=None)
-    return board, best
-
-
-def find_trial(rows: Sequence[dict[str, Any]], trial_id: str) -> dict[str, Any]:
-    for r in rows:
-        if r["trial_id"] == trial_id:
-            return r
-    raise BundleError(
-        f"--trial: {trial_id!r} is not a trial of this sweep; trials: {[r['trial_id'] for r in rows]}"
-    )
 
 
 def export_bundle(

@@ -14,6 +14,9 @@ from tune_attn.config import WandbOptions, check_folder
 from tune_attn.tune.search import SearchSpace
 
 SAMPLERS = ("tpe", "random")
+SWEEP_RECORD = "sweep.json"
+"""The file in a sweep folder that records the space and the options it was started with (for ``--resume``,
+``tune-attn best`` and ``export``)."""
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from tune_attn.run import run_status
+from tune_attn.status import run_status
 
 RAY_TRIAL_ID = "ray_trial_id"
 

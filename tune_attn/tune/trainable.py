@@ -21,15 +21,8 @@ from ray import tune
 
 from tune_attn.config import WandbOptions
 from tune_attn.engine import EpochResult, Trainer, resolve_device
-from tune_attn.run import (
-    CHECKPOINT,
-    INTERRUPTED,
-    interrupted_reason,
-    is_last_epoch,
-    load_checkpoint,
-    panel_path,
-    run_epochs,
-)
+from tune_attn.run import CHECKPOINT, load_checkpoint, panel_path, run_epochs
+from tune_attn.status import INTERRUPTED, interrupted_reason, is_last_epoch
 from tune_attn.tracking import WandbRun, run_id, stop_service
 from tune_attn.tune.search import config_from_flat
 

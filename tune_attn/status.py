@@ -1,0 +1,52 @@
+"""How a run (a sweep trial) ended, from its last epoch's metrics: ``completed``, ``pruned:<kind>``,
+``stopped:asha``, ``error`` or ``interrupted``, with its reason.
+
+Pure functions on metric dicts, no torch: the sweep, its trials, W&B and the leaderboard (``tune-attn best``)
+all name a run's status the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+INTERRUPTED = "interrupted"
+"""The status of a sweep trial that was still training (or waiting to start) when the sweep was stopped
+(Ctrl+C); ``--resume`` continues it from its last checkpoint."""
+
+
+def interrupted_when(last: dict[str, Any] | None) -> str:
+    """When a run whose last epoch's metrics were ``last`` was interrupted: ``after epoch 3 of 12``."""
+    epoch = (last or {}).get("epoch")
+    return (
+        f"after epoch {epoch} of {(last or {}).get('epochs_budget', '?')}"
+        if epoch
+        else "before its first epoch"
+    )
+
+
+def interrupted_reason(last: dict[str, Any] | None) -> str:
+    """The reason of an :data:`INTERRUPTED` trial whose last epoch's metrics were ``last``."""
+    return f"interrupted {interrupted_when(last)}; --resume continues it"
+
+
+def run_status(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[str, str]:
+    """(status, reason) of a finished run (a sweep trial) from its last result: ``completed``,
+    ``pruned:<kind>`` (the degeneracy monitor stopped it), ``stopped:asha`` (ended before its epoch budget
+    without an error: a scheduler stopped it) or ``error``."""
+    if error or not result:
+        return "error", "the trial raised an error (see its error.txt)"
+    value = result.get(metric)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "error", f"{metric} is {value!r}"
+    if result.get("detector.prune") and result.get("prune_enabled", 1.0):
+        return f"pruned:{result.get('detector.kind', 'degenerate')}", str(result.get("detector.reason", ""))
+    if result.get("epoch", 0) < result.get("epochs_budget", 0):
+        return "stopped:asha", f"stopped by the scheduler after epoch {result.get('epoch')}"
+    return "completed", ""
+
+
+def is_last_epoch(metrics: dict[str, Any]) -> bool:
+    """Whether a run ends after the epoch with these metrics: its epoch budget is reached, or it is pruned."""
+    pruned = bool(metrics.get("detector.prune")) and bool(metrics.get("prune_enabled", 1.0))
+    return pruned or metrics.get("epoch", 0) >= metrics.get("epochs_budget", math.inf)
