@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tune_attn import config as C
-from tune_attn.config import ConfigError, load_config
+from tune_attn.config import ConfigError, load_config, shown_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,3 +119,10 @@ def test_every_shipped_config_loads(path: Path) -> None:
 
 def test_shipped_configs_exist() -> None:
     assert len(list((ROOT / "configs").glob("*.yaml"))) >= 2
+
+
+def test_config_values_are_shown_to_three_significant_digits() -> None:
+    # A log-scale weight decay keeps its digits ("0.000" was shown once); whole numbers and names as they are.
+    assert shown_value(0.000431279) == "0.000431"
+    assert shown_value(0.5) == "0.5" and shown_value(1.23456e-05) == "1.23e-05"
+    assert (shown_value(3), shown_value("softmax"), shown_value(None)) == ("3", "softmax", "-")

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tune_attn.config import WandbOptions, check_folder, describe_keys, load_config
+from tune_attn.config import WandbOptions, check_folder, describe_keys, load_config, shown_value
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Hyperparameter search for attention CNNs."
@@ -439,11 +439,6 @@ def _num(v: object) -> str:
     return f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v))
 
 
-def _value(v: object) -> str:
-    """A config value: 3 significant digits (a weight decay of 0.000431 is not 0.000)."""
-    return f"{v:.3g}" if isinstance(v, float) else ("-" if v is None else str(v))
-
-
 def _leaderboard(rows: list[dict], pick: dict | None, metric: str, searched: list[str]) -> Table | str:
     """One row per trial with a column per searched key where that fits the terminal; where it does not, two
     lines per trial (figures, then ``key=value`` for the searched keys), so that no id or value is cut short.
@@ -461,7 +456,7 @@ def _leaderboard(rows: list[dict], pick: dict | None, metric: str, searched: lis
             "object": _num(r.get("mask.object_mass")),
             "entropy": _num(r.get("mask.entropy")),
         }
-        values = {name: _value(r["config"].get(k)) for k, name in names.items()}
+        values = {name: shown_value(r["config"].get(k)) for k, name in names.items()}
         table.add_row(trial, r["status"], *figures.values(), *values.values())
         lines.append("  ".join([trial, r["status"], *(f"{k} {v}" for k, v in figures.items())]))
         lines.append("    " + "  ".join(f"{k}={v}" for k, v in values.items()))

@@ -440,6 +440,12 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+def shown_value(value: object) -> str:
+    """A config value as the sweep's lines and the leaderboard show it: a float to 3 significant digits (a
+    log-scale weight decay of 0.000431 is not 0.000), None as ``-``."""
+    return f"{value:.3g}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
 def check_folder(folder: Path, flag: str, other: str = "") -> None:
     """Fail with a ValueError that names ``folder`` (given as ``flag``) when it could not be made or written,
     before any work starts (nothing is made here); ``other``: what else would do (", or ..." in the message)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune_attn.config import WandbOptions
+from tune_attn.config import WandbOptions, shown_value
 from tune_attn.run import METRIC
 from tune_attn.status import INTERRUPTED, interrupted_reason
 from tune_attn.tracking import WandbRun, offline_runs, run_id
@@ -180,7 +180,7 @@ def _progress_callback(keys: list[str]) -> Any:
                 return
             self.started.add(trial.trial_id)
             values = " ".join(
-                f"{k.split('.')[-1]}={_short(trial.config[k])}" for k in keys if k in trial.config
+                f"{k.split('.')[-1]}={shown_value(trial.config[k])}" for k in keys if k in trial.config
             )
             self.say(f"{trial.trial_id}: started {values} | {self.status()}")
 
@@ -268,10 +268,6 @@ def failed_on(error: str) -> str | None:
     no result from that node."""
     found = _RAY_IP.findall(_FAILURE.split(error)[-1])
     return found[-1] if found else None
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def run_sweep(
