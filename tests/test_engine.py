@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import TINY
 from tune_attn.config import load_config
-from tune_attn.engine import Trainer, TrainingDiverged
+from tune_attn.engine import Trainer, TrainingDiverged, use_deterministic_kernels
 from tune_attn.run import load_checkpoint, train_run
 
 
@@ -142,3 +142,23 @@ def test_head_notes_name_the_object_share_and_main_part() -> None:
     notes = head_notes(mask_statistics(m, obj, parts, ("ears", "body")))
     assert notes == ["on object 100%\nears 100% of it", "on object 50%\nbody 100% of it"]
     assert head_notes(mask_statistics(m)) is None  # no ground truth, no notes
+
+
+def test_train_deterministic_sets_the_kernels_both_ways() -> None:
+    """On CUDA, ``train.deterministic`` asks for deterministic kernels; off, for cuDNN's timed choice of the
+    fastest (``cudnn.benchmark``). Process-wide flags: set here without a GPU, put back afterwards."""
+    before = (
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+    )
+    try:
+        use_deterministic_kernels(True)
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert torch.are_deterministic_algorithms_enabled()
+        use_deterministic_kernels(False)
+        assert not torch.backends.cudnn.deterministic and torch.backends.cudnn.benchmark
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[:2]
+        torch.use_deterministic_algorithms(before[2])

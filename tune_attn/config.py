@@ -145,8 +145,9 @@ class TrainConfig:
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     deterministic: bool = True
     """CUDA: deterministic kernels (cuDNN's and torch's), so that the same seed gives the same run and a trial
-    resumed from its checkpoint continues as if never stopped; off: cuDNN may pick faster, nondeterministic
-    ones. CPU training is deterministic either way."""
+    resumed from its checkpoint continues as if never stopped; off: cuDNN times its kernels for each input
+    shape and keeps the fastest (``cudnn.benchmark``), nondeterministic ones too. CPU training is deterministic
+    either way."""
     channels_last: bool = True
     """Use the channels-last memory format (faster convolutions on CPUs and GPUs)."""
     panel_samples: int = 6

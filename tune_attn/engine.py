@@ -58,7 +58,7 @@ def use_deterministic_kernels(on: bool) -> None:
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.deterministic = on
-    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.benchmark = not on  # off: cuDNN times its kernels per new shape, keeps the fastest
     torch.use_deterministic_algorithms(on, warn_only=True)  # an op without such a kernel warns, never fails
 
 
