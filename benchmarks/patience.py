@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_attn.degeneracy import DegeneracyMonitor
-from tune_attn.run import METRIC
+from tune_attn.status import METRIC
 from tune_attn.tune.options import SweepOptions
 from tune_attn.tune.sweep import run_sweep
 

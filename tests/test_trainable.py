@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tune_attn.run import METRIC
+from tune_attn.status import METRIC
 from tune_attn.tune.trainable import AttentionTrial
 
 from .conftest import TINY

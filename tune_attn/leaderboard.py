@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from tune_attn.status import INTERRUPTED, is_last_epoch, run_status
+from tune_attn.status import INTERRUPTED, METRIC, is_last_epoch, run_status
 from tune_attn.tune.options import SWEEP_RECORD
 
 METRICS = ("last_val_accuracy", "best_val_accuracy")
@@ -110,7 +110,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
     folder = Path(experiment)
     if not folder.is_dir():
         raise SweepError(f"{folder}: no such sweep folder")
-    if not any((folder / name).exists() for name in ("sweep.json", "summary.json")) and not any(
+    if not any((folder / name).exists() for name in (SWEEP_RECORD, "summary.json")) and not any(
         folder.glob("trial_*")
     ):
         raise SweepError(
@@ -134,7 +134,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
         if done is not None:
             status, reason = done["status"], done.get("reason", "")
         elif is_last_epoch(last):
-            status, reason = run_status(last, False, "val_accuracy")
+            status, reason = run_status(last, False, METRIC)
         else:
             status, reason = "running", f"epoch {last['epoch']} of {last.get('epochs_budget', '?')}"
         config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
@@ -143,8 +143,8 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
             "number": (done or {}).get("number"),
             "status": status,
             "reason": reason,
-            "last_val_accuracy": last.get("val_accuracy"),
-            "best_val_accuracy": max(h.get("val_accuracy", -math.inf) for h in history),
+            "last_val_accuracy": last.get(METRIC),
+            "best_val_accuracy": max(h.get(METRIC, -math.inf) for h in history),
             "epochs": last.get("epoch"),
             "detector.kind": last.get("detector.kind"),
         }

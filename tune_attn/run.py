@@ -28,8 +28,6 @@ from tune_attn.engine import BatchCallback, EpochResult, Trainer
 from tune_attn.masks import MaskStats
 
 CHECKPOINT = "checkpoint.pt"
-METRIC = "val_accuracy"
-"""The metric a run is judged by (sweeps maximize it)."""
 
 
 def panel_path(out_dir: str | Path, epoch: int) -> Path:

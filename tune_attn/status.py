@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+METRIC = "val_accuracy"
+"""The metric a run is judged by (sweeps maximize it)."""
 INTERRUPTED = "interrupted"
 """The status of a sweep trial that was still training (or waiting to start) when the sweep was stopped
 (Ctrl+C); ``--resume`` continues it from its last checkpoint."""

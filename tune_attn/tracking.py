@@ -28,8 +28,7 @@ import numpy as np
 from tune_attn.config import WandbOptions, first_line
 from tune_attn.engine import EpochResult
 from tune_attn.panels import MASK_LEVELS, mask_levels
-from tune_attn.run import METRIC
-from tune_attn.status import run_status
+from tune_attn.status import METRIC, run_status
 
 
 def run_id(label: str, key: str) -> str:

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_attn.config import WandbOptions, shown_value
-from tune_attn.run import METRIC
-from tune_attn.status import INTERRUPTED, interrupted_reason
+from tune_attn.status import INTERRUPTED, METRIC, interrupted_reason
 from tune_attn.tracking import WandbRun, offline_runs, run_id
 from tune_attn.tune.options import SWEEP_RECORD, SweepOptions, check_sweep, missing_folders
 from tune_attn.tune.search import SearchSpace
