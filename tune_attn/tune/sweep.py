@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_attn.config import WandbOptions, shown_value
-from tune_attn.status import INTERRUPTED, METRIC, interrupted_reason
+from tune_attn.status import INTERRUPTED, METRIC, interrupted_reason, run_status
 from tune_attn.tracking import WandbRun, offline_runs, run_id
 from tune_attn.tune.options import SWEEP_RECORD, SweepOptions, check_sweep, missing_folders
 from tune_attn.tune.search import SearchSpace
@@ -127,7 +127,6 @@ def _progress_callback(keys: list[str]) -> Any:
 
     from ray.tune import Callback
 
-    from tune_attn.status import run_status
     from tune_attn.tune.trainable import WANDB_ERROR
 
     module = __name__
@@ -1013,7 +1012,6 @@ def summary_rows(
     config, best / last accuracy, status and reason, epochs, mask figures. ``ended``: the ids of the trials
     that ended (:data:`ended_trials`); the others are ``interrupted``. None: Tune's loop took no step, so no
     trial was stopped and Tune's own statuses hold (those not TERMINATED or ERROR are ``interrupted``)."""
-    from tune_attn.status import run_status
     from tune_attn.tune.searcher import RAY_TRIAL_ID
 
     numbers = {t.user_attrs.get(RAY_TRIAL_ID): t.number for t in (study.trials if study else [])}
