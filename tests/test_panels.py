@@ -37,12 +37,29 @@ def test_timeline_and_curves(tmp_path: Path) -> None:
     out = panels.timeline(img, m, [1, 2, 3], tmp_path / "timeline.png", "sample 0")
     w3 = _load(out).shape[1]
     out = panels.timeline(img, np.concatenate([m, m]), [1, 2, 3, 4, 5, 6], tmp_path / "timeline.png")
-    assert _load(out).shape[1] > w3  # one column per epoch
+    w6 = _load(out).shape[1]
+    assert w6 > w3  # one column per epoch
+    # past max_columns the picture keeps its width: 6 epochs shown as 4 columns, as wide as 4 epochs
+    out = panels.timeline(img, np.concatenate([m, m]), [1, 2, 3, 4, 5, 6], tmp_path / "t4.png", max_columns=4)
+    w4 = _load(panels.timeline(img, np.concatenate([m, m[:1]]), [1, 2, 3, 4], tmp_path / "e4.png")).shape[1]
+    assert _load(out).shape[1] == w4 < w6
+    with pytest.raises(ValueError, match="max_columns: 1; expected at least 2"):
+        panels.timeline(img, m, [1, 2, 3], tmp_path / "x.png", max_columns=1)
     hist = [
         {"epoch": e, "train_loss": 2 / e, "val_loss": 2.1 / e, "val_accuracy": 0.1 * e, "mask.entropy": 0.5}
         for e in (1, 2, 3)
     ]
     assert panels.curves(hist, tmp_path / "curves.png").is_file()
+
+
+def test_timeline_columns_keep_the_first_and_latest_epoch_evenly_spread() -> None:
+    assert panels.timeline_columns(3, 16) == [0, 1, 2]
+    assert panels.timeline_columns(16, 16) == list(range(16))
+    assert panels.timeline_columns(6, 4) == [0, 2, 3, 5]
+    assert panels.timeline_columns(30, 16) == [0, 2, 4, 6, 8, 10, 12, 14, 15, 17, 19, 21, 23, 25, 27, 29]
+    for n in range(2, 80):
+        cols = panels.timeline_columns(n, 16)
+        assert len(cols) == min(n, 16) and cols[0] == 0 and cols[-1] == n - 1 and cols == sorted(set(cols))
 
 
 def test_panel_shape_errors(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ Layout of a run folder::
     config.yaml            the resolved config (``tune-attn train --config`` reruns it as is)
     metrics.jsonl          one JSON object per epoch
     panels/epoch_003.png   the fixed validation samples with each head's mask, one file per epoch
-    panels/timeline.png    one sample's masks across all epochs so far
+    panels/timeline.png    one sample's masks across the epochs so far (16 of them at most, evenly spread)
     curves.png             loss, accuracy and mask statistics per epoch
     checkpoint.pt          weights, optimizer, epoch, history (load with torch.load(weights_only=True))
 """
