@@ -62,6 +62,18 @@ def test_timeline_columns_keep_the_first_and_latest_epoch_evenly_spread() -> Non
         assert len(cols) == min(n, 16) and cols[0] == 0 and cols[-1] == n - 1 and cols == sorted(set(cols))
 
 
+def test_large_images_are_shrunk_to_the_tile_before_drawing() -> None:
+    big = np.random.default_rng(0).random((2, 224, 224, 3))
+    small = panels._fit(big, panels.PANEL_CELL)
+    side = round(panels.PANEL_CELL * panels.DPI)
+    assert small.shape == (2, side, side, 3) and 0 <= small.min() and small.max() <= 1
+    assert abs(small.mean() - big.mean()) < 0.01  # an average of the pixels, not a crop
+    wide = panels._fit(np.ones((1, 100, 200, 3)), panels.TIMELINE_CELL)
+    assert wide.shape == (1, 45, round(panels.TIMELINE_CELL * panels.DPI), 3)  # aspect kept
+    tiny = np.zeros((1, 32, 32, 3))
+    assert panels._fit(tiny, panels.PANEL_CELL) is tiny
+
+
 def test_panel_shape_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="to match the images"):
         panels.mask_panel(np.zeros((2, 8, 8, 3)), np.zeros((3, 1, 4, 4)), tmp_path / "x.png")

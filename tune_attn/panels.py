@@ -14,6 +14,12 @@ from PIL import Image
 
 CMAP = "jet"
 ALPHA = 0.5
+DPI = 90
+PANEL_CELL = 1.3  # inches per tile: mask panel
+TIMELINE_CELL = 1.0  # inches per tile: timeline
+PNG_LEVEL = 1
+"""zlib level of the PNGs: 1 took a third less time per panel than the default 6, files within 3 % of its
+size (photos and heat maps compress little either way; benchmarks/panels.py)."""
 
 
 def _as_images(images: Any) -> np.ndarray:
@@ -29,6 +35,25 @@ def _as_images(images: Any) -> np.ndarray:
     if arr.max(initial=0.0) > 1.0:
         arr = arr / 255.0
     return np.clip(arr, 0.0, 1.0)
+
+
+def _fit(images: np.ndarray, cell: float) -> np.ndarray:
+    """(n, H, W, 3) images shrunk (box filter) to the pixels a tile of ``cell`` inches has; smaller ones
+    unchanged. A 224 px image drawn in a 117 px tile loses nothing, and its overlays cost a quarter."""
+    side = round(cell * DPI)
+    n, h, w = images.shape[:3]
+    if max(h, w) <= side:
+        return images
+    size = (max(1, round(w * side / max(h, w))), max(1, round(h * side / max(h, w))))  # PIL: (width, height)
+    out = [
+        np.asarray(
+            Image.fromarray((img * 255).round().astype(np.uint8)).resize(size, Image.Resampling.BOX),
+            dtype=np.float64,
+        )
+        / 255.0
+        for img in images
+    ]
+    return np.stack(out)
 
 
 def _upsample(mask: np.ndarray, size_h: int, size_w: int) -> np.ndarray:
@@ -75,7 +100,7 @@ def _figure(
     row_titles: Sequence[str],
     title: str,
     path: str | Path,
-    cell: float = 1.3,
+    cell: float = PANEL_CELL,
 ) -> Path:
     """One image of all tiles, with column / row titles and a small caption in the corner of some tiles."""
     canvas = _grid(tiles)
@@ -87,7 +112,7 @@ def _figure(
     left_in = 0.25 if any(row_titles) else 0.05
     fig_w = max(cell * cols + left_in + 0.05, 0.06 * max(len(line) for line in title.split("\n")) + 0.2)
     fig_h = cell * rows + top_in + 0.05
-    fig = Figure(figsize=(fig_w, fig_h), dpi=90)
+    fig = Figure(figsize=(fig_w, fig_h), dpi=DPI)
     left = left_in + (fig_w - cell * cols - left_in - 0.05) / 2  # centred when the title is wider
     ax = fig.add_axes((left / fig_w, 0.05 / fig_h, cell * cols / fig_w, cell * rows / fig_h))
     ax.imshow(canvas, interpolation="nearest")
@@ -116,9 +141,7 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    # zlib level 1: a third less time per panel than the default 6, files within 3 % of its size (these
-    # images are mostly photo and heat map, which compress little either way)
-    fig.savefig(tmp, dpi=fig.dpi, pil_kwargs={"compress_level": 1})
+    fig.savefig(tmp, dpi=fig.dpi, pil_kwargs={"compress_level": PNG_LEVEL})
     tmp.replace(path)  # readers never see half a file
     return path
 
@@ -136,7 +159,7 @@ def mask_panel(
     ``labels`` (one per sample) go beside the rows; ``head_notes`` (one short string per head, e.g. its
     main part) under the column titles.
     """
-    imgs = _as_images(images)
+    imgs = _fit(_as_images(images), PANEL_CELL)  # (n, s, s, 3)
     m = np.asarray(masks, dtype=np.float64)
     if m.ndim != 4 or m.shape[0] != imgs.shape[0]:
         raise ValueError(
@@ -162,7 +185,7 @@ def timeline(
 
     Past ``max_columns`` epochs it shows that many, evenly spread, the first and the latest always: the
     picture stays readable and costs the same at epoch 30 as at epoch 16."""
-    img = _as_images(np.asarray(image)[None])[0]
+    img = _fit(_as_images(np.asarray(image)[None]), TIMELINE_CELL)[0]  # (s, s, 3)
     m = np.asarray(masks, dtype=np.float64)
     if m.ndim != 4 or m.shape[0] != len(epochs):
         raise ValueError(f"masks: shape {m.shape}; expected ({len(epochs)}, heads, h, w), one per epoch")
@@ -174,7 +197,9 @@ def timeline(
     tiles = [[img] + [overlay(img, m[j, k]) for j in range(e)] for k in range(heads)]
     captions = {(k, j + 1): f"{m[j, k].max():.2g}" for k in range(heads) for j in range(e)}
     col_titles = ["image"] + [f"ep {ep}" for ep in shown]
-    return _figure(tiles, captions, col_titles, [f"head {k}" for k in range(heads)], title, path, cell=1.0)
+    return _figure(
+        tiles, captions, col_titles, [f"head {k}" for k in range(heads)], title, path, cell=TIMELINE_CELL
+    )
 
 
 def timeline_columns(n: int, max_columns: int) -> list[int]:
@@ -188,7 +213,7 @@ def timeline_columns(n: int, max_columns: int) -> list[int]:
 def curves(history: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
     """Training curves from per-epoch metric dicts: losses, validation accuracy, and mask figures."""
     epochs = [int(h["epoch"]) for h in history]
-    fig = Figure(figsize=(9, 2.8), dpi=90)
+    fig = Figure(figsize=(9, 2.8), dpi=DPI)
     ax_loss, ax_acc, ax_mask = fig.subplots(1, 3)
 
     def plot(ax: Any, key: str, label: str) -> None:
