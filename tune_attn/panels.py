@@ -18,8 +18,8 @@ DPI = 90
 PANEL_CELL = 1.3  # inches per tile: mask panel
 TIMELINE_CELL = 1.0  # inches per tile: timeline
 PNG_LEVEL = 1
-"""zlib level of the PNGs: 1 took a third less time per panel than the default 6, files within 3 % of its
-size (photos and heat maps compress little either way; benchmarks/panels.py)."""
+"""zlib level of the PNGs: 1 drew an epoch's pictures in 0.75-0.81 of the time of matplotlib's 6, for files
+~11 % larger (the main sweep's panels; benchmarks/panels.py, docs/benchmarks.md)."""
 
 
 def _as_images(images: Any) -> np.ndarray:
