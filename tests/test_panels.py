@@ -66,7 +66,7 @@ def test_large_images_are_shrunk_to_the_tile_before_drawing() -> None:
     big = np.random.default_rng(0).random((2, 224, 224, 3))
     small = panels._fit(big, panels.PANEL_CELL)
     side = round(panels.PANEL_CELL * panels.DPI)
-    assert small.shape == (2, side, side, 3) and 0 <= small.min() and small.max() <= 1
+    assert small.shape == (2, side, side, 3) and small.min() >= 0 and small.max() <= 1
     assert abs(small.mean() - big.mean()) < 0.01  # an average of the pixels, not a crop
     wide = panels._fit(np.ones((1, 100, 200, 3)), panels.TIMELINE_CELL)
     assert wide.shape == (1, 45, round(panels.TIMELINE_CELL * panels.DPI), 3)  # aspect kept
