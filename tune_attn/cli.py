@@ -210,6 +210,9 @@ def sweep(
     ] = 2,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted sweep of the same name.")] = False,
     prune: Annotated[bool, typer.Option(help="Stop trials whose attention masks collapse.")] = True,
+    reuse_actors: Annotated[
+        bool, typer.Option(help="Start a trial in a finished trial's process (no imports, no CUDA start).")
+    ] = True,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Fix a key over the space file, e.g. --set train.epochs=12 (repeatable)."),
@@ -241,6 +244,7 @@ def sweep(
             max_failures=max_failures,
             resume=resume,
             prune=prune,
+            reuse_actors=reuse_actors,
             fixed=tuple(set_ or ()),
             progress_seconds=progress_every,
             wandb=wandb,

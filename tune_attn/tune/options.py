@@ -44,6 +44,9 @@ class SweepOptions:
     prune: bool = True
     fixed: tuple[str, ...] = ()
     """``section.key=value`` items that fix keys over the space file's (``--set``)."""
+    reuse_actors: bool = True
+    """Start the next trial in a finished trial's process (same resources) instead of a new one (Tune's
+    ``reuse_actors``): the imports and CUDA's start are paid once per process, not once per trial."""
     progress_seconds: float = 60.0
     """While trials train, a status line at most this often (0: after every epoch reported)."""
     wandb: str = "offline"

@@ -37,6 +37,7 @@ RESUME_KEEPS = {
     "startup_trials": "--startup-trials",
     "seed": "--seed",
     "max_failures": "--max-failures",
+    "reuse_actors": "--reuse-actors",
     "fixed": "--set",
 }
 """The options a resumed sweep keeps from its start (Tune restores its searcher and scheduler), by flag."""
@@ -805,6 +806,7 @@ def _run(
                     scheduler=scheduler,
                     num_samples=options.num_samples,
                     trial_dirname_creator=_trial_dirname,
+                    reuse_actors=options.reuse_actors,
                 ),
                 run_config=tune.RunConfig(
                     name=options.name,

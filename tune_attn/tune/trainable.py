@@ -7,10 +7,15 @@ checkpoint after every step and ends the trial when the epoch budget is spent or
 A class trainable (not a function one) so that the trial's W&B run is closed in :meth:`cleanup`, which Tune
 runs in the trial's process before it ends: a function trainable stopped by a scheduler is torn down while
 its training thread still runs, and the W&B run it was writing was lost (seen with ray 2.60, wandb 0.31).
+
+Tune reuses a finished trial's actor for the next trial with the same resources (``reuse_actors``): the
+process has torch, Ray Tune and CUDA up already, which saved ~3 s per trial on the development machine.
+:meth:`reset_config` closes the trial before (as :meth:`cleanup` would) and sets up the next one.
 """
 
 from __future__ import annotations
 
+import gc
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +105,16 @@ class AttentionTrial(tune.Trainable):
             },
         )
         self.told_wandb = False
+        self.storage = getattr(self, "_storage", None)  # this trial's (Tune's StorageContext, ray 2.60)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Close the trial that ran in this actor, then set up the next one in its place (Tune reuses the
+        actor; ``self.trial_id`` is already the new trial's)."""
+        self.close_trial()
+        self.epochs = None  # the old trial's trainer (model, data, cached images) goes with it
+        gc.collect()
+        self.setup(new_config)
+        return True
 
     def step(self) -> dict[str, Any]:
         try:
@@ -140,9 +155,12 @@ class AttentionTrial(tune.Trainable):
         self.restored = True
 
     def cleanup(self) -> None:
-        """Close the W&B run with the trial's status (Tune calls this however the trial ends) and stop the
-        process's W&B service; with a remote storage, upload the run folder once more so that the W&B run's
-        end reaches it."""
+        """Tune calls this however the trial ends, unless it keeps the actor for the next trial."""
+        self.close_trial()
+
+    def close_trial(self) -> None:
+        """Close the W&B run with the trial's status and stop the process's W&B service; with a remote
+        storage, upload the run folder once more so that the W&B run's end reaches it."""
         stopped = self.error is None or isinstance(self.error, SystemExit)  # by Tune, between or in a step
         ended = bool(self.last) and is_last_epoch(self.last)
         if stopped and not ended and (self.scheduler != "asha" or not self.last):  # ASHA stops after a result
@@ -150,6 +168,5 @@ class AttentionTrial(tune.Trainable):
         else:
             self.wb.end(self.last, self.error)
         stop_service()
-        storage = getattr(self, "_storage", None)  # Tune's StorageContext of this trial (ray 2.60)
-        if storage is not None and storage.sync_config.sync_artifacts:
-            storage.persist_artifacts(force=True)
+        if self.storage is not None and self.storage.sync_config.sync_artifacts:
+            self.storage.persist_artifacts(force=True)
