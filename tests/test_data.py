@@ -189,6 +189,40 @@ def test_image_files_are_decoded_once_while_they_fit_the_memory_cache(tmp_path: 
         DataConfig(name="pets", root=str(root), memory_cache_mb=-1)
 
 
+def test_the_next_data_set_of_the_same_files_starts_with_the_images_kept(tmp_path: Path) -> None:
+    """A sweep's next trial in a reused process (same files, unchanged on disk, same size) reads the images
+    the trial before decoded; other sizes, or files changed on disk, are decoded again."""
+    import os
+
+    files = []
+    for k, name in enumerate(("cat", "dog")):
+        (tmp_path / name).mkdir()
+        files.append(tmp_path / name / "a.bmp")  # a BMP's byte size does not depend on its pixels
+        Image.new("RGB", (40, 40), (10 + k, 20, 30)).save(files[-1])
+
+    def repaint(grey: int, keep_stamp: bool) -> None:  # new pixels, the same byte size on disk
+        for path in files:
+            st = path.stat()
+            Image.new("RGB", (40, 40), (grey, grey, grey)).save(path)
+            assert path.stat().st_size == st.st_size
+            later = 0 if keep_stamp else 10**9  # the same mtime, or one second later (an edit)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + later))
+
+    def read(size: int, cache_mb: int = 1) -> list[torch.Tensor]:
+        cfg = DataConfig(name="imagefolder", root=str(tmp_path), image_size=size, memory_cache_mb=cache_mb)
+        splits = build_data(cfg)
+        return [ds[i][0] for ds in (splits.train, splits.val) for i in range(len(ds))]
+
+    first = read(32)
+    repaint(200, keep_stamp=True)
+    assert all(torch.equal(a, b) for a, b in zip(read(32), first, strict=True))  # kept: not decoded again
+    assert all(int(x[0, 0, 0]) == 200 for x in read(16))  # another size: decoded, the new pixels
+    assert all(int(x[0, 0, 0]) == 200 for x in read(32, cache_mb=0))  # nothing kept: decoded
+    assert all(int(x[0, 0, 0]) == 200 for x in read(32))  # kept now
+    repaint(90, keep_stamp=False)
+    assert all(int(x[0, 0, 0]) == 90 for x in read(32))  # changed on disk: decoded again
+
+
 def test_pets_errors_say_what_layout_is_expected(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="(?s)is not a folder.*trainval.txt"):
         load_pets(tmp_path / "nowhere", 32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +41,19 @@ def load_rgb(path: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
+_kept: tuple[tuple[Any, ...], dict[int, torch.Tensor]] | None = None
+"""The decoded images of the last :class:`FileImages` that kept any, by its size and files (with their mtime
+and size on disk); see :meth:`FileImages.keep_decoded`."""
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:  # missing: reading it will say so
+        return (0, -1)
+    return (st.st_mtime_ns, st.st_size)
+
+
 class FileImages(AttnDataset):
     """Images read lazily from files, resized to ``size``; optional trimap files give object masks."""
 
@@ -58,10 +72,19 @@ class FileImages(AttnDataset):
         """Keep decoded, resized images in memory, up to ``limit_bytes`` in all (0: decode on every read).
 
         Each image reads the same every epoch (no augmentation), and decoding JPEGs on the trial's CPU is
-        slower than a GPU trains on them; images beyond the limit are decoded on every read."""
+        slower than a GPU trains on them; images beyond the limit are decoded on every read. The next data
+        set of the same files (unchanged on disk) and size in this process starts with the images kept here:
+        a sweep's next trial in a reused process does not decode them again."""
+        global _kept
         self.cache_bytes = limit_bytes
         if not limit_bytes:
-            self._decoded.clear()
+            self._decoded = {}
+            return
+        key = (self.size, tuple((str(f), *_stamp(f)) for f in self.files))
+        if _kept is not None and _kept[0] == key and len(_kept[1]) * 3 * self.size**2 <= limit_bytes:
+            self._decoded = _kept[1]
+        else:
+            _kept = (key, self._decoded)  # one set at a time: memory stays within one limit
 
     def __len__(self) -> int:
         return len(self.files)
