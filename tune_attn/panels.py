@@ -41,7 +41,7 @@ def _fit(images: np.ndarray, cell: float) -> np.ndarray:
     """(n, H, W, 3) images shrunk (box filter) to the pixels a tile of ``cell`` inches has; smaller ones
     unchanged. A 224 px image drawn in a 117 px tile loses nothing, and its overlays cost a quarter."""
     side = round(cell * DPI)
-    n, h, w = images.shape[:3]
+    h, w = images.shape[1:3]
     if max(h, w) <= side:
         return images
     size = (max(1, round(w * side / max(h, w))), max(1, round(h * side / max(h, w))))  # PIL: (width, height)
