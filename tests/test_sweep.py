@@ -550,13 +550,20 @@ def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
     same = SweepOptions(num_samples=6, seed=1, fixed=("train.epochs=3",), resume=True, progress_seconds=0)
     assert resume_differences(tmp_path, SearchSpace.load(COLLAPSE_SPACE, same.fixed), same) == []
     other = SweepOptions(
-        num_samples=9, seed=1, scheduler="asha", startup_trials=3, max_failures=5, fixed=("train.epochs=4",)
+        num_samples=9,
+        seed=1,
+        scheduler="asha",
+        startup_trials=3,
+        max_failures=5,
+        reuse_actors=False,
+        fixed=("train.epochs=4",),
     )
     assert resume_differences(tmp_path, SearchSpace.load(COLLAPSE_SPACE, other.fixed), other) == [
         "--num-samples 9 (the sweep's: 6)",
         "--scheduler asha (the sweep's: none)",
         "--startup-trials 3 (the sweep's: default)",
         "--max-failures 5 (the sweep's: 2)",
+        "--no-reuse-actors (the sweep's: --reuse-actors)",
         "--set train.epochs=4 (the sweep's: train.epochs=3)",
         f"the search space of {COLLAPSE_SPACE} + --set (it changed since the sweep started)",
     ]
@@ -675,7 +682,7 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
 
     args = ["sweep", str(ROOT / "search_spaces" / "smoke.yaml"), "--storage", str(tmp_path), "--name", "c"]
     args += ["--num-samples", "2", "--max-concurrent", "1", "--set", "train.epochs=8", "--no-prune"]
-    args += ["--progress-every", "0"]
+    args += ["--progress-every", "0", "--no-reuse-actors"]  # each trial in a fresh process, resumed too
     env = {**os.environ, "COLUMNS": "300", "PYTHONUNBUFFERED": "1"}
 
     def stopped(cmd: list[str], when: str, stop: Callable[[int], None]) -> str:
@@ -767,6 +774,11 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
     assert [r["status"] for r in read_sweep(tmp_path / "c")] == ["completed", "completed"]
     first, *_, last = sorted((Path(rows[0]["path"]) / "run" / "wandb").glob("offline-run-*"))
     assert first == folder and OfflineRun.read(last).summary["status"] == "completed"
+    pids = [
+        [json.loads(x)["pid"] for x in (Path(r["path"]) / "result.json").read_text().splitlines()]
+        for r in rows
+    ]
+    assert pids[0][-1] not in pids[1], pids  # the second trial did not start in the first one's process
 
 
 @LOCAL_RAY

@@ -954,13 +954,25 @@ def resume_differences(folder: Path, space: SearchSpace, options: SweepOptions) 
     started = record.get("options", {})
     now = _recorded(options)
     kept = [
-        f"{flag} {_flag_value(now[key])} (the sweep's: {_flag_value(started[key])})"
+        _difference(flag, now[key], started[key])
         for key, flag in RESUME_KEEPS.items()
         if key in started and started[key] != now[key]
     ]
     if "space" in record and record["space"] != _plain(space.to_dict()):
         kept.append(f"the search space of {space.source} (it changed since the sweep started)")
     return kept
+
+
+def _difference(flag: str, now: Any, started: Any) -> str:
+    """``--num-samples 9 (the sweep's: 6)``; for an on/off flag ``--no-reuse-actors (the sweep's:
+    --reuse-actors)``."""
+    if isinstance(now, bool):
+        return f"{_switch(flag, now)} (the sweep's: {_switch(flag, started)})"
+    return f"{flag} {_flag_value(now)} (the sweep's: {_flag_value(started)})"
+
+
+def _switch(flag: str, on: bool) -> str:
+    return flag if on else flag.replace("--", "--no-", 1)
 
 
 def _flag_value(value: Any) -> str:
