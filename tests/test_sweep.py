@@ -35,6 +35,11 @@ LOCAL_RAY = pytest.mark.xdist_group("local_ray")
 """The tests on this process's own Ray: with pytest-xdist (scripts/test), all on one worker, one after another."""
 
 
+def tune_results(row: dict) -> list[dict]:
+    """The results Tune wrote for a summary row's trial (its result.json, one per reported epoch)."""
+    return [json.loads(x) for x in (Path(row["path"]) / "result.json").read_text().splitlines()]
+
+
 @pytest.fixture(scope="module")
 def ray_local():  # type: ignore[no-untyped-def]
     import ray
@@ -90,9 +95,7 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
     # Each trial's process stopped its W&B service (wandb-core) before Tune ended it: a process that ends
     # without Python's normal exit, as Tune's trials do, left the service's socket folder in the temp folder.
     # (Tune reuses a finished trial's process: fewer processes than trials.)
-    pids = {
-        json.loads(x)["pid"] for r in rows for x in (Path(r["path"]) / "result.json").read_text().splitlines()
-    }
+    pids = {x["pid"] for r in rows for x in tune_results(r)}
     assert 1 <= len(pids) < n, pids
     assert not [p for pid in pids for p in set(temp.glob(f"wandb-{pid}-*")) - before]
     (folder,) = (Path(result.path) / "wandb").glob("offline-run-*")
@@ -429,9 +432,7 @@ def test_trials_in_one_reused_process_train_as_in_a_fresh_one(ray_local, tmp_pat
     options = SweepOptions(name="reuse", storage=str(tmp_path), num_samples=n, max_concurrent=1, seed=0)
     rows = run_sweep(COLLAPSE_SPACE, options).rows
     assert {r["status"] for r in rows} == {"completed", "pruned:dead"}
-    pids = {
-        json.loads(x)["pid"] for r in rows for x in (Path(r["path"]) / "result.json").read_text().splitlines()
-    }
+    pids = {x["pid"] for r in rows for x in tune_results(r)}
     assert len(pids) == 1, pids  # one after another in the first trial's process
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the trials (1 CPU each)
@@ -456,7 +457,7 @@ def test_trials_in_one_reused_process_train_as_in_a_fresh_one(ray_local, tmp_pat
         name="fresh", storage=str(tmp_path), num_samples=2, max_concurrent=1, reuse_actors=False
     )
     rows = run_sweep(COLLAPSE_SPACE, options).rows
-    pids = {json.loads((Path(r["path"]) / "result.json").read_text().splitlines()[0])["pid"] for r in rows}
+    pids = {tune_results(r)[0]["pid"] for r in rows}
     assert len(pids) == 2, pids
 
 
@@ -486,7 +487,7 @@ def test_asha_stops_trials_below_the_rung_and_optuna_hears_pruned(ray_local, tmp
     assert [r["number"] for r in rows] == list(range(6))  # rows in the order the search proposed them
     recorded: list[float] = []
     for row in rows:
-        first = json.loads((Path(row["path"]) / "result.json").read_text().splitlines()[0])
+        first = tune_results(row)[0]
         assert first["epoch"] == 1
         below = bool(recorded) and first["val_accuracy"] < np.percentile(recorded, 75)
         assert row["status"] == ("stopped:asha" if below else "completed"), (row, recorded)
@@ -656,7 +657,7 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     }
     for row in rows:
         assert row["status"] in ("completed", "pruned:dead")
-        results = [json.loads(x) for x in (Path(row["path"]) / "result.json").read_text().splitlines()]
+        results = tune_results(row)
         epochs = [x["epoch"] for x in results]
         # Never restarted from epoch 0, no epoch skipped. An epoch whose result reached result.json after
         # Tune's last snapshot of the sweep (killed in between) is trained again from the checkpoint
@@ -764,9 +765,7 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
     assert "sweep finished: 2 completed" in r.stdout, r.stdout
     rows = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert [row["status"] for row in rows] == ["completed", "completed"]
-    epochs = [
-        json.loads(x)["epoch"] for x in (Path(rows[0]["path"]) / "result.json").read_text().splitlines()
-    ]
+    epochs = [x["epoch"] for x in tune_results(rows[0])]
     assert epochs[:interrupted_at] == list(range(1, interrupted_at + 1)) and epochs[-1] == 8, epochs
     assert epochs.count(1) == 1 and set(epochs) == set(range(1, 9))  # went on from its checkpoint
     study = load_study(str(tmp_path / "c"))
@@ -774,10 +773,7 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
     assert [r["status"] for r in read_sweep(tmp_path / "c")] == ["completed", "completed"]
     first, *_, last = sorted((Path(rows[0]["path"]) / "run" / "wandb").glob("offline-run-*"))
     assert first == folder and OfflineRun.read(last).summary["status"] == "completed"
-    pids = [
-        [json.loads(x)["pid"] for x in (Path(r["path"]) / "result.json").read_text().splitlines()]
-        for r in rows
-    ]
+    pids = [[x["pid"] for x in tune_results(r)] for r in rows]
     assert pids[0][-1] not in pids[1], pids  # the second trial did not start in the first one's process
 
 
