@@ -840,12 +840,15 @@ def test_wandb_problems_never_stop_a_sweep_and_are_told_once(tmp_path: Path) -> 
         "HOME": str(tmp_path / "home"),
         "WANDB_BASE_URL": "http://127.0.0.1:9",  # should anything try to reach a W&B server: nothing answers
     }
+    # as in a user's shell: Ray turns token auth on itself (and said so at each start)
+    env.pop("RAY_AUTH_MODE", None)
     # Online without an API key: every trial falls back to an offline run; the user is told once.
     cmd = [*base, "--name", "online", "--num-samples", "2", "--wandb", "online"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert r.stdout.count("W&B:") == 2, r.stdout  # the one warning, and where the offline runs are
     assert "logging offline instead" in r.stdout and "wandb sync" in r.stdout
+    assert "Started a local Ray" in r.stderr and "Token authentication" not in r.stderr, r.stderr
     assert len(list(tmp_path.glob("online/trial_*/run/wandb/offline-run-*"))) == 2
     # A project name W&B refuses: said before any trial runs; the sweep runs without W&B, panels on disk.
     # (with a URI storage: no line about offline runs to fetch from there either)

@@ -287,6 +287,9 @@ def run_sweep(
 
     # Ray Client's own line about passing log_to_driver to the server is noise in the sweep's output.
     logging.getLogger("ray.client_builder").setLevel(logging.WARNING)
+    # Ray 2.60 warns at every new local Ray that it turned token authentication on (it is on: good, and the
+    # README says so); its warning when token auth is *off* still shows.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_not_token_auth_on)
     if not ray.is_initialized():
         if options.address:
             if flag == "RAY_ADDRESS":
@@ -313,6 +316,10 @@ def run_sweep(
         return _on_head(space, options, wandb, space_file, echo)
     with _progress_to(echo):
         return _run(space, options, wandb, space_file, echo)
+
+
+def _not_token_auth_on(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled")
 
 
 def holds_a_trial(resources: dict[str, float], options: SweepOptions) -> bool:
