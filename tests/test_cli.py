@@ -97,6 +97,32 @@ def test_train_stopped_with_ctrl_c_says_how_to_go_on(tmp_path: Path) -> None:
     ] == list(range(1, epoch + 2))
 
 
+DIVERGES = (
+    "train.optimizer=sgd",
+    "train.lr=10",
+    "train.momentum=0",
+    "train.weight_decay=100",
+    "train.epochs=4",
+)
+"""Valid settings whose loss is NaN in epoch 3: L2 in SGD's gradient multiplies the weights by about -999 a step."""
+
+
+@pytest.mark.slow
+def test_training_that_diverges_ends_with_a_clear_error(tmp_path: Path) -> None:
+    from tests.wandb_records import OfflineRun
+
+    r = _cli("train", *_sets(*DIVERGES), "--out", "run", cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "error: training diverged (epoch 3, batch 1: loss is nan); a lower train.lr" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    saved = [json.loads(x)["epoch"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert saved == [1, 2]
+    (folder,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    summary = OfflineRun.read(folder).summary
+    assert summary["status"] == "error"
+    assert summary["reason"] == "TrainingDiverged: epoch 3, batch 1: loss is nan"
+
+
 @pytest.mark.slow
 def test_bad_input_fails_before_training_with_a_clear_message(tmp_path: Path) -> None:
     r = _cli("train", "--set", "model.heds=2", "--out", "x", cwd=tmp_path)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from tests.conftest import heavy_imports_after
 from tests.wandb_records import OfflineRun
-from tune_attn.status import run_status
+from tune_attn.status import is_last_epoch, run_status
 from tune_attn.tune.options import SweepOptions
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
@@ -199,6 +199,10 @@ def test_trial_status_from_last_result() -> None:
         False,
         "acc",
     ) == ("completed", "")
+    # Training that failed for good (a NaN loss) ends the run after its last good epoch, whatever the budget.
+    diverged = {"acc": 0.5, "epoch": 2, "epochs_budget": 6, "error": "TrainingDiverged: loss is nan"}
+    assert run_status(diverged, False, "acc") == ("error", "TrainingDiverged: loss is nan")
+    assert is_last_epoch(diverged) and not is_last_epoch({**diverged, "error": ""})
 
 
 def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:
@@ -828,6 +832,39 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path:
     board, pick = rank(listed, show_pruned=True)
     assert len(board) == 4 and (pick is None or pick["status"] == "completed")
     assert all(r["status"] != "error" for r in rank(listed)[0])
+
+
+@LOCAL_RAY
+@pytest.mark.slow
+def test_a_diverging_trial_ends_as_an_error_without_a_retry_and_the_sweep_goes_on(
+    ray_local, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A NaN loss would come again from the trial's checkpoint: the trial ends at once, FAIL in the study,
+    although --max-failures lets Tune start a failed trial again (a lost node's, say)."""
+    space = ROOT / "tests" / "data" / "space_diverging.yaml"
+    options = SweepOptions(name="nan", storage=str(tmp_path), num_samples=3, seed=0, max_failures=2)
+    said: list[str] = []
+    result = run_sweep(space, options, echo=said.append)
+    out = "\n".join(said)
+    reason = "TrainingDiverged: epoch 3, batch 1: loss is nan"
+    diverged = [r for r in result.rows if r["train.weight_decay"] == 100.0]
+    assert diverged and len(diverged) < len(result.rows)  # seed 0 draws both weight decays
+    for r in diverged:
+        assert (r["status"], r["reason"], r["epochs"]) == ("error", reason, 2)
+        # trained once: epochs 1 and 2, then the result that ends it (no second try from epoch 2's checkpoint)
+        assert [(x["epoch"], x.get("error")) for x in tune_results(r)] == [(1, None), (2, None), (2, reason)]
+        assert re.search(rf"^{r['trial_id']}: error val_accuracy [\d.]+ - {reason} \| ", out, re.M), out
+        (run,) = Path(r["path"], "run", "wandb").glob("offline-run-*")
+        assert OfflineRun.read(run).summary["status"] == "error"
+    assert "failed" not in out and "try 1" not in out, out
+    assert all(r["status"] == "completed" for r in result.rows if r not in diverged)
+    states = {t.user_attrs[RAY_TRIAL_ID]: t for t in result.study.trials}
+    for r in result.rows:
+        t = states[r["trial_id"]]
+        if r in diverged:
+            assert t.state == TrialState.FAIL and t.user_attrs["error"] == reason
+        else:
+            assert t.state == TrialState.COMPLETE
 
 
 @pytest.mark.slow

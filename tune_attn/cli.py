@@ -76,7 +76,7 @@ def train(
         raise _fail(f"{out}: holds a run already; add --resume to continue it, or choose another --out")
     # torch and the rest only for a valid command: a mistyped key or option is told at once, not ~3 s later
     from tune_attn.data import DatasetError
-    from tune_attn.engine import EpochResult, Trainer
+    from tune_attn.engine import EpochResult, Trainer, TrainingDiverged
     from tune_attn.run import panel_path, train_run
     from tune_attn.status import INTERRUPTED, interrupted_reason, interrupted_when
     from tune_attn.tracking import WandbRun, offline_runs, run_id
@@ -157,6 +157,10 @@ def train(
             wb.end(last, exc)
             if isinstance(exc, ValueError):
                 raise _fail(str(exc)) from None
+            if isinstance(exc, TrainingDiverged):  # the checkpoint of the epoch before stays
+                raise _fail(
+                    f"training diverged ({exc}); a lower train.lr or train.weight_decay may train", code=1
+                ) from None
             raise
         wb.end(last)
     if wb.error and not told:
@@ -205,7 +209,7 @@ def sweep(
         int,
         typer.Option(
             help="Times a failed trial (an error, a lost node) is started again from its last checkpoint; -1: "
-            "no limit."
+            "no limit. A NaN or infinite loss ends its trial at once (it would diverge again)."
         ),
     ] = 2,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted sweep of the same name.")] = False,

@@ -12,6 +12,10 @@ from typing import Any
 
 METRIC = "val_accuracy"
 """The metric a run is judged by (sweeps maximize it)."""
+ERROR = "error"
+"""Metrics key of a run's last result when its training failed in a way that would only fail again (a NaN or
+infinite loss): the error, ``TrainingDiverged: epoch 3, batch 1: loss is nan``. The run ends there (a sweep
+trial is not started again from its checkpoint) with status ``error`` and this reason."""
 INTERRUPTED = "interrupted"
 """The status of a sweep trial that was still training (or waiting to start) when the sweep was stopped
 (Ctrl+C); ``--resume`` continues it from its last checkpoint."""
@@ -35,9 +39,12 @@ def interrupted_reason(last: dict[str, Any] | None) -> str:
 def run_status(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[str, str]:
     """(status, reason) of a finished run (a sweep trial) from its last result: ``completed``,
     ``pruned:<kind>`` (the degeneracy monitor stopped it), ``stopped:asha`` (ended before its epoch budget
-    without an error: a scheduler stopped it) or ``error``."""
+    without an error: a scheduler stopped it) or ``error`` (``error``: the trial raised; or the result says
+    why its training failed, :data:`ERROR`; or its metric is not a finite number)."""
     if error or not result:
         return "error", "the trial raised an error (see its error.txt)"
+    if result.get(ERROR):
+        return "error", str(result[ERROR])
     value = result.get(metric)
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return "error", f"{metric} is {value!r}"
@@ -49,6 +56,9 @@ def run_status(result: dict[str, Any] | None, error: bool, metric: str) -> tuple
 
 
 def is_last_epoch(metrics: dict[str, Any]) -> bool:
-    """Whether a run ends after the epoch with these metrics: its epoch budget is reached, or it is pruned."""
+    """Whether a run ends after the epoch with these metrics: its epoch budget is reached, it is pruned, or its
+    training failed for good (:data:`ERROR`)."""
+    if metrics.get(ERROR):
+        return True
     pruned = bool(metrics.get("detector.prune")) and bool(metrics.get("prune_enabled", 1.0))
     return pruned or metrics.get("epoch", 0) >= metrics.get("epochs_budget", math.inf)

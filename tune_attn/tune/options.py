@@ -39,7 +39,8 @@ class SweepOptions:
     seed: int = 0
     max_failures: int = 2
     """How often Tune starts a failed trial again (from its last checkpoint) before it counts as an error; -1:
-    without limit (Tune's ``FailureConfig.max_failures``). A lost node is such a failure."""
+    without limit (Tune's ``FailureConfig.max_failures``). A lost node is such a failure; a NaN or infinite loss
+    is not (the trial ends at once: from its checkpoint it would diverge again)."""
     resume: bool = False
     prune: bool = True
     fixed: tuple[str, ...] = ()

@@ -25,9 +25,9 @@ import torch
 from ray import tune
 
 from tune_attn.config import WandbOptions
-from tune_attn.engine import EpochResult, Trainer, resolve_device
+from tune_attn.engine import EpochResult, Trainer, TrainingDiverged, resolve_device
 from tune_attn.run import CHECKPOINT, load_checkpoint, panel_path, run_epochs
-from tune_attn.status import INTERRUPTED, interrupted_reason, is_last_epoch
+from tune_attn.status import ERROR, INTERRUPTED, interrupted_reason, is_last_epoch
 from tune_attn.tracking import WandbRun, run_id, stop_service
 from tune_attn.tune.search import config_from_flat
 
@@ -131,7 +131,12 @@ class AttentionTrial(tune.Trainable):
                 history = load_checkpoint(self.out / CHECKPOINT)["history"]
                 self.last = {**scalar_metrics(history[-1]), **self.resources}
             return {**self.last, "done": True}
-        except BaseException as exc:
+        except TrainingDiverged as exc:  # from its checkpoint it would diverge again: ends here, not retried
+            self.error = exc
+            self.last = {**self.last, **self.resources, ERROR: f"{type(exc).__name__}: {exc}"}
+            self.wb.end(self.last, exc)
+            return {**self.last, "done": True}
+        except BaseException as exc:  # Tune starts the trial again (--max-failures): on a lost node, say
             self.error = exc
             raise
         metrics = {**scalar_metrics(result.metrics), **self.resources}  # what Ray gave this trial
