@@ -1004,8 +1004,8 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, tmp_path
     )
     assert not list(here.rglob("checkpoint_*")) and list(folder.rglob("checkpoint_*"))
     assert [{**x, "run": ""} for x in read_sweep(here)] == [{**x, "run": ""} for x in read_sweep(folder)]
-    r = subprocess.run([*cli, "fetch", result.path, str(here)], capture_output=True, text=True, env=env)
-    assert r.returncode == 2 and f"{here}: not an empty folder" in r.stderr
+    code, stderr, heavy = heavy_imports_after("fetch", result.path, str(here), cwd=tmp_path)
+    assert (code, heavy) == (2, []) and f"{here}: not an empty folder" in stderr, stderr  # without torch
     cmd = [sys.executable, "-m", "tune_attn.cli", "best", f"{s3}/store/nothing"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and f"{s3}/store/nothing: no such sweep folder" in r.stderr

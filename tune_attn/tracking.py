@@ -21,14 +21,16 @@ import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tune_attn.config import WandbOptions, first_line
-from tune_attn.engine import EpochResult
 from tune_attn.panels import MASK_LEVELS, mask_levels
 from tune_attn.status import METRIC, run_status
+
+if TYPE_CHECKING:  # torch takes ~1.5 s to import, and `tune-attn fetch` needs none of it
+    from tune_attn.engine import EpochResult
 
 
 def run_id(label: str, key: str) -> str:
