@@ -834,6 +834,45 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path:
     assert all(r["status"] != "error" for r in rank(listed)[0])
 
 
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether the live process ``pid`` is ``ancestor`` or one of its descendants (Linux /proc)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
+@LOCAL_RAY
+@pytest.mark.slow
+def test_a_sweep_run_in_a_ray_task_leaves_no_wandb_service_behind(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """On a Ray Client the sweep's driver is a task on the head node (``_on_head``), in a Ray worker that Ray
+    ends without Python's exit; the W&B service of the sweep's summary run must be stopped there."""
+    from tune_attn.tune.sweep import _on_head, check_sweep
+
+    temp = Path(os.environ.get("TMPDIR") or "/tmp")  # where wandb's service puts its socket folder
+    before = set(temp.glob("wandb-*"))
+    space_file = ROOT / "search_spaces" / "smoke.yaml"
+    options = SweepOptions(name="task", storage=str(tmp_path), num_samples=1, wandb="offline")
+    space, options, _ = check_sweep(space_file, options)
+    said: list[str] = []
+    result = _on_head(space, options, options.wandb_options(), str(space_file), said.append)
+    assert [r["status"] for r in result.rows] == ["completed"] and list(
+        tmp_path.glob("task/wandb/offline-run-*")
+    )
+    assert any(line.startswith(f"{result.rows[0]['trial_id']}: completed") for line in said), said
+    # wandb-<pid>-...: any left by a process of this test's Ray (the task's worker, still alive, or a trial's)
+    left = [
+        p
+        for p in set(temp.glob("wandb-*")) - before
+        if _descends_from(int(p.name.split("-")[1]), os.getpid())
+    ]
+    assert not left, left
+
+
 @LOCAL_RAY
 @pytest.mark.slow
 def test_a_diverging_trial_ends_as_an_error_without_a_retry_and_the_sweep_goes_on(

@@ -23,7 +23,7 @@ from typing import Any
 
 from tune_attn.config import WandbOptions, shown_value
 from tune_attn.status import INTERRUPTED, METRIC, interrupted_reason, run_status
-from tune_attn.tracking import WandbRun, offline_runs, run_id
+from tune_attn.tracking import WandbRun, offline_runs, run_id, stop_service
 from tune_attn.tune.options import SWEEP_RECORD, SweepOptions, check_sweep, missing_folders
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.summary import count_statuses, write_plots, write_table
@@ -727,9 +727,14 @@ def _on_head(
 def _run_queued(
     space: SearchSpace, options: SweepOptions, wandb: WandbOptions, space_file: str, lines: Any
 ) -> SweepResult:
-    """:func:`_run` in a Ray task, its lines (and the progress lines) put on the ``lines`` queue."""
-    with _progress_to(lines.put):
-        return _run(space, options, wandb, space_file, lines.put)
+    """:func:`_run` in a Ray task, its lines (and the progress lines) put on the ``lines`` queue. The task's
+    process (a Ray worker, kept for later tasks) stops the W&B service its summary run started: Ray ends it
+    without Python's exit, which left the service's socket folder behind."""
+    try:
+        with _progress_to(lines.put):
+            return _run(space, options, wandb, space_file, lines.put)
+    finally:
+        stop_service()
 
 
 @contextlib.contextmanager
