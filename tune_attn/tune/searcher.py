@@ -7,7 +7,7 @@ pulling TPE towards collapsing regions; and a NaN metric leaves the Optuna trial
 - PRUNED when the degeneracy monitor stopped it (``detector.prune`` in its last result), with the reason
   stored as the user attribute ``prune_reason``;
 - PRUNED with ``prune_reason = "stopped:asha"`` when it ended before its epoch budget without an error;
-- FAIL on an error or a non-finite metric;
+- FAIL on an error, a loss that diverged (``error`` in its last result) or a non-finite metric;
 - COMPLETE otherwise, with its last metric.
 
 A trial that a Ctrl+C stopped is not told anything: it stays RUNNING in the study, and a resumed sweep

@@ -319,6 +319,7 @@ def run_sweep(
 
 
 def _not_token_auth_on(record: logging.LogRecord) -> bool:
+    """A logging filter: every record but Ray's note that it turned token authentication on."""
     return not record.getMessage().startswith("Token authentication is enabled")
 
 
