@@ -119,6 +119,8 @@ def test_the_rayjob_entrypoint_is_a_valid_sweep_command() -> None:
     assert (CLUSTER.parent / params["space"]).is_file()
     assert params["address"] == "auto" and params["gpus_per_trial"] == 0.25
     assert params["storage"].startswith("s3://")
+    # named: the same command with --resume continues it (unnamed, each run would be a new sweep)
+    assert params["name"]
     # Stopping the job gives the sweep time for its clean stop (SIGTERM), not Ray's 3 s before SIGKILL.
     env_vars = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
     assert int(env_vars["RAY_JOB_STOP_WAIT_TIME_S"]) >= 30

@@ -549,6 +549,23 @@ def test_sweep_options_are_checked_before_ray_starts(tmp_path: Path) -> None:
     assert SweepOptions(startup_trials=2).tpe_startup_trials() == 2
 
 
+def test_a_sweep_without_a_name_gets_a_new_one_and_the_sweeps_there_are_listed(tmp_path: Path) -> None:
+    import datetime
+
+    from tune_attn.tune.options import new_sweep_name, sweeps_in
+
+    at = datetime.datetime(2026, 11, 27, 10, 15, 0)
+    assert new_sweep_name("search_spaces/default.yaml", at) == "default-20261127-101500"
+    assert new_sweep_name("/x/pets.yml", at + datetime.timedelta(seconds=1)) == "pets-20261127-101501"
+    assert sweeps_in(str(tmp_path / "nowhere")) == [] and sweeps_in("s3://bucket/sweeps") == []
+    for i, name in enumerate(("old", "new")):  # newest first; a folder without a sweep record is no sweep
+        (tmp_path / name).mkdir()
+        write_provenance(tmp_path / name, SearchSpace.load(COLLAPSE_SPACE), SweepOptions(name=name))
+        os.utime(tmp_path / name / "sweep.json", (1e9 + i, 1e9 + i))
+    (tmp_path / "other").mkdir()
+    assert sweeps_in(str(tmp_path)) == ["new", "old"]
+
+
 def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
     start = SweepOptions(num_samples=6, seed=1, fixed=("train.epochs=3",))
     write_provenance(tmp_path, SearchSpace.load(COLLAPSE_SPACE, start.fixed), start)
@@ -685,7 +702,8 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
 
     from tune_attn.leaderboard import rank, read_sweep
 
-    args = ["sweep", str(ROOT / "search_spaces" / "smoke.yaml"), "--storage", str(tmp_path), "--name", "c"]
+    # Without --name: a new sweep, named after the space and the time; the line that says so comes first.
+    args = ["sweep", str(ROOT / "search_spaces" / "smoke.yaml"), "--storage", str(tmp_path)]
     args += ["--num-samples", "2", "--max-concurrent", "1", "--set", "train.epochs=8", "--no-prune"]
     args += ["--progress-every", "0", "--no-reuse-actors"]  # each trial in a fresh process, resumed too
     env = {**os.environ, "COLUMNS": "300", "PYTHONUNBUFFERED": "1"}
@@ -725,6 +743,11 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
     # Ctrl+C in a terminal: SIGINT to the driver's whole process group, once the first trial is training.
     out = stopped(args, r"\(\w+ epoch 2/8\)", lambda pid: os.killpg(pid, signal.SIGINT))
     assert "sweep finished" not in out and "Tuner.restore" not in out, out
+    named = re.search(
+        rf"^new sweep (smoke-\d{{8}}-\d{{6}}) in {re.escape(str(tmp_path))} \(to continue", out, re.M
+    )
+    assert named, out
+    name, sweep = named.group(1), tmp_path / named.group(1)
     assert "ResourceWarning" not in out  # Tune's result files of the stopped trial were left open till exit
     said = re.search(
         r"^sweep interrupted: 1 interrupted; 1 of 2 trials not started yet\. Continue it with: (.*)$",
@@ -733,13 +756,13 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
     )
     assert said, out
     again = shlex.split(said.group(1))
-    assert again[:1] == ["tune-attn"] and again[1:] == [*args, "--resume"]  # this command, with --resume
-    (row,) = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert again[:1] == ["tune-attn"] and again[1:] == [*args, "--name", name, "--resume"]  # this very sweep
+    (row,) = json.loads((sweep / "summary.json").read_text())
     assert row["status"] == "interrupted" and row["epochs"] >= 2, row  # not "stopped:asha" (no scheduler ran)
     assert row["reason"] == f"interrupted after epoch {row['epochs']} of 8; --resume continues it"
-    (told,) = load_study(str(tmp_path / "c")).trials
+    (told,) = load_study(str(sweep)).trials
     assert told.state == TrialState.RUNNING  # Optuna was told nothing: the trial goes on when resumed
-    board, pick = rank(read_sweep(tmp_path / "c"))
+    board, pick = rank(read_sweep(sweep))
     assert [r["status"] for r in board] == ["interrupted"] and pick is None  # listed, never picked
     (folder,) = (Path(row["path"]) / "run" / "wandb").glob("offline-run-*")
     run = OfflineRun.read(folder)  # the trial's W&B run says the same (not "stopped:asha")
@@ -758,27 +781,36 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
     # before the Ctrl+C, the resumed trial trains that epoch again first (seen once in a whole-suite run).
     later = "|".join(str(e) for e in range(interrupted_at + 1, 8))
     out = stopped(again[1:], rf"\(\w+ epoch ({later})/8\)", lambda pid: os.kill(pid, signal.SIGTERM))
-    assert "resuming the sweep" in out and re.search(
-        r"^sweep interrupted: 1 interrupted; 1 of 2 trials", out, re.M
+    assert (
+        "new sweep" not in out
+        and "resuming the sweep" in out
+        and re.search(r"^sweep interrupted: 1 interrupted; 1 of 2 trials", out, re.M)
     )
-    (row,) = json.loads((tmp_path / "c" / "summary.json").read_text())
+    (row,) = json.loads((sweep / "summary.json").read_text())
     assert row["status"] == "interrupted" and row["epochs"] > interrupted_at, (row, out)
 
     r = resume()
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "sweep finished: 2 completed" in r.stdout, r.stdout
-    rows = json.loads((tmp_path / "c" / "summary.json").read_text())
+    rows = json.loads((sweep / "summary.json").read_text())
     assert [row["status"] for row in rows] == ["completed", "completed"]
     epochs = [x["epoch"] for x in tune_results(rows[0])]
     assert epochs[:interrupted_at] == list(range(1, interrupted_at + 1)) and epochs[-1] == 8, epochs
     assert epochs.count(1) == 1 and set(epochs) == set(range(1, 9))  # went on from its checkpoint
-    study = load_study(str(tmp_path / "c"))
+    study = load_study(str(sweep))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
-    assert [r["status"] for r in read_sweep(tmp_path / "c")] == ["completed", "completed"]
+    assert [r["status"] for r in read_sweep(sweep)] == ["completed", "completed"]
     first, *_, last = sorted((Path(rows[0]["path"]) / "run" / "wandb").glob("offline-run-*"))
     assert first == folder and OfflineRun.read(last).summary["status"] == "completed"
     pids = [[x["pid"] for x in tune_results(r)] for r in rows]
     assert pids[0][-1] not in pids[1], pids  # the second trial did not start in the first one's process
+    # --resume without --name: refused at once, naming the sweeps there to choose from
+    code, stderr, heavy = heavy_imports_after(*args[:4], "--resume", cwd=tmp_path)
+    assert (code, heavy) == (2, []), stderr
+    assert (
+        f"--resume needs --name, the sweep to continue; the sweeps in {tmp_path}, newest first: {name}"
+        in stderr
+    )
 
 
 @LOCAL_RAY

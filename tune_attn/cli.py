@@ -178,7 +178,13 @@ def sweep(
     space: Annotated[Path, typer.Argument(help="Search space YAML (see search_spaces/).")],
     num_samples: Annotated[int, typer.Option(help="Number of trials.")] = 8,
     max_concurrent: Annotated[int, typer.Option(help="Trials running at once.")] = 2,
-    name: Annotated[str, typer.Option(help="Sweep name: the folder under --storage.")] = "sweep",
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Sweep name: its folder under --storage. Default: the space file's name and the time "
+            "(default-20261127-101500), a new sweep each time. The name of an earlier sweep continues it."
+        ),
+    ] = None,
     storage: Annotated[
         str, typer.Option(help="Results folder, or a URI such as s3://bucket/prefix.")
     ] = "runs/sweeps",
@@ -229,11 +235,17 @@ def sweep(
     wandb_entity: WandbEntityOpt = None,
 ) -> None:
     """Run a hyperparameter sweep: Ray Tune trials, Optuna TPE, and degeneracy pruning."""
-    from tune_attn.tune.options import SweepOptions, check_sweep
+    from tune_attn.tune.options import SweepOptions, check_sweep, new_sweep_name, sweeps_in
 
+    if resume and name is None:
+        sweeps = sweeps_in(storage)
+        raise _fail(
+            "--resume needs --name, the sweep to continue"
+            + (f"; the sweeps in {storage}, newest first: {', '.join(sweeps[:5])}" if sweeps else "")
+        )
     try:
         options = SweepOptions(
-            name=name,
+            name=name or new_sweep_name(space),
             storage=storage,
             num_samples=num_samples,
             max_concurrent=max_concurrent,
@@ -261,6 +273,13 @@ def sweep(
     from tune_attn.tune.summary import count_statuses, pruned_ahead_note
     from tune_attn.tune.sweep import run_sweep
 
+    if name is None:  # said first, so that a driver that dies can still be continued
+        console.print(
+            f"new sweep {options.name} in {options.storage} (to continue it after a stop: --name {options.name} "
+            "--resume)",
+            highlight=False,
+        )
+
     try:
         result = run_sweep(
             space, options, echo=lambda line: console.print(line, highlight=False, markup=False)
@@ -270,7 +289,8 @@ def sweep(
     counts = count_statuses(r["status"] for r in result.rows)
     if result.interrupted:
         waiting = result.planned - len(result.rows)
-        again = [*sys.argv[1:], *([] if "--resume" in sys.argv else ["--resume"])]  # this very command
+        again = [*sys.argv[1:], *(["--name", options.name] if name is None else [])]  # this very sweep
+        again += [] if "--resume" in again else ["--resume"]
         console.print(
             f"sweep interrupted: {counts or 'no trial started'}"
             + (f"; {waiting} of {result.planned} trials not started yet" if waiting > 0 else "")

@@ -6,6 +6,7 @@ option in well under a second, before it imports the sweep itself (:mod:`tune_at
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +25,8 @@ class SweepOptions:
     """What ``tune-attn sweep`` takes besides the space."""
 
     name: str = "sweep"
+    """The sweep's folder under ``storage``; a sweep of that name there is continued. ``tune-attn sweep``
+    without ``--name`` gives a new one each time (:func:`new_sweep_name`)."""
     storage: str = "runs/sweeps"
     num_samples: int = 8
     max_concurrent: int = 2
@@ -90,6 +93,21 @@ class SweepOptions:
     def storage_path(self) -> str:
         """An absolute local path, or a URI such as ``s3://bucket/prefix`` as given."""
         return self.storage if "://" in self.storage else str(Path(self.storage).resolve())
+
+
+def new_sweep_name(space_path: str | Path, now: datetime.datetime | None = None) -> str:
+    """The name of a sweep started without one: the space file's name and the time, ``default-20261127-101500``
+    for ``search_spaces/default.yaml``; a new sweep each time, never one that an earlier command left."""
+    return f"{Path(space_path).stem}-{(now or datetime.datetime.now()):%Y%m%d-%H%M%S}"
+
+
+def sweeps_in(storage: str) -> list[str]:
+    """The names of the sweeps in a local ``--storage`` folder (those with a :data:`SWEEP_RECORD`), the newest
+    first; [] for a URI or a folder that is not there."""
+    if "://" in storage or not Path(storage).is_dir():
+        return []
+    records = [p for p in Path(storage).glob(f"*/{SWEEP_RECORD}") if p.is_file()]
+    return [p.parent.name for p in sorted(records, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
 def missing_folders(roots: list[str]) -> list[str]:
