@@ -97,7 +97,7 @@ class SweepOptions:
 
 def new_sweep_name(space_path: str | Path, now: datetime.datetime | None = None) -> str:
     """The name of a sweep started without one: the space file's name and the time, ``default-20261127-101500``
-    for ``search_spaces/default.yaml``; a new sweep each time, never one that an earlier command left."""
+    for ``search_spaces/default.yaml``: a sweep started a second later or more never gets an earlier one's name."""
     return f"{Path(space_path).stem}-{(now or datetime.datetime.now()):%Y%m%d-%H%M%S}"
 
 
