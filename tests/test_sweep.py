@@ -896,7 +896,7 @@ def test_a_sweep_run_in_a_ray_task_leaves_no_wandb_service_behind(ray_local, tmp
         tmp_path.glob("task/wandb/offline-run-*")
     )
     assert any(line.startswith(f"{result.rows[0]['trial_id']}: completed") for line in said), said
-    # wandb-<pid>-...: any left by a process of this test's Ray (the task's worker, still alive, or a trial's)
+    # wandb-<pid>-...: any left by a live process of this test's Ray (the task's worker stays alive, idle)
     left = [
         p
         for p in set(temp.glob("wandb-*")) - before
