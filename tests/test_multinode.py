@@ -260,7 +260,10 @@ def test_a_sweep_from_a_ray_client_runs_on_the_head_node(tmp_path: Path) -> None
                 break
         out += first.communicate(timeout=120)[0]
         assert first.returncode != 0, out[-3000:]
-        assert "interrupted: the sweep on the head node is stopped; run the same command with --resume" in out
+        assert (
+            "interrupted: the sweep on the head node is stopped; to go on, run the same command with --name rc "
+            "--resume" in out
+        )
         # Stopped part-way: where the interrupt lands, Tune on the head may still write a partial summary, but
         # the command never says the sweep finished.
         assert "sweep finished:" not in out

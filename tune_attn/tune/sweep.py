@@ -710,7 +710,8 @@ def _on_head(
         with contextlib.suppress(Exception):  # its end: cancelled (taken here, so Ray does not print it)
             ray.get(task, timeout=30)
         echo(
-            "interrupted: the sweep on the head node is stopped; run the same command with --resume to go on"
+            "interrupted: the sweep on the head node is stopped; to go on, run the same command with "
+            f"--name {options.name} --resume"
         )
         raise
     try:
