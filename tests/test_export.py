@@ -16,7 +16,7 @@ from PIL import Image
 
 from tests.conftest import heavy_imports_after
 from tune_attn.export import BundleError, export_bundle, load_bundle, predict
-from tune_attn.leaderboard import SweepError, rank, read_sweep
+from tune_attn.leaderboard import SweepError, rank, read_sweep, searched_keys, was_drawn
 from tune_attn.run import load_checkpoint
 from tune_attn.tune.options import SweepOptions
 from tune_attn.tune.sweep import run_sweep
@@ -81,21 +81,37 @@ def test_the_leaderboard_cuts_no_id_or_value_short_on_a_narrow_terminal(sweep: P
     def shown(v: object) -> str:  # 3 significant digits: a loguniform lr or weight decay is not "0.000"
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
+    # lr and weight decay are drawn for SGD trials only (`when`); an AdamW trial trained with the fixed values,
+    # which the leaderboard does not show as searched: "-" in the table, left out of the two-line form.
+    assert {r["config"]["train.optimizer"] for r in board} == {"adamw", "sgd"}, (
+        "the sweep drew both optimizers"
+    )
+
+    def drawn(row: dict, key: str) -> bool:
+        return key == "train.optimizer" or row["config"]["train.optimizer"] == "sgd"
+
     # 250 columns: one row per trial, a column per searched key (short names). 80: a column per key does not
     # fit (ids and values were cut to "8e…", "0.…"), so each trial takes two lines: figures, then key=value.
     for columns in (250, 80):
         r = _cli("best", str(sweep), "--show-pruned", cwd=tmp_path, columns=columns)
         assert r.returncode == 0, r.stderr
         assert "…" not in r.stdout and all(name in r.stdout for name in searched.values()), r.stdout
+        assert "was not drawn for that trial, as the space's `when` says" in r.stdout, r.stdout
         lines = r.stdout.splitlines()
         for row in board:
             mark = " *" if row is pick else ""
             (i,) = [i for i, x in enumerate(lines) if f"{row['trial_id']}{mark} " in x]
             assert row["status"] in lines[i] and f"{row['last_val_accuracy']:.3f}" in lines[i], r.stdout
+            if columns == 250:
+                header = next(x for x in lines if "┃ trial" in x)
+                cells = dict(zip(header.split("┃")[1:-1], lines[i].split("│")[1:-1], strict=True))
+                cells = {k.strip(): v.strip() for k, v in cells.items()}
             for key, name in searched.items():
-                value = shown(row["config"][key])
+                value = shown(row["config"][key]) if drawn(row, key) else None
                 if columns == 250:
-                    assert f" {value} " in lines[i], (key, r.stdout)
+                    assert cells[name] == (value or "-"), (key, r.stdout)
+                elif value is None:
+                    assert f" {name}=" not in lines[i + 1], (key, r.stdout)
                 else:
                     assert f" {name}={value} " in f"{lines[i + 1]} ", (key, r.stdout)
     # The leaderboard reads a few files per trial: no torch, Ray or Optuna (~3 s to import) is needed for it.
@@ -106,6 +122,31 @@ def test_the_leaderboard_cuts_no_id_or_value_short_on_a_narrow_terminal(sweep: P
     r = _cli("best", str(sweep), "--top", "-2", cwd=tmp_path)  # showed all rows but the last two
     assert r.returncode == 2 and "Invalid value for '--top'" in r.stderr, r.stderr
     assert "greater than or equal to 1" in r.stderr, r.stderr
+
+
+def test_the_leaderboard_keys_are_the_ones_drawn_and_without_sweep_json_the_ones_that_differ(
+    sweep: Path, tmp_path: Path
+) -> None:
+    rows = read_sweep(sweep)
+    by_optimizer = {r["config"]["train.optimizer"]: r for r in rows}
+    assert by_optimizer["sgd"]["drawn"] == [
+        "train.optimizer",
+        "train.lr",
+        "train.weight_decay",
+        "model.mask_kernel",
+    ]
+    assert by_optimizer["adamw"]["drawn"] == ["train.optimizer", "model.mask_kernel"]
+    assert searched_keys(rows) == ["model.mask_kernel", "train.lr", "train.optimizer", "train.weight_decay"]
+    assert not was_drawn(by_optimizer["adamw"], "train.lr") and was_drawn(by_optimizer["sgd"], "train.lr")
+    # A sweep folder without its sweep.json (an older sweep, or a copy of the trials only): every key whose
+    # value differs between trials, each shown for every trial.
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("sweep.json", "checkpoint_*"))
+    rows = read_sweep(copy)
+    assert {r["drawn"] for r in rows} == {None} and all(was_drawn(r, "train.lr") for r in rows)
+    keys = searched_keys(rows)
+    assert {"train.optimizer", "train.lr", "train.weight_decay"} <= set(keys), keys
+    assert "train.epochs" not in keys and "model.activation" not in keys, keys
 
 
 def test_trials_got_the_fractional_gpu_they_asked_for(sweep: Path) -> None:
@@ -152,6 +193,12 @@ def test_export_predict_and_rerun(sweep: Path, tmp_path: Path) -> None:
     assert meta["provenance"]["space_file"].endswith("space_collapse.yaml")
     card = (bundle / "MODEL_CARD.md").read_text()
     assert pick["trial_id"] in card and "mask.object_mass" in card
+    c = pick["config"]
+    momentum = f", momentum {c['train.momentum']:.3g}" if c["train.optimizer"] == "sgd" else ""
+    assert (
+        f"- {c['train.optimizer']}, lr {c['train.lr']:.3g}{momentum}, weight decay {c['train.weight_decay']:.3g}, "
+        f"{c['train.epochs']} epochs of batch {c['train.batch_size']}, seed {c['train.seed']}"
+    ) in card, card
     # The exported program gives the eager model's logits and masks.
     loaded = load_bundle(bundle)
     state = load_checkpoint(Path(pick["run"]) / "checkpoint.pt")

@@ -360,17 +360,21 @@ def best(
     export: Annotated[Path | None, typer.Option(help="Export the picked trial's bundle here.")] = None,
 ) -> None:
     """Leaderboard of a sweep and the best trial whose masks are healthy at the end."""
-    from tune_attn.leaderboard import rank, read_sweep_at
+    from tune_attn.leaderboard import rank, read_sweep_at, searched_keys, was_drawn
 
     try:
         rows = read_sweep_at(experiment)
         board, pick = rank(rows, metric, min_object_mass, show_pruned)
     except ValueError as exc:  # SweepError too
         raise _fail(str(exc)) from None
-    searched = sorted(
-        {k for r in rows for k, v in r["config"].items() if len({str(x["config"].get(k)) for x in rows}) > 1}
-    )
-    console.print(_leaderboard(board[:top], pick, metric, searched), highlight=False)
+    keys = searched_keys(rows)
+    console.print(_leaderboard(board[:top], pick, metric, keys), highlight=False)
+    if any(not was_drawn(r, k) for r in board[:top] for k in keys):
+        console.print(
+            "(a key shown as - or left out was not drawn for that trial, as the space's `when` says; it trained "
+            "with the config's value, in its config.yaml)",
+            highlight=False,
+        )
     if pick is None:
         raise _fail(
             "no trial completed with healthy masks"
@@ -470,7 +474,10 @@ def _num(v: object) -> str:
 def _leaderboard(rows: list[dict], pick: dict | None, metric: str, searched: list[str]) -> Table | str:
     """One row per trial with a column per searched key where that fits the terminal; where it does not, two
     lines per trial (figures, then ``key=value`` for the searched keys), so that no id or value is cut short.
-    The picked trial is marked ``*``."""
+    A key not drawn for a trial (its ``when`` did not hold: momentum of an AdamW trial) is ``-`` in the table
+    and left out of the lines. The picked trial is marked ``*``."""
+    from tune_attn.leaderboard import was_drawn
+
     names = {k: k.rsplit(".", 1)[-1] for k in searched}  # model.activation -> activation, where unambiguous
     if len(set(names.values())) < len(names):
         names = {k: k for k in searched}
@@ -484,8 +491,10 @@ def _leaderboard(rows: list[dict], pick: dict | None, metric: str, searched: lis
             "object": _num(r.get("mask.object_mass")),
             "entropy": _num(r.get("mask.entropy")),
         }
-        values = {name: shown_value(r["config"].get(k)) for k, name in names.items()}
-        table.add_row(trial, r["status"], *figures.values(), *values.values())
+        values = {name: shown_value(r["config"].get(k)) for k, name in names.items() if was_drawn(r, k)}
+        table.add_row(
+            trial, r["status"], *figures.values(), *(values.get(name, "-") for name in names.values())
+        )
         lines.append("  ".join([trial, r["status"], *(f"{k} {v}" for k, v in figures.items())]))
         lines.append("    " + "  ".join(f"{k}={v}" for k, v in values.items()))
     if console.measure(table, options=console.options.update(max_width=100_000)).maximum <= console.width:

@@ -129,6 +129,12 @@ def _model_card(cfg: RunConfig, meta: dict[str, Any]) -> str:
         f"- Input: {meta['preprocessing']}.",
         "- Outputs: logits and the attention masks (the masks are the prediction's explanation).",
         "",
+        "## Training",
+        f"- {cfg.train.optimizer}, lr {cfg.train.lr:.3g}"
+        + (f", momentum {cfg.train.momentum:.3g}" if cfg.train.optimizer == "sgd" else "")
+        + f", weight decay {cfg.train.weight_decay:.3g}, {cfg.train.epochs} epochs of batch "
+        f"{cfg.train.batch_size}, seed {cfg.train.seed} (all in config.yaml).",
+        "",
         "## Data",
         f"- `{cfg.data.name}`"
         + (f" from `{cfg.data.root}`" if cfg.data.root else "")

@@ -20,6 +20,7 @@ import yaml
 
 from tune_attn.status import INTERRUPTED, METRIC, is_last_epoch, run_status
 from tune_attn.tune.options import SWEEP_RECORD
+from tune_attn.tune.search import Param, SearchSpace
 
 METRICS = ("last_val_accuracy", "best_val_accuracy")
 """What the leaderboard ranks by: the accuracy at the last epoch (that of the exported weights) or the best."""
@@ -117,6 +118,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
             f"{folder}: not a sweep folder (no sweep.json, summary.json or trial_* in it); give the folder that "
             "`tune-attn sweep` printed as its results"
         )
+    searched = _searched_params(folder)
     final = {}
     if (folder / "summary.json").is_file():
         final = {r["trial_id"]: r for r in json.loads((folder / "summary.json").read_text())}
@@ -150,6 +152,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
         }
         row.update({k: v for k, v in last.items() if k.startswith("mask.") and ".h" not in k})
         row["config"] = {f"{s}.{k}": v for s, sec in (config or {}).items() for k, v in sec.items()}
+        row["drawn"] = None if searched is None else _drawn(searched, row["config"])
         row["run"] = str(run)
         rows.append(row)
     seen = {r["trial_id"] for r in rows}
@@ -166,10 +169,42 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
                     "epochs": None,
                     "detector.kind": None,
                     "config": {},
+                    "drawn": None if searched is None else [],
                     "run": "",
                 }
             )
     return rows
+
+
+def _searched_params(folder: Path) -> list[Param] | None:
+    """The searched (not fixed) parameters of the sweep's space as its ``sweep.json`` recorded it; None for a
+    sweep without that record (or one this version cannot read)."""
+    try:
+        record = json.loads((folder / SWEEP_RECORD).read_text())
+        space = SearchSpace.from_dict(record["space"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [p for p in space.params if p.kind != "fixed"]
+
+
+def _drawn(params: Sequence[Param], config: dict[str, Any]) -> list[str]:
+    """The keys drawn for a trial of this config: those whose ``when`` held (``train.momentum`` only for SGD
+    trials in ``{when: {train.optimizer: sgd}}``); the others kept their fixed value, unsearched."""
+    return [p.key for p in params if config and all(config.get(k) == v for k, v in p.when.items())]
+
+
+def searched_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The config keys a leaderboard shows for each trial: those the sweep drew for some trial (from the space
+    ``sweep.json`` records); for a sweep without that record, those whose value differs between trials."""
+    drawn = [r["drawn"] for r in rows if r.get("drawn") is not None]
+    if drawn:
+        return sorted({k for keys in drawn for k in keys})
+    return sorted({k for r in rows for k in r["config"] if len({str(x["config"].get(k)) for x in rows}) > 1})
+
+
+def was_drawn(row: dict[str, Any], key: str) -> bool:
+    """Whether ``key`` was drawn for this trial (always true for a sweep without a recorded space)."""
+    return row.get("drawn") is None or key in row["drawn"]
 
 
 def rank(
