@@ -552,11 +552,32 @@ def test_sweep_options_are_checked_before_ray_starts(tmp_path: Path) -> None:
 def test_a_sweep_without_a_name_gets_a_new_one_and_the_sweeps_there_are_listed(tmp_path: Path) -> None:
     import datetime
 
-    from tune_attn.tune.options import new_sweep_name, sweeps_in
+    from tune_attn.tune.options import claim_new_sweep, new_sweep_name, sweeps_in
 
     at = datetime.datetime(2026, 11, 27, 10, 15, 0)
     assert new_sweep_name("search_spaces/default.yaml", at) == "default-20261127-101500"
     assert new_sweep_name("/x/pets.yml", at + datetime.timedelta(seconds=1)) == "pets-20261127-101501"
+    # Two sweeps started in the same second (a script starting two): each claims its own folder at once.
+    storage = tmp_path / "claimed"
+    named = [
+        claim_new_sweep(SweepOptions(name="pets-20261127-101501", storage=str(storage))) for _ in range(3)
+    ]
+    assert [o.name for o in named] == [
+        "pets-20261127-101501",
+        "pets-20261127-101501-2",
+        "pets-20261127-101501-3",
+    ]
+    assert sorted(p.name for p in storage.iterdir()) == [o.name for o in named]
+    # Where the folder is not on this machine, nothing is made here.
+    for remote in (
+        SweepOptions(name="a", storage="s3://bucket/sweeps"),
+        SweepOptions(name="a", storage=str(storage), address="ray://127.0.0.1:10001"),
+    ):
+        assert claim_new_sweep(remote) == remote
+    assert not (storage / "a").exists()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match=r"--storage .*a-file: cannot make the sweep's folder a in it"):
+        claim_new_sweep(SweepOptions(name="a", storage=str(tmp_path / "a-file")))
     assert sweeps_in(str(tmp_path / "nowhere")) == [] and sweeps_in("s3://bucket/sweeps") == []
     for i, name in enumerate(("old", "new")):  # newest first; a folder without a sweep record is no sweep
         (tmp_path / name).mkdir()

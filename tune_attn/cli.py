@@ -235,7 +235,7 @@ def sweep(
     wandb_entity: WandbEntityOpt = None,
 ) -> None:
     """Run a hyperparameter sweep: Ray Tune trials, Optuna TPE, and degeneracy pruning."""
-    from tune_attn.tune.options import SweepOptions, check_sweep, new_sweep_name, sweeps_in
+    from tune_attn.tune.options import SweepOptions, check_sweep, claim_new_sweep, new_sweep_name, sweeps_in
 
     if resume and name is None:
         sweeps = sweeps_in(storage)
@@ -268,6 +268,8 @@ def sweep(
             wandb_entity=wandb_entity,
         )
         check_sweep(space, options)  # told in well under a second, before Ray and torch are imported (~3 s)
+        if name is None:
+            options = claim_new_sweep(options)
     except ValueError as exc:  # SpaceError too
         raise _fail(str(exc)) from None
     from tune_attn.tune.summary import count_statuses, pruned_ahead_note

@@ -7,6 +7,7 @@ option in well under a second, before it imports the sweep itself (:mod:`tune_at
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -99,6 +100,28 @@ def new_sweep_name(space_path: str | Path, now: datetime.datetime | None = None)
     """The name of a sweep started without one: the space file's name and the time, ``default-20261127-101500``
     for ``search_spaces/default.yaml``: a sweep started a second later or more never gets an earlier one's name."""
     return f"{Path(space_path).stem}-{(now or datetime.datetime.now()):%Y%m%d-%H%M%S}"
+
+
+def claim_new_sweep(options: SweepOptions) -> SweepOptions:
+    """For a sweep started without ``--name`` (named by :func:`new_sweep_name`): make its folder in a local
+    ``--storage`` now, so that no other sweep takes the name; a sweep started in the same second as another gets
+    ``NAME-2`` (``-3``...), not the other's folder. The options with the name it got; as they are for a URI
+    storage or a Ray Client address (the folder is made where the sweep runs)."""
+    address = options.address or os.environ.get("RAY_ADDRESS", "")  # as check_sweep reads it
+    if "://" in options.storage or address.startswith("ray://"):
+        return options
+    for n in itertools.count(1):
+        name = options.name if n == 1 else f"{options.name}-{n}"
+        try:
+            (Path(options.storage) / name).mkdir(parents=True)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ValueError(
+                f"--storage {options.storage}: cannot make the sweep's folder {name} in it ({exc})"
+            ) from None
+        return replace(options, name=name)
+    raise AssertionError("unreachable")
 
 
 def sweeps_in(storage: str) -> list[str]:
