@@ -36,8 +36,12 @@ def test_yaml_and_overrides_with_type_coercion(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        (["model.headz=2"], "unknown key 'model.headz'; valid keys: model.backbone"),
-        (["optim.lr=1"], "unknown key 'optim.lr'"),
+        (
+            ["model.headz=2"],
+            "unknown key 'model.headz' (did you mean 'model.heads'?); valid keys: model.backbone",
+        ),
+        (["optim.lr=1"], "unknown key 'optim.lr' (did you mean 'train.lr'?); valid keys: data.name"),
+        (["model.colour=red"], "unknown key 'model.colour'; valid keys: model.backbone"),  # nothing like it
         (["model.heads"], "expected KEY=VALUE"),
         (
             ["model.activation=tanh"],

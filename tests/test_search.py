@@ -89,7 +89,15 @@ def test_set_fixes_keys_over_the_space_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("raw", "needle"),
     [
-        ({"model.headz": 2}, "unknown key 'model.headz'; valid keys: data.name"),
+        (
+            {"model.headz": 2},
+            "unknown key 'model.headz' (did you mean 'model.heads'?); valid keys: data.name",
+        ),
+        (
+            {"weight_decay": 1e-4},
+            "unknown key 'weight_decay' (did you mean 'train.weight_decay'?); valid keys",
+        ),
+        ({"model.colour": "red"}, "unknown key 'model.colour'; valid keys: data.name"),
         (
             {"model.heads": {"type": "normal", "low": 1, "high": 2}},
             "model.heads: type 'normal' is not valid; choose one of categorical, int, uniform, loguniform",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import functools
 import inspect
 import os
@@ -340,8 +341,16 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover - a programming error
 
 
-def _unknown(key: str, valid: Iterable[str], where: str) -> ConfigError:
-    return ConfigError(f"{where}unknown key {key!r}; valid keys: {', '.join(valid)}")
+def unknown_key(key: str, valid: Iterable[str], where: str = "") -> ConfigError:
+    """The error for a config key that does not exist: the key, the likeliest meant one where there is one
+    (``train.epoch``: ``train.epochs``; ``model.lr``: ``train.lr``), and every valid key."""
+    valid = list(valid)
+    name = key.rpartition(".")[2]
+    meant = difflib.get_close_matches(key, valid, n=1, cutoff=0.75) or [
+        v for v in valid if v.rpartition(".")[2] == name
+    ]
+    hint = f" (did you mean {meant[0]!r}?)" if len(meant) == 1 else ""
+    return ConfigError(f"{where}unknown key {key!r}{hint}; valid keys: {', '.join(valid)}")
 
 
 def from_dict(raw: Mapping[str, Any], *, source: str = "") -> RunConfig:
@@ -368,7 +377,7 @@ def from_dict(raw: Mapping[str, Any], *, source: str = "") -> RunConfig:
         for key, value in values.items():
             if key not in hints:
                 valid = [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
-                raise _unknown(f"{section}.{key}", valid, where)
+                raise unknown_key(f"{section}.{key}", valid, where)
             try:
                 kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
             except ConfigError as exc:
@@ -393,7 +402,7 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.heads=4")
         section, dot, name = key.partition(".")
         if not dot or section not in SECTIONS:
-            raise ConfigError(f"--set {item!r}: unknown key {key!r}; valid keys: {', '.join(valid_keys())}")
+            raise unknown_key(key, valid_keys(), f"--set {item!r}: ")
         parsed = yaml.safe_load(value) if value.strip() else ""
         nested.setdefault(section, {})[name] = parsed
     return nested

@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune_attn.config import ConfigError, RunConfig, from_dict, parse_overrides, read_yaml, valid_keys
+from tune_attn.config import (
+    ConfigError,
+    RunConfig,
+    from_dict,
+    parse_overrides,
+    read_yaml,
+    unknown_key,
+    valid_keys,
+)
 
 DISTRIBUTIONS = ("categorical", "int", "uniform", "loguniform")
 _FIELDS = {
@@ -121,7 +129,7 @@ class SearchSpace:
         params: list[Param] = []
         for key, spec in raw.items():
             if key not in keys:
-                raise SpaceError(f"{where}unknown key {key!r}; valid keys: {', '.join(keys)}")
+                raise SpaceError(str(unknown_key(key, keys, where)))
             params.append(_parse(key, spec, where, {p.key for p in params}))
         space = cls(params, source)
         space.check()
