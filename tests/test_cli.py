@@ -155,5 +155,20 @@ def test_keys_lists_every_key_with_its_doc(tmp_path: Path) -> None:
     r = _cli("keys", cwd=tmp_path)
     assert r.returncode == 0
     for key in valid_keys():
-        assert key in r.stdout
+        assert f"│ {key} " in r.stdout  # a table (200 columns)
     assert "spatial softmax" in r.stdout
+    # 80 columns: a table would cut the longer key names short ("detector.corner_min_bl…"); a line per key, its
+    # meaning under it.
+    r = subprocess.run(
+        [sys.executable, "-m", "tune_attn.cli", "keys"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "80"},
+        timeout=300,
+    )
+    assert r.returncode == 0 and "…" not in r.stdout, r.stdout
+    starts = [line.split()[0] for line in r.stdout.splitlines() if not line.startswith(" ")]
+    assert starts == valid_keys(), starts
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80
+    assert "    Mask activation: ``sigmoid`` (0..1), ``relu`` (>= 0) or ``softmax``" in r.stdout

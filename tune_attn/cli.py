@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 from typing import Annotated
 
@@ -507,10 +508,26 @@ def _leaderboard(rows: list[dict], pick: dict | None, metric: str, searched: lis
 @app.command()
 def keys() -> None:
     """List every config key with its type, default and meaning."""
-    table = Table("key", "type", "default", "meaning", show_lines=False)
-    for key, tp, default, doc in describe_keys():
-        table.add_row(key, tp, repr(default), doc)
-    console.print(table)
+    rows = [(key, tp, repr(default), doc) for key, tp, default, doc in describe_keys()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    if console.width >= sum(widths) + 13 + 40:  # the table's borders and padding, 40 columns of meaning
+        table = Table("key", "type", "default", "meaning", show_lines=False)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    for (
+        key,
+        tp,
+        default,
+        doc,
+    ) in rows:  # too narrow: key names cut short ("detector.corner_min_bl…") otherwise
+        console.print(f"{key}  {tp}  default {default}", highlight=False, markup=False)
+        console.print(
+            textwrap.fill(doc, max(40, console.width - 4), initial_indent="    ", subsequent_indent="    "),
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command()
