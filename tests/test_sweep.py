@@ -593,7 +593,7 @@ def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
     same = SweepOptions(num_samples=6, seed=1, fixed=("train.epochs=3",), resume=True, progress_seconds=0)
     assert resume_differences(tmp_path, SearchSpace.load(COLLAPSE_SPACE, same.fixed), same) == []
     other = SweepOptions(
-        num_samples=9,
+        num_samples=5,
         seed=1,
         scheduler="asha",
         startup_trials=3,
@@ -602,7 +602,7 @@ def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
         fixed=("train.epochs=4",),
     )
     assert resume_differences(tmp_path, SearchSpace.load(COLLAPSE_SPACE, other.fixed), other) == [
-        "--num-samples 9 (the sweep's: 6)",
+        "--num-samples 5 (the sweep's: 6)",
         "--scheduler asha (the sweep's: none)",
         "--startup-trials 3 (the sweep's: default)",
         "--max-failures 5 (the sweep's: 2)",
@@ -611,6 +611,17 @@ def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
         f"the search space of {COLLAPSE_SPACE} + --set (it changed since the sweep started)",
     ]
     assert resume_differences(tmp_path / "elsewhere", SearchSpace.load(COLLAPSE_SPACE), other) == []
+    # From the command line only the flags given count: the others hold their defaults, not a request.
+    given = SweepOptions(
+        num_samples=9, seed=4, scheduler="asha", fixed=("train.epochs=3",), given=frozenset({"seed"})
+    )
+    assert resume_differences(tmp_path, SearchSpace.load(COLLAPSE_SPACE, given.fixed), given) == [
+        "--seed 4 (the sweep's: 1)"
+    ]
+    more = SweepOptions(
+        num_samples=9, seed=1, fixed=("train.epochs=3",)
+    )  # more trials than 6: taken, not told
+    assert resume_differences(tmp_path, SearchSpace.load(COLLAPSE_SPACE, more.fixed), more) == []
 
 
 @pytest.mark.slow
@@ -664,10 +675,10 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     )
     assert any(re.search(r": (completed|pruned:dead).* \| \d running, 2 done: ", x) for x in seen), seen
     assert not (tmp_path / "r" / "summary.json").exists()  # it really did not finish
-    # Resumed with another number of trials (not applied, and said so) and a status line at most hourly
-    # (applied: the restored progress callback reads it, so no epoch status line shows).
+    # Resumed with fewer trials (not applied, and said so) and a status line at most hourly (applied: the
+    # restored progress callback reads it, so no epoch status line shows).
     r = subprocess.run(
-        [*cmd, "--resume", "--num-samples", "9", "--progress-every", "3600"],
+        [*cmd, "--resume", "--num-samples", "3", "--progress-every", "3600"],
         capture_output=True,
         text=True,
         env=env,
@@ -676,7 +687,8 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "resuming the sweep" in r.stdout
     assert not re.search("Configuration for experiment|TensorBoard|Wrote the latest", r.stdout + r.stderr)
-    assert "keeps the settings it started with, not these: --num-samples 9 (the sweep's: 4)" in r.stdout
+    assert "keeps the settings it started with, not these: --num-samples 3 (the sweep's: 4)" in r.stdout
+    assert "adding" not in r.stdout
     assert re.search(r"\w+: started ", r.stdout) and not re.search(r"^\[\d+m\d\ds\]", r.stdout, re.M)
     assert re.search(r"\| 0 running, 4 done: ", r.stdout), r.stdout  # the trials finished before count too
     rows = json.loads((tmp_path / "r" / "summary.json").read_text())
@@ -714,6 +726,54 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     leaked = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert not leaked
     assert len(list(tmp_path.glob("r/trial_*/run/wandb/offline-run-*"))) >= 4
+
+
+@pytest.mark.slow
+def test_a_finished_sweep_given_more_trials_runs_only_those_and_its_search_goes_on(tmp_path: Path) -> None:
+    def sweep(*args: str) -> str:
+        cmd = [
+            sys.executable,
+            "-m",
+            "tune_attn.cli",
+            "sweep",
+            str(COLLAPSE_SPACE),
+            "--storage",
+            str(tmp_path),
+        ]
+        env = {**os.environ, "COLUMNS": "300"}
+        r = subprocess.run([*cmd, "--name", "x", *args], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        return r.stdout
+
+    folder = tmp_path / "x"
+    sweep("--num-samples", "2", "--max-concurrent", "1", "--startup-trials", "1", "--seed", "3")
+    first = {row["trial_id"]: row for row in json.loads((folder / "summary.json").read_text())}
+    results = {t: (folder / f"trial_{t}" / "result.json").read_bytes() for t in first}
+    # Continued as the tool advises (--name NAME --resume): the flags left at their defaults (8 trials, seed 0)
+    # are not the sweep's, but were not asked for: nothing is said of them, and no trial is added.
+    out = sweep("--resume")
+    assert f"resuming the sweep in {folder}\n" in out and "adding" not in out, out
+    # A number of trials above the sweep's, given with its name: only the trial added runs.
+    out = sweep("--num-samples", "3")
+    assert "adding 1 trial to its 2 (3 in all); the search carries on from every trial it has seen" in out, (
+        out
+    )
+    assert re.search(r"\| 0 running, 3 done: ", out), out
+    rows = json.loads((folder / "summary.json").read_text())
+    assert len(rows) == 3 and sorted(r["number"] for r in rows) == [0, 1, 2]
+    for t, row in first.items():  # the first two trials are kept as they were, not trained again
+        assert (folder / f"trial_{t}" / "result.json").read_bytes() == results[t]
+        assert next(r for r in rows if r["trial_id"] == t) == row
+    # One Optuna study holds all three, each told as it ended (with --startup-trials 1 the third is TPE's).
+    study = load_study(str(folder))
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert {t.user_attrs[RAY_TRIAL_ID]: t.state for t in study.trials} == {
+        r["trial_id"]: TrialState.COMPLETE if r["status"] == "completed" else TrialState.PRUNED for r in rows
+    }
+    assert json.loads((folder / "sweep.json").read_text())["options"]["num_samples"] == 3
+    out = sweep("--num-samples", "2")  # fewer than it has: said, not taken
+    assert "not these: --num-samples 2 (the sweep's: 3)" in out and "adding" not in out, out
+    assert len(json.loads((folder / "summary.json").read_text())) == 3
 
 
 @pytest.mark.slow
@@ -1036,12 +1096,19 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, tmp_path
     # summary is written locally and uploaded. The sweep is copied back here to look at what it holds.
     import pyarrow.fs
 
-    result = run_sweep(COLLAPSE_SPACE, SweepOptions(name="uri", storage=f"{s3}/store", num_samples=2, seed=0))
-    assert result.path == f"{s3}/store/uri" and result.wandb_mode == "offline"
+    result = run_sweep(COLLAPSE_SPACE, SweepOptions(name="uri", storage=f"{s3}/store", num_samples=1, seed=0))
+    assert result.path == f"{s3}/store/uri" and result.wandb_mode == "offline" and len(result.rows) == 1
+    # One trial more, resumed from the URI: Tune's search state there is raised to 2 trials.
+    lines: list[str] = []
+    more = SweepOptions(name="uri", storage=f"{s3}/store", num_samples=2, seed=0, resume=True)
+    result = run_sweep(COLLAPSE_SPACE, more, echo=lines.append)
+    assert "adding 1 trial to its 1 (2 in all); the search carries on from every trial it has seen" in lines
+    assert result.path == f"{s3}/store/uri" and len(result.rows) == 2
     folder = tmp_path / "uploaded"
     pyarrow.fs.copy_files(result.path, str(folder))
     rows = json.loads((folder / "summary.json").read_text())
     assert len(rows) == 2 and (folder / "sweep.json").is_file() and (folder / "summary.csv").is_file()
+    assert json.loads((folder / "sweep.json").read_text())["options"]["num_samples"] == 2
     study = load_study(result.path)  # read back from the searcher state Tune uploaded
     assert sorted(t.user_attrs[RAY_TRIAL_ID] for t in study.trials) == sorted(r["trial_id"] for r in rows)
     for row in rows:
@@ -1087,7 +1154,8 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, tmp_path
     here = tmp_path / "fetched"
     r = subprocess.run([*cli, "fetch", result.path, str(here)], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and f"tune-attn best {here}" in r.stdout, r.stderr
-    assert "wandb sync" in r.stdout and "W&B: 3 offline run(s)" in r.stdout, r.stdout
+    # 4 offline runs: the 2 trials' and the sweep's own twice (one W&B run, logged by each of its 2 starts).
+    assert "wandb sync" in r.stdout and "W&B: 4 offline run(s)" in r.stdout, r.stdout
     assert sorted(p.relative_to(here) for p in here.rglob("*.png")) == sorted(
         p.relative_to(folder) for p in folder.rglob("*.png")
     )

@@ -176,8 +176,15 @@ def train(
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     space: Annotated[Path, typer.Argument(help="Search space YAML (see search_spaces/).")],
-    num_samples: Annotated[int, typer.Option(help="Number of trials.")] = 8,
+    num_samples: Annotated[
+        int,
+        typer.Option(
+            help="Number of trials. Given with the name of a sweep that has fewer, adds trials to it: the search "
+            "carries on from every trial it has seen."
+        ),
+    ] = 8,
     max_concurrent: Annotated[int, typer.Option(help="Trials running at once.")] = 2,
     name: Annotated[
         str | None,
@@ -267,6 +274,7 @@ def sweep(
             wandb=wandb,
             wandb_project=wandb_project,
             wandb_entity=wandb_entity,
+            given=_given(ctx, {"set_": "fixed", "progress_every": "progress_seconds"}),
         )
         check_sweep(space, options)  # told in well under a second, before Ray and torch are imported (~3 s)
         if name is None:
@@ -472,6 +480,17 @@ def predict(
 
 def _num(v: object) -> str:
     return f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+
+def _given(ctx: typer.Context, renamed: dict[str, str]) -> frozenset[str]:
+    """The parameters given on the command line (or by an environment variable), not left at their default;
+    named as the options object names them (``renamed``: the parameter's name to the option's)."""
+    defaults = ("DEFAULT", "DEFAULT_MAP")  # by name: typer's ParameterSource is its own click's, not click's
+    return frozenset(
+        renamed.get(p, p)
+        for p in ctx.params
+        if getattr(ctx.get_parameter_source(p), "name", "DEFAULT") not in defaults
+    )
 
 
 def _leaderboard(rows: list[dict], pick: dict | None, metric: str, searched: list[str]) -> Table | str:

@@ -57,6 +57,9 @@ class SweepOptions:
     wandb: str = "offline"
     wandb_project: str = "tune-attn"
     wandb_entity: str | None = None
+    given: frozenset[str] | None = None
+    """The options given on the command line, by field name (None: all, as for a library caller). A resumed
+    sweep tells only of given options it does not take; a given ``num_samples`` above its own adds trials."""
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:

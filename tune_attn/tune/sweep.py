@@ -801,6 +801,14 @@ def _run(
                 f"resuming the sweep in {path}"
                 + (f"; it keeps the settings it started with, not these: {'; '.join(kept)}" if kept else "")
             )
+            if options.given is None or "num_samples" in options.given:
+                had = add_trials(path, options.num_samples)
+                if had < options.num_samples:
+                    more = options.num_samples - had
+                    echo(
+                        f"adding {more} trial{'s' if more > 1 else ''} to its {had} ({options.num_samples} in "
+                        "all); the search carries on from every trial it has seen"
+                    )
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         else:
             search, limited = _searcher(space, options)
@@ -954,7 +962,7 @@ def _plain(value: Any) -> Any:
 
 def _recorded(options: SweepOptions) -> dict[str, Any]:
     """The options as ``sweep.json`` holds them."""
-    return _plain({k: v for k, v in vars(options).items() if k != "wandb_entity"})
+    return _plain({k: v for k, v in vars(options).items() if k not in ("wandb_entity", "given")})
 
 
 def resume_differences(folder: Path, space: SearchSpace, options: SweepOptions) -> list[str]:
@@ -970,7 +978,10 @@ def resume_differences(folder: Path, space: SearchSpace, options: SweepOptions) 
     kept = [
         _difference(flag, now[key], started[key])
         for key, flag in RESUME_KEEPS.items()
-        if key in started and started[key] != now[key]
+        if key in started
+        and started[key] != now[key]
+        and (options.given is None or key in options.given)
+        and not (key == "num_samples" and now[key] > started[key])  # trials to add: taken
     ]
     if "space" in record and record["space"] != _plain(space.to_dict()):
         kept.append(f"the search space of {space.source} (it changed since the sweep started)")
@@ -993,6 +1004,47 @@ def _flag_value(value: Any) -> str:
     if isinstance(value, list):
         return " ".join(value) or "none"
     return "default" if value is None else str(value)
+
+
+def add_trials(path: str, total: int) -> int:
+    """Before a sweep (a local folder or a URI) is restored: raise its number of trials to ``total`` where it
+    has fewer, in Tune's saved search state (the count of trials the search proposes,
+    ``search_gen_state-*.json``: Tune has no option for it) and in a local ``sweep.json``. Returns the number
+    the sweep had."""
+    import pyarrow.fs
+    import ray.cloudpickle as cloudpickle
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
+    found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    states = sorted(f.path for f in found if re.fullmatch(r"search_gen_state-.*\.json", f.base_name))
+    if not states:  # the newest by name is the one Tune restores
+        raise ValueError(
+            f"{path}: no saved search state (search_gen_state-*.json), so no trials can be added"
+        )
+    with fs.open_input_stream(states[-1]) as f:
+        state = cloudpickle.loads(f.read())
+    if not isinstance(state, dict) or not isinstance(state.get("total_samples"), int):
+        raise ValueError(
+            f"{states[-1]}: this Ray version's search state has no number of trials (total_samples) to raise; "
+            "start a new sweep instead"
+        )
+    had = int(state["total_samples"])
+    if total <= had:
+        return had
+    state.update(total_samples=total, finished=False)
+    if "://" in path:  # an object store writes an object whole
+        with fs.open_output_stream(states[-1]) as f:
+            f.write(cloudpickle.dumps(state))
+        return had
+    tmp = Path(states[-1]).with_name(f".{Path(states[-1]).name}.tmp")
+    tmp.write_bytes(cloudpickle.dumps(state))
+    os.replace(tmp, states[-1])  # atomic, as Tune writes it
+    record_file = Path(path) / SWEEP_RECORD  # a URI's is written again at the end
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        record = json.loads(record_file.read_text())
+        record["options"]["num_samples"] = total
+        record_file.write_text(json.dumps(record, indent=1, default=str))
+    return had
 
 
 def check_experiment_state(folder: Path) -> None:
