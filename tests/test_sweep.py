@@ -35,6 +35,20 @@ LOCAL_RAY = pytest.mark.xdist_group("local_ray")
 """The tests on this process's own Ray: with pytest-xdist (scripts/test), all on one worker, one after another."""
 
 
+def sweep_cmd(storage: Path, *args: str) -> list[str]:
+    """``tune-attn sweep`` of the collapse space into ``storage``, in a fresh Python, with ``args``."""
+    return [
+        sys.executable,
+        "-m",
+        "tune_attn.cli",
+        "sweep",
+        str(COLLAPSE_SPACE),
+        "--storage",
+        str(storage),
+        *args,
+    ]
+
+
 def tune_results(row: dict) -> list[dict]:
     """The results Tune wrote for a summary row's trial (its result.json, one per reported epoch)."""
     return [json.loads(x) for x in (Path(row["path"]) / "result.json").read_text().splitlines()]
@@ -262,7 +276,7 @@ def test_an_address_where_nothing_answers_fails_at_once(tmp_path: Path) -> None:
 
 def _nothing_answers_at(port: int, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"COLUMNS": "300"}
-    cmd = [sys.executable, "-m", "tune_attn.cli", "sweep", str(COLLAPSE_SPACE), "--storage", str(tmp_path)]
+    cmd = sweep_cmd(tmp_path)
     for address, what in ((f"127.0.0.2:{port}", "is Ray"), (f"ray://127.0.0.2:{port}", "Ray Client server")):
         r = subprocess.run(cmd + ["--address", address], capture_output=True, text=True, env=env, timeout=60)
         assert r.returncode == 2, r.stderr[-2000:]
@@ -552,7 +566,7 @@ def test_sweep_options_are_checked_before_ray_starts(tmp_path: Path) -> None:
 def test_a_sweep_without_a_name_gets_a_new_one_and_the_sweeps_there_are_listed(tmp_path: Path) -> None:
     import datetime
 
-    from tune_attn.tune.options import claim_new_sweep, new_sweep_name, sweeps_in
+    from tune_attn.tune.options import claim_new_sweep, new_sweep_name, release_unused, sweeps_in
 
     at = datetime.datetime(2026, 11, 27, 10, 15, 0)
     assert new_sweep_name("search_spaces/default.yaml", at) == "default-20261127-101500"
@@ -575,6 +589,11 @@ def test_a_sweep_without_a_name_gets_a_new_one_and_the_sweeps_there_are_listed(t
     ):
         assert claim_new_sweep(remote) == remote
     assert not (storage / "a").exists()
+    # A sweep that failed before it started (nothing wrote into its folder) leaves no empty folder behind.
+    (storage / named[1].name / "sweep.json").write_text("{}")
+    for options in named:
+        release_unused(options)
+    assert [p.name for p in storage.iterdir()] == [named[1].name]
     (tmp_path / "a-file").write_text("")
     with pytest.raises(ValueError, match=r"--storage .*a-file: cannot make the sweep's folder a in it"):
         claim_new_sweep(SweepOptions(name="a", storage=str(tmp_path / "a-file")))
@@ -629,21 +648,7 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     import signal
     import time
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "tune_attn.cli",
-        "sweep",
-        str(COLLAPSE_SPACE),
-        "--storage",
-        str(tmp_path),
-        "--name",
-        "r",
-        "--num-samples",
-        "4",
-        "--max-concurrent",
-        "1",
-    ]
+    cmd = sweep_cmd(tmp_path, "--name", "r", "--num-samples", "4", "--max-concurrent", "1")
     secret = "0123456789abcdef" * 2 + "deadbeefcafe0042"  # looks like a W&B API key
     env = {**os.environ, "COLUMNS": "300", "PYTHONUNBUFFERED": "1", "WANDB_API_KEY": secret}
     driver = subprocess.Popen(
@@ -731,17 +736,10 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
 @pytest.mark.slow
 def test_a_finished_sweep_given_more_trials_runs_only_those_and_its_search_goes_on(tmp_path: Path) -> None:
     def sweep(*args: str) -> str:
-        cmd = [
-            sys.executable,
-            "-m",
-            "tune_attn.cli",
-            "sweep",
-            str(COLLAPSE_SPACE),
-            "--storage",
-            str(tmp_path),
-        ]
         env = {**os.environ, "COLUMNS": "300"}
-        r = subprocess.run([*cmd, "--name", "x", *args], capture_output=True, text=True, env=env, timeout=300)
+        r = subprocess.run(
+            sweep_cmd(tmp_path, "--name", "x", *args), capture_output=True, text=True, env=env, timeout=300
+        )
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         return r.stdout
 
@@ -1021,7 +1019,7 @@ def test_a_diverging_trial_ends_as_an_error_without_a_retry_and_the_sweep_goes_o
 
 @pytest.mark.slow
 def test_wandb_problems_never_stop_a_sweep_and_are_told_once(tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "tune_attn.cli", "sweep", str(COLLAPSE_SPACE), "--storage", str(tmp_path)]
+    base = sweep_cmd(tmp_path)
     env = {
         **os.environ,
         "COLUMNS": "300",

@@ -243,7 +243,14 @@ def sweep(
     wandb_entity: WandbEntityOpt = None,
 ) -> None:
     """Run a hyperparameter sweep: Ray Tune trials, Optuna TPE, and degeneracy pruning."""
-    from tune_attn.tune.options import SweepOptions, check_sweep, claim_new_sweep, new_sweep_name, sweeps_in
+    from tune_attn.tune.options import (
+        SweepOptions,
+        check_sweep,
+        claim_new_sweep,
+        new_sweep_name,
+        release_unused,
+        sweeps_in,
+    )
 
     if resume and name is None:
         sweeps = sweeps_in(storage)
@@ -297,6 +304,9 @@ def sweep(
         )
     except ValueError as exc:  # what only Ray could tell (a cluster's resources)
         raise _fail(str(exc)) from None
+    finally:
+        if name is None:
+            release_unused(options)
     counts = count_statuses(r["status"] for r in result.rows)
     if result.interrupted:
         waiting = result.planned - len(result.rows)

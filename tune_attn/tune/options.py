@@ -6,6 +6,7 @@ option in well under a second, before it imports the sweep itself (:mod:`tune_at
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import os
@@ -125,6 +126,14 @@ def claim_new_sweep(options: SweepOptions) -> SweepOptions:
             ) from None
         return replace(options, name=name)
     raise AssertionError("unreachable")
+
+
+def release_unused(options: SweepOptions) -> None:
+    """Remove the folder :func:`claim_new_sweep` made if the sweep left it empty (it failed before it started:
+    a cluster address where nothing answers, say), so that no empty sweep folder stays behind."""
+    if "://" not in options.storage:
+        with contextlib.suppress(OSError):  # not empty, or not there: kept as it is
+            (Path(options.storage) / options.name).rmdir()
 
 
 def sweeps_in(storage: str) -> list[str]:
