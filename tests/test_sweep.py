@@ -68,6 +68,7 @@ def ray_local():  # type: ignore[no-untyped-def]
 def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     temp = Path(os.environ.get("TMPDIR") or "/tmp")  # where wandb's service puts its socket folder
     before = set(temp.glob("wandb-*"))
+    data_dir = os.environ.get("WANDB_DATA_DIR")
     n = 4  # seed 0 draws both optimizers
     result = run_sweep(
         COLLAPSE_SPACE, SweepOptions(name="smoke", storage=str(tmp_path), num_samples=n, seed=0)
@@ -119,6 +120,20 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
     table = json.loads((folder / "files" / logged["trials"]["path"]).read_text())
     assert len(table["data"]) == n and table["columns"][:3] == ["trial_id", "number", "status"]
     assert sorted(r[2] for r in table["data"]) == sorted(r["status"] for r in rows)
+    # Its last column: each trial's mask panel at its last epoch, the same picture as in its run folder. (W&B
+    # keeps a Table with its images in an artifact of the run, staged for upload: in the sweep folder, so
+    # that it goes where the folder goes, not in wandb's folder in this machine's home.)
+    (files,) = [f for name, f in sweep_run.artifacts.items() if name.endswith("-trials")]
+    assert all(f.is_relative_to(Path(result.path) / "wandb" / "staging") for f in files.values()), files
+    assert os.environ.get("WANDB_DATA_DIR") == data_dir  # wandb's own, as it was, for what comes next
+    table = json.loads(files["trials.table.json"].read_text())
+    assert table["columns"][-1] == "last_panel" and len(table["data"]) == n
+    for cells in table["data"]:
+        row = next(r for r in rows if r["trial_id"] == cells[0])
+        image = cells[-1]
+        assert image["_type"] == "image-file", image
+        panel = Path(row["path"]) / "run" / "panels" / f"epoch_{row['epochs']:03d}.png"
+        assert files[image["path"]].read_bytes() == panel.read_bytes()
     assert {"accuracy_vs_weight_decay", "heads_vs_accuracy"} <= set(logged)
     for plot in ("accuracy_vs_weight_decay.png", "heads_vs_accuracy.png"):
         assert (Path(result.path) / plot).stat().st_size > 5000

@@ -67,6 +67,9 @@ class OfflineRun:
     summary: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
     exited: bool = False
+    artifacts: dict[str, dict[str, Path]] = field(default_factory=dict)
+    """The artifacts the run logged (a W&B Table is one), by name: each file's path in the artifact and where
+    wandb staged it to upload (outside the run folder, in wandb's data folder)."""
 
     @classmethod
     def read(cls, folder: Path) -> OfflineRun:
@@ -86,4 +89,7 @@ class OfflineRun:
                 out.summary.update(_items(rec.summary.update))
             elif kind == "exit":
                 out.exited = True
+            elif kind == "artifact":
+                files = {c.path: Path(c.local_path) for c in rec.artifact.manifest.contents}
+                out.artifacts[rec.artifact.name] = files
         return out

@@ -33,6 +33,26 @@ if TYPE_CHECKING:  # torch takes ~1.5 s to import, and `tune-attn fetch` needs n
     from tune_attn.engine import EpochResult
 
 
+@contextlib.contextmanager
+def _data_dir(folder: Path | None) -> Any:
+    """While it is open, wandb's data folder (where it stages artifacts for upload, ``WANDB_DATA_DIR``, read
+    at each use) is ``folder``; nothing changes for None."""
+    import os
+
+    if folder is None:
+        yield
+        return
+    before = os.environ.get("WANDB_DATA_DIR")
+    os.environ["WANDB_DATA_DIR"] = str(folder.resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["WANDB_DATA_DIR"]
+        else:
+            os.environ["WANDB_DATA_DIR"] = before
+
+
 def run_id(label: str, key: str) -> str:
     """A W&B run id: ``label`` made safe (letters, digits, ``-``, ``_``) plus a hash of ``key``, at most 64
     characters. The same label and key give the same id, so a resumed run continues its W&B run."""
@@ -147,17 +167,32 @@ class WandbRun:
             )
         return out
 
-    def log_table(self, key: str, rows: Sequence[Mapping[str, Any]], images: Iterable[Path] = ()) -> None:
-        """A W&B Table of ``rows`` (one column per key) and images under their file names."""
+    def log_table(
+        self,
+        key: str,
+        rows: Sequence[Mapping[str, Any]],
+        images: Iterable[Path] = (),
+        row_images: Mapping[str, Sequence[Path | None]] | None = None,
+        staging: Path | None = None,
+    ) -> None:
+        """A W&B Table of ``rows`` (one column per key), with a column of images per ``row_images`` key (a
+        file or None per row), and ``images`` under their file names. W&B keeps a Table in an artifact whose
+        files it stages for upload in its data folder (``~/.local/share/wandb``), not in the run folder; with
+        ``staging``, in that folder instead (``wandb sync`` reads them there, by absolute path)."""
         if self.run is None:
             return
         import wandb
 
         columns: list[str | int] = list(dict.fromkeys(k for r in rows for k in r))
         data: list[list[Any]] = [[_cell(r.get(str(c))) for c in columns] for r in rows]
+        for name, files in (row_images or {}).items():
+            columns.append(name)
+            for cells, file in zip(data, files, strict=True):
+                cells.append(wandb.Image(str(file)) if file is not None and file.is_file() else None)
         payload: dict[str, Any] = {key: wandb.Table(columns=columns, data=data, allow_mixed_types=True)}
         payload.update({p.stem: wandb.Image(str(p)) for p in images if p.is_file()})
-        self._call("log", self.run.log, payload)
+        with _data_dir(staging):
+            self._call("log", self.run.log, payload)
 
     def finish(self, status: str, reason: str = "", summary: Mapping[str, Any] | None = None) -> None:
         """Record how the run ended (summary ``status`` / ``reason``, a tag) and close it."""

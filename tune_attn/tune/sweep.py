@@ -867,7 +867,7 @@ def _run(
             write_table(Path(tmp), rows)
             plots = write_plots(Path(tmp), rows, study)
             write_provenance(Path(tmp), space, options, space_file)
-            log_sweep_run(wandb, Path(tmp), options, space, rows, plots, echo)
+            log_sweep_run(wandb, Path(tmp), options, space, rows, plots, echo, stage=False)
             pyarrow.fs.copy_files(tmp, path)
     return result
 
@@ -918,8 +918,12 @@ def log_sweep_run(
     rows: list[dict[str, Any]],
     plots: list[Path],
     echo: Callable[[str], None],
+    stage: bool = True,
 ) -> None:
-    """The sweep's own W&B run (job type ``sweep``): the summary as a W&B Table ``trials`` and the plots."""
+    """The sweep's own W&B run (job type ``sweep``): the summary as a W&B Table ``trials``, with each trial's
+    mask panel at its last epoch (column ``last_panel``: the trials' masks side by side, sortable by any
+    column), and the plots. ``stage``: W&B stages the table's files in ``folder`` (False where ``folder`` is a
+    temporary one)."""
     if wandb.mode == "off":
         return
     counts = Counter(row["status"] for row in rows)  # by full status: trials/pruned:flat
@@ -936,7 +940,20 @@ def log_sweep_run(
         job_type="sweep",
         config=config,
     )
-    run.log_table("trials", rows, plots)
+    from tune_attn.run import panel_path  # torch is loaded already: the sweep imported the trainable
+
+    panels = [  # each trial's mask panel at its last epoch, to compare the trials' masks in the table
+        panel_path(Path(row["path"]) / "run", row["epochs"])
+        if row.get("path") and row.get("epochs")
+        else None
+        for row in rows
+    ]
+    # Staged in the sweep folder (not in wandb's own folder of this machine's home): the trials table goes
+    # wherever the folder goes, e.g. a volume that outlives the head of a Kubernetes RayJob. For a URI the
+    # folder is a temporary one: wandb's own then, so that a `wandb sync` on this machine finds it.
+    run.log_table(
+        "trials", rows, plots, {"last_panel": panels}, folder / "wandb" / "staging" if stage else None
+    )
     run.finish("completed", summary={"trials": len(rows), **{f"trials/{k}": n for k, n in counts.items()}})
     if run.error and run.error not in WANDB_TOLD:
         echo(f"W&B: {run.error}; the summary and plots are in {folder}")
