@@ -1169,6 +1169,10 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, tmp_path
     assert r.returncode == 0 and f"tune-attn best {here}" in r.stdout, r.stderr
     # 4 offline runs: the 2 trials' and the sweep's own twice (one W&B run, logged by each of its 2 starts).
     assert "wandb sync" in r.stdout and "W&B: 4 offline run(s)" in r.stdout, r.stdout
+    assert (
+        "every run uploads but the sweep run's trials table (a W&B artifact, staged on the machine"
+        in r.stdout
+    )
     assert sorted(p.relative_to(here) for p in here.rglob("*.png")) == sorted(
         p.relative_to(folder) for p in folder.rglob("*.png")
     )

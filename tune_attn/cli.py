@@ -466,7 +466,14 @@ def fetch(
     console.print(
         f"fetched {experiment} to {out}; pick the best config with: tune-attn best {out}", highlight=False
     )
-    _tell_wandb_runs(offline_runs(out))
+    runs = offline_runs(out)
+    _tell_wandb_runs(runs)
+    if any(run.parent == out / "wandb" for run in runs):
+        console.print(
+            "W&B: from this copy every run uploads but the sweep run's trials table (a W&B artifact, staged on "
+            "the machine that ran the sweep); its rows are in summary.csv, its pictures in the trials' runs",
+            highlight=False,
+        )
 
 
 @app.command()
