@@ -750,16 +750,22 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
 
 @pytest.mark.slow
 def test_a_finished_sweep_given_more_trials_runs_only_those_and_its_search_goes_on(tmp_path: Path) -> None:
-    def sweep(*args: str) -> str:
+    space = (
+        ROOT / "search_spaces" / "smoke.yaml"
+    )  # a continuous weight decay: no two proposals alike by chance
+    start = ["--max-concurrent", "1", "--startup-trials", "1", "--seed", "3"]  # one at a time: reproducible
+
+    def sweep(*args: str, name: str = "x") -> str:
         env = {**os.environ, "COLUMNS": "300"}
+        cmd = [sys.executable, "-m", "tune_attn.cli", "sweep", str(space), "--storage", str(tmp_path)]
         r = subprocess.run(
-            sweep_cmd(tmp_path, "--name", "x", *args), capture_output=True, text=True, env=env, timeout=300
+            [*cmd, "--name", name, *args], capture_output=True, text=True, env=env, timeout=300
         )
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         return r.stdout
 
     folder = tmp_path / "x"
-    sweep("--num-samples", "2", "--max-concurrent", "1", "--startup-trials", "1", "--seed", "3")
+    sweep("--num-samples", "2", *start)
     first = {row["trial_id"]: row for row in json.loads((folder / "summary.json").read_text())}
     results = {t: (folder / f"trial_{t}" / "result.json").read_bytes() for t in first}
     # Continued as the tool advises (--name NAME --resume): the flags left at their defaults (8 trials, seed 0)
@@ -784,6 +790,13 @@ def test_a_finished_sweep_given_more_trials_runs_only_those_and_its_search_goes_
         r["trial_id"]: TrialState.COMPLETE if r["status"] == "completed" else TrialState.PRUNED for r in rows
     }
     assert json.loads((folder / "sweep.json").read_text())["options"]["num_samples"] == 3
+    # The search went on as if never stopped: the same three trials as a 3-trial sweep run at once, the third
+    # (TPE's, from the first two) included, to the last digit of its weight decay.
+    sweep("--num-samples", "3", *start, name="at-once")
+    at_once = load_study(str(tmp_path / "at-once"))
+    assert [t.params for t in study.trials] == [t.params for t in at_once.trials]
+    assert [t.value for t in study.trials] == [t.value for t in at_once.trials]
+    assert len({t.params["train.weight_decay"] for t in study.trials}) == 3
     out = sweep("--num-samples", "2")  # fewer than it has: said, not taken
     assert "not these: --num-samples 2 (the sweep's: 3)" in out and "adding" not in out, out
     assert len(json.loads((folder / "summary.json").read_text())) == 3
