@@ -748,6 +748,29 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     assert len(list(tmp_path.glob("r/trial_*/run/wandb/offline-run-*"))) >= 4
 
 
+@LOCAL_RAY
+@pytest.mark.slow
+def test_a_second_driver_of_a_running_sweep_is_refused(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tune_attn.tune.sweep import DRIVER_LOCK, sole_driver
+
+    folder = tmp_path / "busy"
+    with sole_driver(folder):  # as the driver running the sweep "busy" holds it
+        holder = (folder / DRIVER_LOCK).read_text()
+        assert re.fullmatch(rf"pid {os.getpid()} on \S+, since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d", holder)
+        with pytest.raises(
+            ValueError, match=rf"{folder}: this sweep is running now \({re.escape(holder)}\); wait"
+        ):
+            run_sweep(
+                COLLAPSE_SPACE, SweepOptions(name="busy", storage=str(tmp_path), num_samples=1, wandb="off")
+            )
+        assert not list(folder.glob("trial_*")) and not list(folder.glob("experiment_state-*"))
+    # Once that driver has ended (or died: the lock goes with its process), the sweep runs.
+    result = run_sweep(
+        COLLAPSE_SPACE, SweepOptions(name="busy", storage=str(tmp_path), num_samples=1, wandb="off")
+    )
+    assert len(result.rows) == 1 and result.rows[0]["status"] in ("completed", "pruned:dead")
+
+
 @pytest.mark.slow
 def test_a_finished_sweep_given_more_trials_runs_only_those_and_its_search_goes_on(tmp_path: Path) -> None:
     space = (

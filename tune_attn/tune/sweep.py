@@ -750,6 +750,41 @@ def _progress_to(echo: Callable[[str], None]) -> Iterator[None]:
         progress_echo = _print
 
 
+DRIVER_LOCK = ".driver.lock"
+"""In a local sweep folder: locked (``flock``) by the driver running the sweep, for as long as it runs."""
+
+
+@contextlib.contextmanager
+def sole_driver(folder: Path | None) -> Iterator[None]:
+    """Hold the sweep folder's :data:`DRIVER_LOCK` while the sweep runs; refuse (ValueError) a second driver of
+    the same sweep (the same ``--name`` run again in another terminal, or a job started again while the first
+    still runs): both would restore and write the same Tune experiment. The lock goes with the process (no
+    stale lock after a crash or a kill); nothing is locked for a URI (None)."""
+    import fcntl
+    import time
+
+    if folder is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / DRIVER_LOCK, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise ValueError(
+                f"{folder}: this sweep is running now ({holder}); wait for it to end, or stop it (Ctrl+C) and run "
+                "this again to continue it, or give another --name"
+            ) from None
+        except OSError:  # a file system without locks: run unguarded, as before
+            pass
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        lock.flush()
+        yield
+
+
 def _run(
     space: SearchSpace,
     options: SweepOptions,
@@ -757,7 +792,20 @@ def _run(
     space_file: str,
     echo: Callable[[str], None],
 ) -> SweepResult:
-    """The sweep itself, in the process that runs Tune's driver (Ray is up)."""
+    """The sweep itself, in the process that runs Tune's driver (Ray is up), as its only driver."""
+    path = f"{options.storage_path().rstrip('/')}/{options.name}"
+    with sole_driver(None if "://" in path else Path(path)):
+        return _drive(space, options, wandb, space_file, echo)
+
+
+def _drive(
+    space: SearchSpace,
+    options: SweepOptions,
+    wandb: WandbOptions,
+    space_file: str,
+    echo: Callable[[str], None],
+) -> SweepResult:
+    """The sweep itself (see :func:`_run`)."""
     # Every epoch is a checkpoint; Tune's warning about frequent experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Our progress lines are the sweep's output: not Ray's start box (its searcher shows as "SearchGenerator")
