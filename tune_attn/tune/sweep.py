@@ -792,10 +792,10 @@ def _run(
     space_file: str,
     echo: Callable[[str], None],
 ) -> SweepResult:
-    """The sweep itself, in the process that runs Tune's driver (Ray is up), as its only driver."""
-    path = f"{options.storage_path().rstrip('/')}/{options.name}"
-    with sole_driver(None if "://" in path else Path(path)):
-        return _drive(space, options, wandb, space_file, echo)
+    """The sweep itself, in the process that runs Tune's driver (Ray is up), as its only driver: once the nodes
+    are checked, :func:`_drive` takes the sweep folder's lock into ``held``, released when all is written."""
+    with contextlib.ExitStack() as held:
+        return _drive(space, options, wandb, space_file, echo, held)
 
 
 def _drive(
@@ -804,6 +804,7 @@ def _drive(
     wandb: WandbOptions,
     space_file: str,
     echo: Callable[[str], None],
+    held: contextlib.ExitStack,
 ) -> SweepResult:
     """The sweep itself (see :func:`_run`)."""
     # Every epoch is a checkpoint; Tune's warning about frequent experiment snapshots is noise here.
@@ -836,6 +837,7 @@ def _drive(
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     with watching_nodes(space, options, None if remote else Path(storage), echo):
+        held.enter_context(sole_driver(None if remote else Path(path)))  # nothing written before the check
         search = None  # a restored sweep brings its own searcher back
         local_exists = not remote and Path(path).is_dir()
         if not remote and not (Path(path) / SWEEP_RECORD).exists():  # provenance, for `best` / `export`
