@@ -552,12 +552,8 @@ def keys() -> None:
             table.add_row(*row)
         console.print(table)
         return
-    for (
-        key,
-        tp,
-        default,
-        doc,
-    ) in rows:  # too narrow: key names cut short ("detector.corner_min_bl…") otherwise
+    # Too narrow for the table (it would cut key names short: "detector.corner_min_bl…"): a line per key.
+    for key, tp, default, doc in rows:
         console.print(f"{key}  {tp}  default {default}", highlight=False, markup=False)
         console.print(
             textwrap.fill(doc, max(40, console.width - 4), initial_indent="    ", subsequent_indent="    "),

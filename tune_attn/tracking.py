@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,8 +38,6 @@ if TYPE_CHECKING:  # torch takes ~1.5 s to import, and `tune-attn fetch` needs n
 def _data_dir(folder: Path | None) -> Any:
     """While it is open, wandb's data folder (where it stages artifacts for upload, ``WANDB_DATA_DIR``, read
     at each use) is ``folder``; nothing changes for None."""
-    import os
-
     if folder is None:
         yield
         return
