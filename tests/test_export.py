@@ -149,6 +149,29 @@ def test_the_leaderboard_keys_are_the_ones_drawn_and_without_sweep_json_the_ones
     assert "train.epochs" not in keys and "model.activation" not in keys, keys
 
 
+def test_sweeps_lists_each_sweep_with_its_trials_and_pick(sweep: Path, tmp_path: Path) -> None:
+    import datetime
+
+    rows = read_sweep(sweep)
+    pick = rank(rows)[1]
+    assert pick is not None
+    started = json.loads((sweep / "sweep.json").read_text())["started"]
+    assert datetime.datetime.fromisoformat(started) <= datetime.datetime.now()
+    completed = sum(r["status"] == "completed" for r in rows)
+    r = _cli("sweeps", str(sweep.parent), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        f"s  {started[:16].replace('T', ' ')}  space_collapse.yaml  4 of 4 trials: {completed} completed, "
+        f"{4 - completed} pruned; best {pick['last_val_accuracy']:.3f} ({pick['trial_id']})",
+        f"look at one with: tune-attn best {sweep}",
+    ]
+    (tmp_path / "empty").mkdir()
+    r = _cli("sweeps", str(tmp_path / "empty"), cwd=tmp_path)
+    assert r.returncode == 1 and "empty: no sweeps in it" in r.stderr, r.stderr
+    r = _cli("sweeps", "s3://bucket/sweeps", cwd=tmp_path)
+    assert r.returncode == 2 and "s3://bucket/sweeps: a URI; list the sweeps of a local folder" in r.stderr
+
+
 def test_trials_got_the_fractional_gpu_they_asked_for(sweep: Path) -> None:
     spans = []
     for trial in sweep.glob("trial_*"):

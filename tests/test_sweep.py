@@ -1143,9 +1143,13 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # An s3:// storage (a local S3 server): trials write in their working directory and Tune uploads it; the
     # summary is written locally and uploaded. The sweep is copied back here to look at what it holds.
+    import datetime
+
     import pyarrow.fs
 
+    began = datetime.datetime.now().isoformat(timespec="seconds")
     result = run_sweep(COLLAPSE_SPACE, SweepOptions(name="uri", storage=f"{s3}/store", num_samples=1, seed=0))
+    again = datetime.datetime.now().isoformat(timespec="seconds")
     assert result.path == f"{s3}/store/uri" and result.wandb_mode == "offline" and len(result.rows) == 1
     # One trial more, resumed from the URI: Tune's search state there is raised to 2 trials.
     lines: list[str] = []
@@ -1157,7 +1161,11 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, tmp_path
     pyarrow.fs.copy_files(result.path, str(folder))
     rows = json.loads((folder / "summary.json").read_text())
     assert len(rows) == 2 and (folder / "sweep.json").is_file() and (folder / "summary.csv").is_file()
-    assert json.loads((folder / "sweep.json").read_text())["options"]["num_samples"] == 2
+    record = json.loads((folder / "sweep.json").read_text())
+    assert record["options"]["num_samples"] == 2
+    assert (
+        began <= record["started"] <= again
+    )  # when it first started, though written again at the second end
     study = load_study(result.path)  # read back from the searcher state Tune uploaded
     assert sorted(t.user_attrs[RAY_TRIAL_ID] for t in study.trials) == sorted(r["trial_id"] for r in rows)
     for row in rows:

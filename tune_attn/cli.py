@@ -411,6 +411,31 @@ def best(
         console.print(f"exported to {export}", highlight=False)
 
 
+@app.command()
+def sweeps(
+    storage: Annotated[str, typer.Argument(help="A local --storage folder.")] = "runs/sweeps",
+) -> None:
+    """The sweeps in a --storage folder, the newest first: trials, statuses and each one's best trial."""
+    from tune_attn.leaderboard import SweepError, list_sweeps
+
+    try:
+        found = list_sweeps(storage)
+    except SweepError as exc:
+        raise _fail(str(exc)) from None
+    if not found:
+        raise _fail(f"{storage}: no sweeps in it (a sweep's folder holds its sweep.json)", 1)
+    for s in found:
+        started = s["started"][:16].replace("T", " ")  # 2026-11-27 10:15
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(s["statuses"].items())) or "none ended"
+        best = "no healthy pick" if s["best"] is None else f"best {s['best']:.3f} ({s['best_trial']})"
+        console.print(
+            f"{s['name']}  {started}  {s['space']}  {s['trials']} of {s['planned']} trials: {counts}; {best}",
+            highlight=False,
+            markup=False,
+        )
+    console.print(f"look at one with: tune-attn best {Path(storage) / found[0]['name']}", highlight=False)
+
+
 def _export(experiment: str, trial: str, out: Path) -> None:
     """Export ``trial`` of the sweep at ``experiment`` (a folder or a URI) into ``out``, or fail naming why."""
     from tune_attn.export import BundleError, export_trial

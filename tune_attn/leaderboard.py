@@ -9,6 +9,7 @@ is shown in well under a second; :mod:`tune_attn.export` writes the picked trial
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
 import tempfile
@@ -239,6 +240,42 @@ def rank(
     board = sorted(shown, key=value, reverse=True)
     best = max((r for r in rows if eligible(r)), key=value, default=None)
     return board, best
+
+
+def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
+    """One row per sweep in a local ``--storage`` folder, the newest first: its name, when it started (ISO), its space
+    file, its trials (how many have a row, and how many it was started or grown to), their statuses, and its pick
+    (the best trial with healthy masks at the end, as :func:`rank` picks it)."""
+    from collections import Counter
+
+    from tune_attn.tune.options import sweeps_in
+
+    if is_uri(storage):
+        raise SweepError(
+            f"{storage}: a URI; list the sweeps of a local folder (tune-attn fetch copies one here)"
+        )
+    if not Path(storage).is_dir():
+        raise SweepError(f"{storage}: no such folder")
+    out = []
+    for name in sweeps_in(str(storage)):
+        folder = Path(storage) / name
+        record = json.loads((folder / SWEEP_RECORD).read_text())
+        rows = read_sweep(folder) if any(folder.glob("trial_*")) or (folder / "summary.json").exists() else []
+        pick = rank(rows)[1]
+        out.append(
+            {
+                "name": name,
+                "started": record.get("started")  # sweep.json's time for a sweep of an earlier version
+                or datetime.datetime.fromtimestamp((folder / SWEEP_RECORD).stat().st_mtime).isoformat(),
+                "space": Path(str(record.get("space_file", "?"))).name,
+                "trials": len(rows),
+                "planned": record.get("options", {}).get("num_samples"),
+                "statuses": dict(Counter(r["status"].split(":")[0] for r in rows)),
+                "best": None if pick is None else pick["last_val_accuracy"],
+                "best_trial": None if pick is None else pick["trial_id"],
+            }
+        )
+    return out
 
 
 def find_trial(rows: Sequence[dict[str, Any]], trial_id: str) -> dict[str, Any]:

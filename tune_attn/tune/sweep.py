@@ -807,6 +807,9 @@ def _drive(
     held: contextlib.ExitStack,
 ) -> SweepResult:
     """The sweep itself (see :func:`_run`)."""
+    import datetime
+
+    began = datetime.datetime.now().isoformat(timespec="seconds")
     # Every epoch is a checkpoint; Tune's warning about frequent experiment snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Our progress lines are the sweep's output: not Ray's start box (its searcher shows as "SearchGenerator")
@@ -913,10 +916,17 @@ def _drive(
 
         import pyarrow.fs
 
+        started = (
+            None  # a URI's sweep.json is written at the end: it keeps the time of the sweep's first start
+        )
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            fs, root = pyarrow.fs.FileSystem.from_uri(f"{path}/{SWEEP_RECORD}")
+            with fs.open_input_stream(root) as f:
+                started = json.loads(f.read())["started"]
         with tempfile.TemporaryDirectory() as tmp:
             write_table(Path(tmp), rows)
             plots = write_plots(Path(tmp), rows, study)
-            write_provenance(Path(tmp), space, options, space_file)
+            write_provenance(Path(tmp), space, options, space_file, started or began)
             log_sweep_run(wandb, Path(tmp), options, space, rows, plots, echo, stage=False)
             pyarrow.fs.copy_files(tmp, path)
     return result
@@ -1010,11 +1020,18 @@ def log_sweep_run(
 
 
 def write_provenance(
-    folder: Path, space: SearchSpace, options: SweepOptions, space_file: str | None = None
+    folder: Path,
+    space: SearchSpace,
+    options: SweepOptions,
+    space_file: str | None = None,
+    started: str | None = None,
 ) -> None:
-    """``sweep.json``: the space file (``space_file``, else the space's source), the resolved space and the
-    options the sweep started with."""
+    """``sweep.json``: when the sweep started (``started``, ISO; default now), the space file (``space_file``,
+    else the space's source), the resolved space and the options the sweep started with."""
+    import datetime
+
     record = {
+        "started": started or datetime.datetime.now().isoformat(timespec="seconds"),
         "space_file": space_file or str(Path(space.source.split(" + ")[0]).resolve()),
         "space": space.to_dict(),
         "options": _recorded(options),
