@@ -621,6 +621,24 @@ def test_a_sweep_without_a_name_gets_a_new_one_and_the_sweeps_there_are_listed(t
     assert sweeps_in(str(tmp_path)) == ["new", "old"]
 
 
+def test_sweeps_are_listed_by_when_they_started(tmp_path: Path) -> None:
+    from tune_attn.leaderboard import list_sweeps
+
+    # "old" started first but was grown later (its sweep.json written last): it still lists second.
+    for name, started in (("new", "2026-11-27T10:00:00"), ("old", "2026-11-26T09:00:00")):
+        (tmp_path / name).mkdir()
+        write_provenance(
+            tmp_path / name, SearchSpace.load(COLLAPSE_SPACE), SweepOptions(name=name), None, started
+        )
+    (tmp_path / "not-a-sweep").mkdir()
+    listed = list_sweeps(tmp_path)
+    assert [(s["name"], s["started"], s["trials"], s["planned"], s["best"]) for s in listed] == [
+        ("new", "2026-11-27T10:00:00", 0, 8, None),
+        ("old", "2026-11-26T09:00:00", 0, 8, None),
+    ]
+    assert listed[0]["space"] == "space_collapse.yaml"
+
+
 def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
     start = SweepOptions(num_samples=6, seed=1, fixed=("train.epochs=3",))
     write_provenance(tmp_path, SearchSpace.load(COLLAPSE_SPACE, start.fixed), start)

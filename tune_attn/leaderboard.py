@@ -243,9 +243,9 @@ def rank(
 
 
 def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
-    """One row per sweep in a local ``--storage`` folder, the newest first: its name, when it started (ISO), its space
-    file, its trials (how many have a row, and how many it was started or grown to), their statuses, and its pick
-    (the best trial with healthy masks at the end, as :func:`rank` picks it)."""
+    """One row per sweep in a local ``--storage`` folder, the last started first: its name, when it started
+    (ISO), its space file, its trials (how many have a row, and how many it was started or grown to), their
+    statuses, and its pick (the best trial with healthy masks at the end, as :func:`rank` picks it)."""
     from collections import Counter
 
     from tune_attn.tune.options import sweeps_in
@@ -275,7 +275,7 @@ def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
                 "best_trial": None if pick is None else pick["trial_id"],
             }
         )
-    return out
+    return sorted(out, key=lambda s: s["started"], reverse=True)  # by start, not by sweep.json's last write
 
 
 def find_trial(rows: Sequence[dict[str, Any]], trial_id: str) -> dict[str, Any]:
