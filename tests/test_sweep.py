@@ -35,18 +35,10 @@ LOCAL_RAY = pytest.mark.xdist_group("local_ray")
 """The tests on this process's own Ray: with pytest-xdist (scripts/test), all on one worker, one after another."""
 
 
-def sweep_cmd(storage: Path, *args: str) -> list[str]:
-    """``tune-attn sweep`` of the collapse space into ``storage``, in a fresh Python, with ``args``."""
-    return [
-        sys.executable,
-        "-m",
-        "tune_attn.cli",
-        "sweep",
-        str(COLLAPSE_SPACE),
-        "--storage",
-        str(storage),
-        *args,
-    ]
+def sweep_cmd(storage: Path, *args: str, space: Path = COLLAPSE_SPACE) -> list[str]:
+    """``tune-attn sweep`` of ``space`` (the collapse space) into ``storage``, in a fresh Python, with ``args``."""
+    cli = [sys.executable, "-m", "tune_attn.cli", "sweep"]
+    return [*cli, str(space), "--storage", str(storage), *args]
 
 
 def tune_results(row: dict) -> list[dict]:
@@ -798,10 +790,8 @@ def test_a_finished_sweep_given_more_trials_runs_only_those_and_its_search_goes_
 
     def sweep(*args: str, name: str = "x") -> str:
         env = {**os.environ, "COLUMNS": "300"}
-        cmd = [sys.executable, "-m", "tune_attn.cli", "sweep", str(space), "--storage", str(tmp_path)]
-        r = subprocess.run(
-            [*cmd, "--name", name, *args], capture_output=True, text=True, env=env, timeout=300
-        )
+        cmd = sweep_cmd(tmp_path, "--name", name, *args, space=space)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         return r.stdout
 

@@ -260,7 +260,7 @@ def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
     for name in sweeps_in(str(storage)):
         folder = Path(storage) / name
         record = json.loads((folder / SWEEP_RECORD).read_text())
-        rows = read_sweep(folder) if any(folder.glob("trial_*")) or (folder / "summary.json").exists() else []
+        rows = read_sweep(folder)  # [] for a sweep with no trial yet (its sweep.json makes it a sweep folder)
         pick = rank(rows)[1]
         out.append(
             {

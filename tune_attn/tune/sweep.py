@@ -916,9 +916,8 @@ def _drive(
 
         import pyarrow.fs
 
-        started = (
-            None  # a URI's sweep.json is written at the end: it keeps the time of the sweep's first start
-        )
+        # A URI's sweep.json is written at the end: it keeps the time of the sweep's first start.
+        started = None
         with contextlib.suppress(OSError, ValueError, KeyError):
             fs, root = pyarrow.fs.FileSystem.from_uri(f"{path}/{SWEEP_RECORD}")
             with fs.open_input_stream(root) as f:
