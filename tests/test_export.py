@@ -18,7 +18,7 @@ from tests.conftest import heavy_imports_after
 from tune_attn.export import BundleError, export_bundle, load_bundle, predict
 from tune_attn.leaderboard import SweepError, rank, read_sweep, searched_keys, was_drawn
 from tune_attn.run import load_checkpoint
-from tune_attn.tune.options import SweepOptions
+from tune_attn.tune.options import DRIVER_LOCK, SweepOptions, sole_driver
 from tune_attn.tune.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,11 +193,38 @@ def test_a_running_sweep_can_be_ranked(sweep: Path, tmp_path: Path) -> None:
     trial = next(r for r in read_sweep(sweep) if r["status"] == "completed")["trial_id"]
     metrics = running / f"trial_{trial}" / "run" / "metrics.jsonl"
     metrics.write_text(metrics.read_text().splitlines()[0] + "\n")  # this trial is at epoch 1 of 3
+    # While its driver holds the sweep's lock, the trial is running, and `best` says the sweep goes on.
+    with sole_driver(running):
+        holder = (running / DRIVER_LOCK).read_text()
+        rows = {r["trial_id"]: r for r in read_sweep(running)}
+        assert rows[trial]["status"] == "running" and rows[trial]["reason"] == "epoch 1 of 3"
+        assert all(
+            r["status"].startswith("pruned:") or r["status"] in ("completed", "running")
+            for r in rows.values()
+        )
+        r = _cli("best", str(running), cwd=tmp_path)
+        assert f"\nthe sweep is running now ({holder}): this is where it stands" in r.stdout, r.stdout
+        r = _cli("sweeps", str(tmp_path), cwd=tmp_path)
+        assert f"; running now ({holder})\n" in r.stdout, r.stdout
+    # Once no driver holds it (this one died: killed, its machine gone), the trial is interrupted, not running,
+    # and `best` and `sweeps` say how to go on.
     rows = {r["trial_id"]: r for r in read_sweep(running)}
-    assert rows[trial]["status"] == "running" and rows[trial]["reason"] == "epoch 1 of 3"
-    assert all(
-        r["status"].startswith("pruned:") or r["status"] in ("completed", "running") for r in rows.values()
-    )
+    assert rows[trial]["status"] == "interrupted", rows[trial]
+    assert rows[trial]["reason"] == "interrupted after epoch 1 of 3; --resume continues it"
+    assert sum(r["status"] == "interrupted" for r in rows.values()) == 1
+    r = _cli("best", str(running), cwd=tmp_path)
+    space = json.loads((running / "sweep.json").read_text())["space_file"]
+    assert (
+        "the sweep stopped before it ended (1 trial interrupted); continue it with: tune-attn sweep "
+        f"{space} --name running --storage {tmp_path} --resume\n"
+    ) in r.stdout, r.stdout
+    r = _cli("sweeps", str(tmp_path), cwd=tmp_path)
+    assert "; stopped before it ended (--resume continues it)\n" in r.stdout, r.stdout
+    # Without the lock file (a sweep of an earlier version) it cannot be told: running, as the files say.
+    (running / DRIVER_LOCK).unlink()
+    assert {r["trial_id"]: r for r in read_sweep(running)}[trial]["status"] == "running"
+    r = _cli("best", str(running), cwd=tmp_path)
+    assert "the sweep" not in r.stdout, r.stdout
     # A folder that is no sweep (a typo'd path one level up, say) is named as such, not shown as an empty board.
     with pytest.raises(SweepError, match=f"{tmp_path}: not a sweep folder"):
         read_sweep(tmp_path)

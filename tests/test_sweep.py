@@ -761,7 +761,7 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
 @LOCAL_RAY
 @pytest.mark.slow
 def test_a_second_driver_of_a_running_sweep_is_refused(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from tune_attn.tune.sweep import DRIVER_LOCK, sole_driver
+    from tune_attn.tune.options import DRIVER_LOCK, sole_driver
 
     folder = tmp_path / "busy"
     with sole_driver(folder):  # as the driver running the sweep "busy" holds it
@@ -779,6 +779,27 @@ def test_a_second_driver_of_a_running_sweep_is_refused(ray_local, tmp_path: Path
         COLLAPSE_SPACE, SweepOptions(name="busy", storage=str(tmp_path), num_samples=1, wandb="off")
     )
     assert len(result.rows) == 1 and result.rows[0]["status"] in ("completed", "pruned:dead")
+
+
+def test_a_look_at_the_lock_does_not_refuse_a_driver_starting_then(tmp_path: Path) -> None:
+    import fcntl
+    import threading
+
+    from tune_attn.tune.options import DRIVER_LOCK, running_driver, sole_driver
+
+    folder = tmp_path / "s"
+    assert running_driver(folder) is None  # no lock file: cannot be told
+    folder.mkdir()
+    (folder / DRIVER_LOCK).touch()
+    assert running_driver(folder) == ""  # a lock nobody holds: no driver runs the sweep
+    # `best` looking (running_driver takes the lock shared for a moment) as a driver starts: the driver waits
+    # that moment out instead of taking the look for a running sweep.
+    look = open(folder / DRIVER_LOCK)  # noqa: SIM115 (held across the thread's start, closed below)
+    fcntl.flock(look, fcntl.LOCK_SH)
+    threading.Timer(0.3, look.close).start()  # the look ends (its lock with it) 0.3 s later
+    with sole_driver(folder):
+        assert running_driver(folder) == (folder / DRIVER_LOCK).read_text() != ""
+    assert look.closed and running_driver(folder) == ""
 
 
 @pytest.mark.slow

@@ -381,7 +381,7 @@ def best(
     export: Annotated[Path | None, typer.Option(help="Export the picked trial's bundle here.")] = None,
 ) -> None:
     """Leaderboard of a sweep and the best trial whose masks are healthy at the end."""
-    from tune_attn.leaderboard import rank, read_sweep_at, searched_keys, was_drawn
+    from tune_attn.leaderboard import rank, read_sweep_at, searched_keys, sweep_state, was_drawn
 
     try:
         rows = read_sweep_at(experiment)
@@ -396,10 +396,14 @@ def best(
             "with the config's value, in its config.yaml)",
             highlight=False,
         )
+    state = sweep_state(experiment, rows)
+    if state:
+        console.print(state, highlight=False, markup=False)
     if pick is None:
         raise _fail(
             "no trial completed with healthy masks"
-            + (" and enough mass on the object" if min_object_mass else ""),
+            + (" and enough mass on the object" if min_object_mass else "")
+            + (" yet" if state.startswith("the sweep is running") else ""),
             1,
         )
     console.print(
@@ -417,6 +421,7 @@ def sweeps(
 ) -> None:
     """The sweeps in a --storage folder, the newest first: trials, statuses and each one's best trial."""
     from tune_attn.leaderboard import SweepError, list_sweeps
+    from tune_attn.status import INTERRUPTED
 
     try:
         found = list_sweeps(storage)
@@ -428,6 +433,10 @@ def sweeps(
         started = s["started"][:16].replace("T", " ")  # 2026-11-27 10:15
         counts = ", ".join(f"{n} {status}" for status, n in sorted(s["statuses"].items())) or "none ended"
         best = "no healthy pick" if s["best"] is None else f"best {s['best']:.3f} ({s['best_trial']})"
+        if s["driver"]:
+            best += f"; running now ({s['driver']})"
+        elif s["driver"] == "" and s["statuses"].get(INTERRUPTED):
+            best += "; stopped before it ended (--resume continues it)"
         console.print(
             f"{s['name']}  {started}  {s['space']}  {s['trials']} of {s['planned']} trials: {counts}; {best}",
             highlight=False,

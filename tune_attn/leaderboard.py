@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from tune_attn.status import INTERRUPTED, METRIC, is_last_epoch, run_status
-from tune_attn.tune.options import SWEEP_RECORD
+from tune_attn.status import INTERRUPTED, METRIC, interrupted_reason, is_last_epoch, run_status
+from tune_attn.tune.options import SWEEP_RECORD, resume_command, running_driver
 from tune_attn.tune.search import Param, SearchSpace
 
 METRICS = ("last_val_accuracy", "best_val_accuracy")
@@ -107,8 +107,9 @@ def fetch_sweep(uri: str, dest: Path, trial: str | None = None, everything: bool
 def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
     """One row per trial: trial id, status and reason, accuracies, epochs, detector verdict, mask figures, the
     flat config and the run folder. Works while the sweep runs (a trial still training is ``running``; one that
-    a Ctrl+C stopped is ``interrupted`` until a resumed sweep finishes it); a trial that failed before its first
-    epoch is known only once the sweep has finished (``summary.json``)."""
+    a Ctrl+C stopped is ``interrupted`` until a resumed sweep goes on with it, and so is one left mid-way by a
+    driver that died, told by the sweep's lock: :func:`~tune_attn.tune.options.running_driver`); a trial that
+    failed before its first epoch is known only once the sweep has finished (``summary.json``)."""
     folder = Path(experiment)
     if not folder.is_dir():
         raise SweepError(f"{folder}: no such sweep folder")
@@ -120,6 +121,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
             "`tune-attn sweep` printed as its results"
         )
     searched = _searched_params(folder)
+    driver = running_driver(folder)  # None: not known (a copy, a URI); "": no driver runs the sweep
     final = {}
     if (folder / "summary.json").is_file():
         final = {r["trial_id"]: r for r in json.loads((folder / "summary.json").read_text())}
@@ -132,12 +134,14 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
         last = history[-1]
         trial_id = run.parent.name.removeprefix("trial_")
         done = final.get(trial_id)
-        if done is not None and done["status"] == INTERRUPTED and is_last_epoch(last):
-            done = None  # a resumed sweep has finished it since
+        if done is not None and done["status"] == INTERRUPTED and (is_last_epoch(last) or driver):
+            done = None  # a resumed sweep has finished it since, or goes on with it now
         if done is not None:
             status, reason = done["status"], done.get("reason", "")
         elif is_last_epoch(last):
             status, reason = run_status(last, False, METRIC)
+        elif driver == "":  # its driver died (killed, the machine went down) before the trial ended
+            status, reason = INTERRUPTED, interrupted_reason(last)
         else:
             status, reason = "running", f"epoch {last['epoch']} of {last.get('epochs_budget', '?')}"
         config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
@@ -245,7 +249,8 @@ def rank(
 def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
     """One row per sweep in a local ``--storage`` folder, the last started first: its name, when it started
     (ISO), its space file, its trials (how many have a row, and how many it was started or grown to), their
-    statuses, and its pick (the best trial with healthy masks at the end, as :func:`rank` picks it)."""
+    statuses, its pick (the best trial with healthy masks at the end, as :func:`rank` picks it) and its driver
+    (:func:`~tune_attn.tune.options.running_driver`: who runs it now, "" when none does, None when not known)."""
     from collections import Counter
 
     from tune_attn.tune.options import sweeps_in
@@ -273,9 +278,29 @@ def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
                 "statuses": dict(Counter(r["status"].split(":")[0] for r in rows)),
                 "best": None if pick is None else pick["last_val_accuracy"],
                 "best_trial": None if pick is None else pick["trial_id"],
+                "driver": running_driver(folder),
             }
         )
     return sorted(out, key=lambda s: s["started"], reverse=True)  # by start, not by sweep.json's last write
+
+
+def sweep_state(experiment: str | Path, rows: Sequence[dict[str, Any]]) -> str:
+    """A line on whether the sweep at ``experiment`` (its rows from :func:`read_sweep_at`) goes on: ``the sweep
+    is running now (pid ...)``, or, when no driver runs it and trials of it were interrupted, that it stopped
+    before it ended and the command that continues it; "" when it ended, or when that cannot be told (a URI)."""
+    if is_uri(experiment):
+        return ""
+    folder = Path(experiment)
+    driver = running_driver(folder)
+    if driver:
+        return f"the sweep is running now ({driver}): this is where it stands; trials still training may rise"
+    stopped = sum(r["status"] == INTERRUPTED for r in rows)
+    if driver is None or not stopped or not (folder / SWEEP_RECORD).is_file():
+        return ""
+    return (
+        f"the sweep stopped before it ended ({stopped} trial{'s' if stopped > 1 else ''} interrupted); continue "
+        f"it with: {resume_command(folder)}"
+    )
 
 
 def find_trial(rows: Sequence[dict[str, Any]], trial_id: str) -> dict[str, Any]:

@@ -10,6 +10,10 @@ import contextlib
 import datetime
 import itertools
 import os
+import shlex
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,6 +24,9 @@ SAMPLERS = ("tpe", "random")
 SWEEP_RECORD = "sweep.json"
 """The file in a sweep folder that records the space and the options it was started with (for ``--resume``,
 ``tune-attn best`` and ``export``)."""
+DRIVER_LOCK = ".driver.lock"
+"""In a local sweep folder: locked (``flock``) by the driver running the sweep, for as long as it runs; it holds
+``pid N on HOST, since TIME``."""
 
 
 @dataclass
@@ -143,6 +150,78 @@ def sweeps_in(storage: str) -> list[str]:
         return []
     records = [p for p in Path(storage).glob(f"*/{SWEEP_RECORD}") if p.is_file()]
     return [p.parent.name for p in sorted(records, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+@contextlib.contextmanager
+def sole_driver(folder: Path | None) -> Iterator[None]:
+    """Hold the sweep folder's :data:`DRIVER_LOCK` while the sweep runs; refuse (ValueError) a second driver of
+    the same sweep (the same ``--name`` run again in another terminal, or a job started again while the first
+    still runs): both would restore and write the same Tune experiment. The lock goes with the process (no
+    stale lock after a crash or a kill); nothing is locked for a URI (None)."""
+    import fcntl
+
+    if folder is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / DRIVER_LOCK, "a+") as lock:
+        try:
+            for attempt in range(20):  # :func:`running_driver` may hold it for a moment: wait out such a look
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.05)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise ValueError(
+                f"{folder}: this sweep is running now ({holder}); wait for it to end, or stop it (Ctrl+C) and run "
+                "this again to continue it, or give another --name"
+            ) from None
+        except OSError:  # a file system without locks: run unguarded, as before
+            pass
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        lock.flush()
+        yield
+
+
+def running_driver(folder: Path) -> str | None:
+    """Whether a driver runs the sweep in the local ``folder`` now, told by its :data:`DRIVER_LOCK`: who (``pid
+    4242 on head-0, since ...``) while one holds it; ``""`` when none does (the sweep ended, was stopped, or its
+    driver died: its trials are not training); None when it cannot be told (no lock file: a copy of a sweep,
+    one at a URI or of an earlier version; a file system without locks)."""
+    import fcntl
+
+    try:
+        lock = open(folder / DRIVER_LOCK)  # noqa: SIM115 (closed below; never created here)
+    except OSError:
+        return None
+    with lock:
+        try:
+            fcntl.flock(
+                lock, fcntl.LOCK_SH | fcntl.LOCK_NB
+            )  # taken only when no driver holds it; let go at once
+        except BlockingIOError:
+            return lock.read().strip() or "another process"
+        except OSError:
+            return None
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return ""
+
+
+def resume_command(folder: Path) -> str:
+    """The command that continues the sweep in the local ``folder``, from its :data:`SWEEP_RECORD`: ``tune-attn
+    sweep SPACE --name NAME --storage STORAGE --resume`` (and its ``--address``, when it was given one)."""
+    import json
+
+    record = json.loads((folder / SWEEP_RECORD).read_text())
+    address = record.get("options", {}).get("address")
+    args = [record.get("space_file", "SPACE.yaml"), "--name", folder.name, "--storage", str(folder.parent)]
+    return shlex.join(["tune-attn", "sweep", *args, *(["--address", address] if address else []), "--resume"])
 
 
 def missing_folders(roots: list[str]) -> list[str]:

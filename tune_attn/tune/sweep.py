@@ -24,7 +24,7 @@ from typing import Any
 from tune_attn.config import WandbOptions, shown_value
 from tune_attn.status import INTERRUPTED, METRIC, interrupted_reason, run_status
 from tune_attn.tracking import WandbRun, offline_runs, run_id, stop_service
-from tune_attn.tune.options import SWEEP_RECORD, SweepOptions, check_sweep, missing_folders
+from tune_attn.tune.options import SWEEP_RECORD, SweepOptions, check_sweep, missing_folders, sole_driver
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.summary import count_statuses, write_plots, write_table
 
@@ -748,41 +748,6 @@ def _progress_to(echo: Callable[[str], None]) -> Iterator[None]:
         yield
     finally:
         progress_echo = _print
-
-
-DRIVER_LOCK = ".driver.lock"
-"""In a local sweep folder: locked (``flock``) by the driver running the sweep, for as long as it runs."""
-
-
-@contextlib.contextmanager
-def sole_driver(folder: Path | None) -> Iterator[None]:
-    """Hold the sweep folder's :data:`DRIVER_LOCK` while the sweep runs; refuse (ValueError) a second driver of
-    the same sweep (the same ``--name`` run again in another terminal, or a job started again while the first
-    still runs): both would restore and write the same Tune experiment. The lock goes with the process (no
-    stale lock after a crash or a kill); nothing is locked for a URI (None)."""
-    import fcntl
-    import time
-
-    if folder is None:
-        yield
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / DRIVER_LOCK, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            raise ValueError(
-                f"{folder}: this sweep is running now ({holder}); wait for it to end, or stop it (Ctrl+C) and run "
-                "this again to continue it, or give another --name"
-            ) from None
-        except OSError:  # a file system without locks: run unguarded, as before
-            pass
-        lock.truncate(0)
-        lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        lock.flush()
-        yield
 
 
 def _run(
