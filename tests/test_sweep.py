@@ -88,6 +88,17 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
         assert row["epochs"] == (3 if row["status"] == "completed" else 2)  # grace 1 + patience 1
         assert list(Path(row["path"]).glob("run/panels/epoch_*.png"))
     assert (Path(result.path) / "summary.csv").read_text().startswith("trial_id,number,status,reason")
+    # The study is also in the sweep folder as a SQLite file, for Optuna's tools: the same trials, states,
+    # params, values, per-epoch values and user attributes (the last mask verdict among them).
+    import optuna
+
+    saved = optuna.load_study(study_name="smoke", storage=f"sqlite:///{Path(result.path) / 'study.db'}")
+    assert [
+        (t.number, t.state, t.params, t.value, t.intermediate_values, t.user_attrs) for t in saved.trials
+    ] == [(t.number, t.state, t.params, t.value, t.intermediate_values, t.user_attrs) for t in trials]
+    assert {t.user_attrs["masks"] for t in trials if t.state == TrialState.PRUNED} == {"dead"}
+    assert saved.best_trial.user_attrs["status"] == "completed"
+    assert not list(Path(result.path).glob(".study.db*"))  # no temporary file left
     # W&B (offline): one run per trial in its folder of the storage path, grouped by the sweep, with its
     # config, one history row and one panel per epoch, and its status; plus the sweep's own run.
     assert len(result.wandb_runs) == n + 1
@@ -842,6 +853,10 @@ def test_a_finished_sweep_given_more_trials_runs_only_those_and_its_search_goes_
         r["trial_id"]: TrialState.COMPLETE if r["status"] == "completed" else TrialState.PRUNED for r in rows
     }
     assert json.loads((folder / "sweep.json").read_text())["options"]["num_samples"] == 3
+    import optuna  # its study.db was written anew: all three trials
+
+    saved = optuna.load_study(study_name="x", storage=f"sqlite:///{folder / 'study.db'}")
+    assert [(t.params, t.state) for t in saved.trials] == [(t.params, t.state) for t in study.trials]
     # The search went on as if never stopped: the same three trials as a 3-trial sweep run at once, the third
     # (TPE's, from the first two) included, to the last digit of its weight decay.
     sweep("--num-samples", "3", *start, name="at-once")
@@ -921,6 +936,10 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
     assert row["reason"] == f"interrupted after epoch {row['epochs']} of 8; --resume continues it"
     (told,) = load_study(str(sweep)).trials
     assert told.state == TrialState.RUNNING  # Optuna was told nothing: the trial goes on when resumed
+    import optuna  # and study.db says as much
+
+    (saved,) = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep / 'study.db'}").trials
+    assert saved.state == TrialState.RUNNING and saved.params == told.params
     board, pick = rank(read_sweep(sweep))
     assert [r["status"] for r in board] == ["interrupted"] and pick is None  # listed, never picked
     (folder,) = (Path(row["path"]) / "run" / "wandb").glob("offline-run-*")
@@ -1197,6 +1216,10 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, tmp_path
     )  # when it first started, though written again at the second end
     study = load_study(result.path)  # read back from the searcher state Tune uploaded
     assert sorted(t.user_attrs[RAY_TRIAL_ID] for t in study.trials) == sorted(r["trial_id"] for r in rows)
+    import optuna  # study.db was uploaded with the summary, both trials in it
+
+    saved = optuna.load_study(study_name="uri", storage=f"sqlite:///{folder / 'study.db'}")
+    assert [(t.params, t.state) for t in saved.trials] == [(t.params, t.state) for t in study.trials]
     for row in rows:
         trial = folder / f"trial_{row['trial_id']}"
         assert list(trial.glob("run/panels/epoch_*.png")) and (trial / "run" / "metrics.jsonl").is_file()

@@ -335,8 +335,8 @@ def sweep(
         console.print(note, highlight=False)
     where = " on the cluster's head node" if result.on_head else ""
     console.print(
-        f"results{where}: {result.path} (summary.csv, summary.json; each trial's panels under "
-        "trial_*/run/panels)",
+        f"results{where}: {result.path} (summary.csv, summary.json, the Optuna study in "
+        "study.db; each trial's panels under trial_*/run/panels)",
         highlight=False,
     )
     _tell_wandb_runs(result.wandb_runs, where)

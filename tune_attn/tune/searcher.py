@@ -10,6 +10,9 @@ pulling TPE towards collapsing regions; and a NaN metric leaves the Optuna trial
 - FAIL on an error, a loss that diverged (``error`` in its last result) or a non-finite metric;
 - COMPLETE otherwise, with its last metric.
 
+Each also gets the user attributes ``status`` (as in the summary), ``ray_trial_id`` and ``masks`` (the detector's
+last verdict: ``healthy``, ``flat``, ...; a completed trial of a ``--no-prune`` sweep can be degenerate).
+
 A trial that a Ctrl+C stopped is not told anything: it stays RUNNING in the study, and a resumed sweep
 finishes it.
 """
@@ -39,6 +42,8 @@ class DegeneracyAwareOptunaSearch(OptunaSearch):
         status, reason = run_status(result, error, str(self.metric))
         ot_trial.set_user_attr("status", status)
         ot_trial.set_user_attr(RAY_TRIAL_ID, trial_id)
+        if result and result.get("detector.kind"):  # the last verdict: healthy, flat, ...
+            ot_trial.set_user_attr("masks", str(result["detector.kind"]))
         if status == "completed":
             assert result is not None
             study.tell(ot_trial, float(result[str(self.metric)]), state=TrialState.COMPLETE)

@@ -1,10 +1,12 @@
-"""A finished sweep's summary: the table (CSV + JSON, one row per trial) and the sweep plots (PNG)."""
+"""A finished sweep's summary: the table (CSV + JSON, one row per trial), the sweep plots (PNG) and the Optuna
+study as a SQLite file."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -73,6 +75,34 @@ def write_table(folder: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
+
+
+STUDY_FILE = "study.db"
+"""The sweep's Optuna study in its folder, a SQLite file (:func:`write_study`)."""
+
+
+def write_study(folder: Path, study: Any, name: str) -> Path:
+    """The sweep's Optuna study as :data:`STUDY_FILE` in ``folder``, a study named ``name``: every trial with its
+    state (COMPLETE, PRUNED, FAIL; RUNNING for one a stop interrupted), params, value, per-epoch values and user
+    attributes (``status``, ``masks``, ``prune_reason``, ``error``, ``ray_trial_id``), for Optuna's own tools:
+    ``optuna.load_study(study_name=name, storage="sqlite:///.../study.db")``, ``optuna-dashboard``. Written anew
+    each time the sweep ends (a resumed or grown sweep's holds every trial), replacing the old file at once."""
+    import optuna
+
+    target = folder / STUDY_FILE
+    tmp = folder / f".{STUDY_FILE}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp.resolve()}")
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in RDB ..."
+    try:
+        copy = optuna.create_study(storage=storage, study_name=name, directions=study.directions)
+        copy.add_trials(study.trials)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+        storage.engine.dispose()
+    os.replace(tmp, target)
+    return target
 
 
 def _save(fig: Figure, path: Path) -> Path:

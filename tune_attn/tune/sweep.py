@@ -26,7 +26,7 @@ from tune_attn.status import INTERRUPTED, METRIC, interrupted_reason, run_status
 from tune_attn.tracking import WandbRun, offline_runs, run_id, stop_service
 from tune_attn.tune.options import SWEEP_RECORD, SweepOptions, check_sweep, missing_folders, sole_driver
 from tune_attn.tune.search import SearchSpace
-from tune_attn.tune.summary import count_statuses, write_plots, write_table
+from tune_attn.tune.summary import count_statuses, write_plots, write_study, write_table
 
 RESUME_KEEPS = {
     "num_samples": "--num-samples",
@@ -873,6 +873,8 @@ def _drive(
     result = SweepResult(path, rows, study, wandb_mode=wandb.mode, planned=planned_trials or len(rows))
     if not remote:
         write_table(Path(path), rows)
+        if study is not None:
+            write_study(Path(path), study, options.name)
         plots = write_plots(Path(path), rows, study)
         log_sweep_run(wandb, Path(path), options, space, rows, plots, echo)
         result.wandb_runs = offline_runs(path)
@@ -889,6 +891,8 @@ def _drive(
                 started = json.loads(f.read())["started"]
         with tempfile.TemporaryDirectory() as tmp:
             write_table(Path(tmp), rows)
+            if study is not None:
+                write_study(Path(tmp), study, options.name)
             plots = write_plots(Path(tmp), rows, study)
             write_provenance(Path(tmp), space, options, space_file, started or began)
             log_sweep_run(wandb, Path(tmp), options, space, rows, plots, echo, stage=False)
