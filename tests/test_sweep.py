@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -716,6 +717,15 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     )
     assert any(re.search(r": (completed|pruned:dead).* \| \d running, 2 done: ", x) for x in seen), seen
     assert not (tmp_path / "r" / "summary.json").exists()  # it really did not finish
+    # A trial the driver started just before it died, after Tune last saved the sweep's state, is unknown to
+    # the resumed Tune (seen by hand: killed 4 s after a trial started). Made here as the dying driver leaves
+    # it: a trial folder with one epoch in it, of the config of a trial that finished.
+    done = next(p for p in (tmp_path / "r").glob("trial_*") if p.name.removeprefix("trial_") in finished)
+    shutil.copytree(
+        done / "run", tmp_path / "r" / "trial_0badf00d" / "run", ignore=shutil.ignore_patterns("wandb")
+    )
+    metrics = tmp_path / "r" / "trial_0badf00d" / "run" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
     # Resumed with fewer trials (not applied, and said so) and a status line at most hourly (applied: the
     # restored progress callback reads it, so no epoch status line shows).
     r = subprocess.run(
@@ -733,13 +743,24 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     assert re.search(r"\w+: started ", r.stdout) and not re.search(r"^\[\d+m\d\ds\]", r.stdout, re.M)
     assert re.search(r"\| 0 running, 4 done: ", r.stdout), r.stdout  # the trials finished before count too
     rows = json.loads((tmp_path / "r" / "summary.json").read_text())
+    # The trial Tune did not know is kept in the summary as lost, with the epoch it trained, and is not picked.
+    (lost,) = [row for row in rows if row["trial_id"] == "0badf00d"]
+    rows.remove(lost)
+    assert lost["status"] == "lost" and lost["number"] is None and lost["epochs"] == 1, lost
+    assert lost["reason"] == (
+        "stopped after epoch 1 of 3: it started after the sweep last saved its state, and its driver died, so "
+        f"the resumed sweep did not know it; its config ran again as trial {done.name.removeprefix('trial_')}"
+    )
+    from tune_attn.leaderboard import rank, read_sweep
+
+    board = rank(read_sweep(tmp_path / "r"), show_pruned=True)[0]
+    assert [r["status"] for r in board if r["trial_id"] == "0badf00d"] == ["lost"]  # `best --show-pruned`
+    assert "0badf00d" not in [r["trial_id"] for r in rank(read_sweep(tmp_path / "r"))[0]]
     assert len(rows) == 4  # the search carried on to the requested number of trials
     n_completed = sum(row["status"] == "completed" for row in rows)
-    ended = [
-        f"{n_completed} completed" if n_completed else "",
-        f"{4 - n_completed} pruned" if n_completed < 4 else "",
-    ]
-    assert f"sweep finished: {', '.join(x for x in ended if x)}\n" in r.stdout  # all 4, by kind
+    ended = {"completed": n_completed, "lost": 1, "pruned": 4 - n_completed}
+    said = ", ".join(f"{n} {kind}" for kind, n in ended.items() if n)
+    assert f"sweep finished: {said}\n" in r.stdout, r.stdout  # all 4 and the lost one, by kind
     ids = {row["trial_id"] for row in rows}
     assert set(finished) <= ids  # trials finished before the kill are kept
     # The restored searcher's study holds every trial, before and after the kill, told as it ended.
@@ -811,6 +832,60 @@ def test_a_look_at_the_lock_does_not_refuse_a_driver_starting_then(tmp_path: Pat
     with sole_driver(folder):
         assert running_driver(folder) == (folder / DRIVER_LOCK).read_text() != ""
     assert look.closed and running_driver(folder) == ""
+
+
+def test_a_resumed_trial_whose_oldest_known_checkpoint_is_gone_saves_on(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Tune's checkpoint manager as a resumed driver has it: its saved state knows checkpoints 1 and 2 of a trial,
+    # but before the old driver died it had saved 3 and deleted 1 (the state was not written again).
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal import checkpoint_manager, storage
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+
+    # Ray's own deletion, even where a sweep run in this process has already made it forgiving.
+    monkeypatch.setattr(checkpoint_manager, "_delete_fs_path", storage._delete_fs_path)
+
+    from tune_attn.tune.sweep import forgive_deleted_checkpoints
+
+    def result(i: int) -> _TrainingResult:
+        (tmp_path / f"checkpoint_{i:06d}").mkdir(exist_ok=True)
+        return _TrainingResult(Checkpoint(str(tmp_path / f"checkpoint_{i:06d}")), {"epoch": i + 1})
+
+    def restored() -> _CheckpointManager:
+        manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
+        for i in (1, 2):
+            manager.register_checkpoint(result(i))
+        (tmp_path / "checkpoint_000001").rmdir()
+        return manager
+
+    with pytest.raises(FileNotFoundError, match="checkpoint_000001"):  # Ray 2.60 as it is
+        restored().register_checkpoint(result(3))
+    forgive_deleted_checkpoints()
+    forgive_deleted_checkpoints()  # once is enough; a second call changes nothing
+    manager = restored()
+    manager.register_checkpoint(result(3))  # the resumed trial saves again: checkpoint 1 passed over
+    manager.register_checkpoint(result(4))  # and the next round deletes as before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_000003", "checkpoint_000004"]
+    assert [r.metrics["epoch"] for r in manager.best_checkpoint_results] == [4, 5]
+
+
+def test_the_command_that_continues_a_sweep_keeps_what_it_started_with(tmp_path: Path) -> None:
+    from tune_attn.tune.options import resume_command
+
+    folder = tmp_path / "my sweep"  # a space in a name, quoted
+    folder.mkdir()
+    started = {"fixed": ["train.epochs=8", "model.heads=2"], "address": "auto", "seed": 3}
+    (folder / "sweep.json").write_text(json.dumps({"space_file": "/s/default.yaml", "options": started}))
+    assert resume_command(folder) == (
+        f"tune-attn sweep /s/default.yaml --name 'my sweep' --storage {tmp_path} --set train.epochs=8 "
+        "--set model.heads=2 --address auto --resume"
+    )
+    started.update(fixed=[], address=None)  # a local sweep without --set: only what names it
+    (folder / "sweep.json").write_text(json.dumps({"space_file": "/s/default.yaml", "options": started}))
+    assert (
+        resume_command(folder)
+        == f"tune-attn sweep /s/default.yaml --name 'my sweep' --storage {tmp_path} --resume"
+    )
 
 
 @pytest.mark.slow

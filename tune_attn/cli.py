@@ -309,7 +309,7 @@ def sweep(
             release_unused(options)
     counts = count_statuses(r["status"] for r in result.rows)
     if result.interrupted:
-        waiting = result.planned - len(result.rows)
+        waiting = result.planned - result.started
         again = [*sys.argv[1:], *(["--name", options.name] if name is None else [])]  # this very sweep
         again += [] if "--resume" in again else ["--resume"]
         console.print(

@@ -21,7 +21,7 @@ import yaml
 
 from tune_attn.status import INTERRUPTED, METRIC, interrupted_reason, is_last_epoch, run_status
 from tune_attn.tune.options import SWEEP_RECORD, resume_command, running_driver
-from tune_attn.tune.search import Param, SearchSpace
+from tune_attn.tune.search import SearchSpace
 
 METRICS = ("last_val_accuracy", "best_val_accuracy")
 """What the leaderboard ranks by: the accuracy at the last epoch (that of the exported weights) or the best."""
@@ -120,7 +120,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
             f"{folder}: not a sweep folder (no sweep.json, summary.json or trial_* in it); give the folder that "
             "`tune-attn sweep` printed as its results"
         )
-    searched = _searched_params(folder)
+    space = _recorded_space(folder)
     driver = running_driver(folder)  # None: not known (a copy, a URI); "": no driver runs the sweep
     final = {}
     if (folder / "summary.json").is_file():
@@ -157,7 +157,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
         }
         row.update({k: v for k, v in last.items() if k.startswith("mask.") and ".h" not in k})
         row["config"] = {f"{s}.{k}": v for s, sec in (config or {}).items() for k, v in sec.items()}
-        row["drawn"] = None if searched is None else _drawn(searched, row["config"])
+        row["drawn"] = None if space is None else space.drawn_keys(row["config"])
         row["run"] = str(run)
         rows.append(row)
     seen = {r["trial_id"] for r in rows}
@@ -174,28 +174,21 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
                     "epochs": None,
                     "detector.kind": None,
                     "config": {},
-                    "drawn": None if searched is None else [],
+                    "drawn": None if space is None else [],
                     "run": "",
                 }
             )
     return rows
 
 
-def _searched_params(folder: Path) -> list[Param] | None:
-    """The searched (not fixed) parameters of the sweep's space as its ``sweep.json`` recorded it; None for a
-    sweep without that record (or one this version cannot read)."""
+def _recorded_space(folder: Path) -> SearchSpace | None:
+    """The sweep's space as its ``sweep.json`` recorded it; None for a sweep without that record (or one this
+    version cannot read)."""
     try:
         record = json.loads((folder / SWEEP_RECORD).read_text())
-        space = SearchSpace.from_dict(record["space"])
+        return SearchSpace.from_dict(record["space"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return [p for p in space.params if p.kind != "fixed"]
-
-
-def _drawn(params: Sequence[Param], config: dict[str, Any]) -> list[str]:
-    """The keys drawn for a trial of this config: those whose ``when`` held (``train.momentum`` only for SGD
-    trials in ``{when: {train.optimizer: sgd}}``); the others kept their fixed value, unsearched."""
-    return [p.key for p in params if config and all(config.get(k) == v for k, v in p.when.items())]
 
 
 def searched_keys(rows: Sequence[dict[str, Any]]) -> list[str]:

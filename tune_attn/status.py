@@ -21,6 +21,12 @@ INTERRUPTED = "interrupted"
 (Ctrl+C); ``--resume`` continues it from its last checkpoint."""
 
 
+LOST = "lost"
+"""The status of a sweep trial that Tune does not know: it started after the sweep last saved its state, and the
+driver died (killed, its machine gone) before it saved again, so the resumed sweep did not go on with it. Its
+run folder keeps the epochs it trained; the search usually proposed its config again, as a new trial."""
+
+
 def interrupted_when(last: dict[str, Any] | None) -> str:
     """When a run whose last epoch's metrics were ``last`` was interrupted: ``after epoch 3 of 12``."""
     epoch = (last or {}).get("epoch")

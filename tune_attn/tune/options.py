@@ -215,13 +215,16 @@ def running_driver(folder: Path) -> str | None:
 
 def resume_command(folder: Path) -> str:
     """The command that continues the sweep in the local ``folder``, from its :data:`SWEEP_RECORD`: ``tune-attn
-    sweep SPACE --name NAME --storage STORAGE --resume`` (and its ``--address``, when it was given one)."""
+    sweep SPACE --name NAME --storage STORAGE --resume``, with the ``--set`` values it started with (the space
+    it keeps) and its ``--address`` when it was given one."""
     import json
 
     record = json.loads((folder / SWEEP_RECORD).read_text())
-    address = record.get("options", {}).get("address")
+    started = record.get("options", {})
     args = [record.get("space_file", "SPACE.yaml"), "--name", folder.name, "--storage", str(folder.parent)]
-    return shlex.join(["tune-attn", "sweep", *args, *(["--address", address] if address else []), "--resume"])
+    args += [x for fixed in started.get("fixed") or [] for x in ("--set", fixed)]
+    args += ["--address", started["address"]] if started.get("address") else []
+    return shlex.join(["tune-attn", "sweep", *args, "--resume"])
 
 
 def missing_folders(roots: list[str]) -> list[str]:

@@ -171,6 +171,13 @@ class SearchSpace:
     def searched_keys(self) -> list[str]:
         return [p.key for p in self.params if p.kind != "fixed"]
 
+    def drawn_keys(self, config: Mapping[str, Any]) -> list[str]:
+        """The searched keys drawn for a trial of this flat ``config``: those whose ``when`` held
+        (``train.momentum`` only for SGD trials in ``{when: {train.optimizer: sgd}}``); the others kept their
+        config value, unsearched. [] for an empty config."""
+        searched = [p for p in self.params if p.kind != "fixed"]
+        return [p.key for p in searched if config and all(config.get(k) == v for k, v in p.when.items())]
+
     def data_roots(self) -> list[str]:
         """The ``data.root`` folders this space's trials may read: its values (fixed or categorical) when a data
         set that needs one (any but ``synthetic``) may be drawn; empty otherwise."""

@@ -15,6 +15,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from tune_attn.status import LOST
+
 STATUS_STYLE = {
     "completed": ("o", "tab:blue"),
     "pruned": ("x", "tab:red"),
@@ -179,7 +181,9 @@ def importances(study: Any, path: Path) -> Path | None:
 
 
 def write_plots(folder: Path, rows: list[dict[str, Any]], study: Any) -> list[Path]:
-    """The sweep plots that the rows allow; returns the files written."""
+    """The sweep plots that the rows allow (lost trials left out: see :data:`~tune_attn.status.LOST`); returns
+    the files written."""
+    rows = [r for r in rows if r["status"] != LOST]
     out = [
         p
         for p in (

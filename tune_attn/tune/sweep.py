@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_attn.config import WandbOptions, shown_value
-from tune_attn.status import INTERRUPTED, METRIC, interrupted_reason, run_status
+from tune_attn.status import INTERRUPTED, LOST, METRIC, interrupted_reason, interrupted_when, run_status
 from tune_attn.tracking import WandbRun, offline_runs, run_id, stop_service
 from tune_attn.tune.options import SWEEP_RECORD, SweepOptions, check_sweep, missing_folders, sole_driver
 from tune_attn.tune.search import SearchSpace
@@ -94,10 +94,15 @@ class SweepResult:
     """How many trials the sweep was started with (a resumed sweep keeps its own number)."""
 
     @property
+    def started(self) -> int:
+        """How many of the sweep's trials Tune started (not counting :data:`~tune_attn.status.LOST` ones)."""
+        return sum(r["status"] != LOST for r in self.rows)
+
+    @property
     def interrupted(self) -> bool:
         """Whether the sweep was stopped before its end (Ctrl+C): some trials did not finish, or never
         started; ``--resume`` continues it."""
-        return any(r["status"] == INTERRUPTED for r in self.rows) or len(self.rows) < self.planned
+        return any(r["status"] == INTERRUPTED for r in self.rows) or self.started < self.planned
 
 
 def _searcher(space: SearchSpace, options: SweepOptions) -> tuple[Any, Any]:
@@ -750,6 +755,31 @@ def _progress_to(echo: Callable[[str], None]) -> Iterator[None]:
         progress_echo = _print
 
 
+def forgive_deleted_checkpoints() -> None:
+    """Let Tune's checkpoint manager (in this driver) pass over an old checkpoint it deletes that is gone already.
+
+    A driver that dies can leave Tune's saved state a few epochs behind a trial: the trial had saved newer
+    checkpoints, and the driver deleted the oldest beyond ``num_to_keep``. Resumed, the trial goes on from the
+    newest checkpoint the state knows; when it saves the next one, Tune deletes the oldest it knows of, which is
+    gone, and Ray 2.60 raises there (``FileNotFoundError: Path not found``): an ERROR with a traceback in the
+    sweep's output, the trial's checkpoint left out of the next experiment snapshot, and any other old
+    checkpoint of that round kept on disk. Here a path that is not there is left alone, the rest deleted as
+    Ray does. A Ray without that function is left as it is."""
+    import pyarrow.fs
+    from ray.train._internal import checkpoint_manager
+
+    delete = getattr(checkpoint_manager, "_delete_fs_path", None)
+    if delete is None or getattr(delete, "forgives_missing", False):
+        return
+
+    def delete_if_there(fs: pyarrow.fs.FileSystem, fs_path: str) -> None:
+        if fs.get_file_info(fs_path).type != pyarrow.fs.FileType.NotFound:
+            delete(fs=fs, fs_path=fs_path)
+
+    delete_if_there.forgives_missing = True  # type: ignore[attr-defined]
+    checkpoint_manager._delete_fs_path = delete_if_there
+
+
 def _run(
     space: SearchSpace,
     options: SweepOptions,
@@ -783,6 +813,7 @@ def _drive(
     logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)
     from ray import tune
 
+    forgive_deleted_checkpoints()
     from tune_attn.tune.searcher import load_study
     from tune_attn.tune.trainable import AttentionTrial
 
@@ -870,7 +901,9 @@ def _drive(
     # A restored sweep's searcher lives inside the restored Tuner: read its study from the saved state.
     study = search.study if search is not None else load_study(path)
     rows = summary_rows(grid, space, study, ended_trials)
-    result = SweepResult(path, rows, study, wandb_mode=wandb.mode, planned=planned_trials or len(rows))
+    planned = planned_trials or len(rows)
+    rows += lost_rows(path, rows, space)  # trials a driver that died started: kept, and told apart
+    result = SweepResult(path, rows, study, wandb_mode=wandb.mode, planned=planned)
     if not remote:
         write_table(Path(path), rows)
         if study is not None:
@@ -1174,3 +1207,50 @@ def summary_rows(
         row["path"] = result.path
         rows.append(row)
     return sorted(rows, key=lambda r: (r["number"] is None, r["number"] or 0))
+
+
+def lost_rows(path: str, rows: list[dict[str, Any]], space: SearchSpace) -> list[dict[str, Any]]:
+    """Summary rows (status :data:`~tune_attn.status.LOST`) for the trial folders in the sweep at ``path`` (a
+    folder or a URI) that hold epochs of a trial none of ``rows`` (Tune's trials) is: one its driver started
+    and died before saving the sweep's state again. Their figures come from the trial's own files (its
+    ``run/metrics.jsonl`` and ``run/config.yaml``); the reason names the trial that ran the same config again."""
+    import pyarrow.fs
+    import yaml
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+    known = {r["trial_id"] for r in rows}
+    found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    lost = []
+    for entry in sorted(found, key=lambda e: e.base_name):
+        trial_id = entry.base_name.removeprefix("trial_")
+        if entry.type != pyarrow.fs.FileType.Directory or trial_id == entry.base_name or trial_id in known:
+            continue
+        try:
+            with fs.open_input_stream(f"{entry.path}/run/metrics.jsonl") as f:
+                history = [json.loads(x) for x in f.read().decode().splitlines() if x.strip()]
+            with fs.open_input_stream(f"{entry.path}/run/config.yaml") as f:
+                nested = yaml.safe_load(f.read().decode()) or {}
+        except (OSError, ValueError):  # no epoch ended there: nothing to keep
+            continue
+        if not history:
+            continue
+        last = history[-1]
+        config = {f"{s}.{k}": v for s, section in nested.items() for k, v in section.items()}
+        drawn = space.drawn_keys(config)
+        searched = {k: config.get(k) if k in drawn else None for k in space.searched_keys()}  # as Tune's rows
+        again = [r["trial_id"] for r in rows if all(r.get(k) == v for k, v in searched.items())]
+        row: dict[str, Any] = {"trial_id": trial_id, "number": None, "status": LOST}
+        row["reason"] = (
+            f"stopped {interrupted_when(last)}: it started after the sweep last saved its state, and its driver "
+            "died, so the resumed sweep did not know it"
+            + (f"; its config ran again as trial {again[0]}" if again else "")
+        )
+        row.update(searched)
+        row["best_val_accuracy"] = max((h.get(METRIC, -math.inf) for h in history), default=None)
+        row["last_val_accuracy"] = last.get(METRIC)
+        row["epochs"] = last.get("epoch")
+        row["device"] = last.get("device")
+        row.update({k: last.get(k) for k in SUMMARY_FIGURES})
+        row["path"] = entry.path if "://" not in path else f"{path.rstrip('/')}/{entry.base_name}"
+        lost.append(row)
+    return lost
