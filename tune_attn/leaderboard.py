@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from tune_attn.status import INTERRUPTED, METRIC, interrupted_reason, is_last_epoch, run_status
+from tune_attn.status import INTERRUPTED, LOST, METRIC, interrupted_reason, is_last_epoch, run_status
 from tune_attn.tune.options import SWEEP_RECORD, resume_command, running_driver
 from tune_attn.tune.search import SearchSpace
 
@@ -241,9 +241,10 @@ def rank(
 
 def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
     """One row per sweep in a local ``--storage`` folder, the last started first: its name, when it started
-    (ISO), its space file, its trials (how many have a row, and how many it was started or grown to), their
-    statuses, its pick (the best trial with healthy masks at the end, as :func:`rank` picks it) and its driver
-    (:func:`~tune_attn.tune.options.running_driver`: who runs it now, "" when none does, None when not known)."""
+    (ISO), its space file, its trials (how many Tune started, lost ones not counted, and how many it was started
+    or grown to), their statuses, its pick (the best trial with healthy masks at the end, as :func:`rank` picks
+    it) and its driver (:func:`~tune_attn.tune.options.running_driver`: who runs it now, "" when none does, None
+    when not known)."""
     from collections import Counter
 
     from tune_attn.tune.options import sweeps_in
@@ -266,7 +267,7 @@ def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
                 "started": record.get("started")  # sweep.json's time for a sweep of an earlier version
                 or datetime.datetime.fromtimestamp((folder / SWEEP_RECORD).stat().st_mtime).isoformat(),
                 "space": Path(str(record.get("space_file", "?"))).name,
-                "trials": len(rows),
+                "trials": sum(r["status"] != LOST for r in rows),  # a lost one's config ran again as another
                 "planned": record.get("options", {}).get("num_samples"),
                 "statuses": dict(Counter(r["status"].split(":")[0] for r in rows)),
                 "best": None if pick is None else pick["last_val_accuracy"],
