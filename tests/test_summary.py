@@ -82,3 +82,30 @@ def test_nothing_is_ahead_when_no_trial_completed() -> None:
     ahead, best = pruned_ahead(rows)
     assert ahead == [] and best != best  # NaN: no completed accuracy to compare with
     assert pruned_ahead_note(rows, "x") is None
+
+
+def test_the_study_file_holds_the_study_and_one_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    import pytest
+
+    from tune_attn.tune.summary import write_study
+    from tune_attn.tune.sweep import _study_file
+
+    study = _study(3)
+    (tmp_path / "study.db").mkdir()  # a folder in the file's place: the copy cannot replace it
+    (tmp_path / "study.db" / "kept").touch()
+    with pytest.raises(OSError, match=rf"^{tmp_path}/study.db: "):
+        write_study(tmp_path, study, "s")
+    assert not list(tmp_path.glob(".study.db*"))  # its temporary copy is gone too
+    said: list[str] = []
+    _study_file(tmp_path, study, "s", said.append)  # the sweep's end: told in a line, and it goes on
+    assert len(said) == 1 and said[0].startswith(f"study.db: not written ({tmp_path}/study.db: "), said
+    assert said[0].endswith("every trial is in summary.json and in Tune's searcher state")
+    (tmp_path / "study.db" / "kept").unlink()
+    (tmp_path / "study.db").rmdir()
+    write_study(tmp_path, study, "s")
+    write_study(tmp_path, study, "s")  # written anew, not a second study beside the first
+    saved = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert [(t.params, t.value, t.state) for t in saved.trials] == [
+        (t.params, t.value, t.state) for t in study.trials
+    ]
+    assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 'study.db'}") == ["s"]

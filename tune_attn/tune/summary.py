@@ -88,22 +88,29 @@ def write_study(folder: Path, study: Any, name: str) -> Path:
     state (COMPLETE, PRUNED, FAIL; RUNNING for one a stop interrupted), params, value, per-epoch values and user
     attributes (``status``, ``masks``, ``prune_reason``, ``error``, ``ray_trial_id``), for Optuna's own tools:
     ``optuna.load_study(study_name=name, storage="sqlite:///.../study.db")``, ``optuna-dashboard``. Written anew
-    each time the sweep ends (a resumed or grown sweep's holds every trial), replacing the old file at once."""
+    each time the sweep ends (a resumed or grown sweep's holds every trial), replacing the old file at once.
+    An OSError names the file when it cannot be written (a full disk, a folder in its place)."""
     import optuna
+    import sqlalchemy.exc
 
     target = folder / STUDY_FILE
     tmp = folder / f".{STUDY_FILE}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp.resolve()}")
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in RDB ..."
     try:
-        copy = optuna.create_study(storage=storage, study_name=name, directions=study.directions)
-        copy.add_trials(study.trials)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp.resolve()}")
+        try:
+            copy = optuna.create_study(storage=storage, study_name=name, directions=study.directions)
+            copy.add_trials(study.trials)
+        finally:
+            storage.engine.dispose()
+        os.replace(tmp, target)
+    except (OSError, sqlalchemy.exc.SQLAlchemyError) as exc:  # a full disk, a folder in the way, ...
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"{target}: {str(exc).splitlines()[0]}") from exc
     finally:
         optuna.logging.set_verbosity(verbosity)
-        storage.engine.dispose()
-    os.replace(tmp, target)
     return target
 
 

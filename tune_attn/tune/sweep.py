@@ -906,8 +906,7 @@ def _drive(
     result = SweepResult(path, rows, study, wandb_mode=wandb.mode, planned=planned)
     if not remote:
         write_table(Path(path), rows)
-        if study is not None:
-            write_study(Path(path), study, options.name)
+        _study_file(Path(path), study, options.name, echo)
         plots = write_plots(Path(path), rows, study)
         log_sweep_run(wandb, Path(path), options, space, rows, plots, echo)
         result.wandb_runs = offline_runs(path)
@@ -924,13 +923,23 @@ def _drive(
                 started = json.loads(f.read())["started"]
         with tempfile.TemporaryDirectory() as tmp:
             write_table(Path(tmp), rows)
-            if study is not None:
-                write_study(Path(tmp), study, options.name)
+            _study_file(Path(tmp), study, options.name, echo)
             plots = write_plots(Path(tmp), rows, study)
             write_provenance(Path(tmp), space, options, space_file, started or began)
             log_sweep_run(wandb, Path(tmp), options, space, rows, plots, echo, stage=False)
             pyarrow.fs.copy_files(tmp, path)
     return result
+
+
+def _study_file(folder: Path, study: Any, name: str, echo: Callable[[str], None]) -> None:
+    """:func:`~tune_attn.tune.summary.write_study`, or a line saying why it could not be written: a copy for
+    Optuna's tools, so the sweep's end (plots, W&B) goes on without it."""
+    if study is None:
+        return
+    try:
+        write_study(folder, study, name)
+    except OSError as exc:
+        echo(f"study.db: not written ({exc}); every trial is in summary.json and in Tune's searcher state")
 
 
 @contextlib.contextmanager
