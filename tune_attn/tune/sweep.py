@@ -1226,9 +1226,12 @@ def lost_rows(path: str, rows: list[dict[str, Any]], space: SearchSpace) -> list
     import pyarrow.fs
     import yaml
 
-    fs, root = pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
     known = {r["trial_id"] for r in rows}
-    found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    try:
+        fs, root = pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+        found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    except (OSError, ValueError):  # the storage could not be listed: the summary has Tune's trials
+        return []
     lost = []
     for entry in sorted(found, key=lambda e: e.base_name):
         trial_id = entry.base_name.removeprefix("trial_")
