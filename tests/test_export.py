@@ -220,6 +220,16 @@ def test_a_running_sweep_can_be_ranked(sweep: Path, tmp_path: Path) -> None:
     ) in r.stdout, r.stdout
     r = _cli("sweeps", str(tmp_path), cwd=tmp_path)
     assert "; stopped before it ended (--resume continues it)\n" in r.stdout, r.stdout
+    # Stopped with Ctrl+C, its summary says interrupted; a driver that resumed it goes on with it: running.
+    summary = json.loads((sweep / "summary.json").read_text())
+    for row in summary:
+        if row["trial_id"] == trial:
+            row.update(status="interrupted", reason="interrupted after epoch 1 of 3; --resume continues it")
+    (running / "summary.json").write_text(json.dumps(summary))
+    assert {r["trial_id"]: r for r in read_sweep(running)}[trial]["status"] == "interrupted"
+    with sole_driver(running):
+        assert {r["trial_id"]: r for r in read_sweep(running)}[trial]["status"] == "running"
+    (running / "summary.json").unlink()
     # Without the lock file (a sweep of an earlier version) it cannot be told: running, as the files say.
     (running / DRIVER_LOCK).unlink()
     assert {r["trial_id"]: r for r in read_sweep(running)}[trial]["status"] == "running"
