@@ -756,6 +756,12 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     board = rank(read_sweep(tmp_path / "r"), show_pruned=True)[0]
     assert [r["status"] for r in board if r["trial_id"] == "0badf00d"] == ["lost"]  # `best --show-pruned`
     assert "0badf00d" not in [r["trial_id"] for r in rank(read_sweep(tmp_path / "r"))[0]]
+    # Its W&B run (one the dying driver left open) ends as every trial's does: status, reason and a tag.
+    (run_folder,) = (tmp_path / "r" / "trial_0badf00d" / "run" / "wandb").glob("offline-run-*")
+    lost_run = OfflineRun.read(run_folder)
+    assert lost_run.exited and lost_run.tags == ["lost"] and lost_run.run.run_group == "r"
+    assert lost_run.summary["status"] == "lost" and lost_run.summary["reason"] == lost["reason"]
+    assert lost_run.config["trial_id"] == "0badf00d" and lost_run.config["train"]["epochs"] == 3
     assert len(rows) == 4  # the search carried on to the requested number of trials
     n_completed = sum(row["status"] == "completed" for row in rows)
     ended = {"completed": n_completed, "lost": 1, "pruned": 4 - n_completed}

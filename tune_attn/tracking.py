@@ -59,6 +59,11 @@ def run_id(label: str, key: str) -> str:
     return f"{text[:55]}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
+def trial_run_id(sweep: str, trial_id: str) -> str:
+    """The W&B run id of a sweep's trial: every start of that trial (a restart, a resumed sweep) logs to it."""
+    return run_id(f"{sweep}-{trial_id}", f"{sweep}/{trial_id}")
+
+
 class WandbRun:
     """One W&B run that never raises: on a failure it records :attr:`error` and goes on (see module doc)."""
 

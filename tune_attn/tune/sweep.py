@@ -23,7 +23,7 @@ from typing import Any
 
 from tune_attn.config import WandbOptions, shown_value
 from tune_attn.status import INTERRUPTED, LOST, METRIC, interrupted_reason, interrupted_when, run_status
-from tune_attn.tracking import WandbRun, offline_runs, run_id, stop_service
+from tune_attn.tracking import WandbRun, offline_runs, run_id, stop_service, trial_run_id
 from tune_attn.tune.options import SWEEP_RECORD, SweepOptions, check_sweep, missing_folders, sole_driver
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.summary import count_statuses, write_plots, write_study, write_table
@@ -907,6 +907,7 @@ def _drive(
     if not remote:
         write_table(Path(path), rows)
         _study_file(Path(path), study, options.name, echo)
+        _tell_wandb_lost(wandb, options.name, rows)
         plots = write_plots(Path(path), rows, study)
         log_sweep_run(wandb, Path(path), options, space, rows, plots, echo)
         result.wandb_runs = offline_runs(path)
@@ -929,6 +930,31 @@ def _drive(
             log_sweep_run(wandb, Path(tmp), options, space, rows, plots, echo, stage=False)
             pyarrow.fs.copy_files(tmp, path)
     return result
+
+
+def _tell_wandb_lost(wandb: WandbOptions, sweep: str, rows: list[dict[str, Any]]) -> None:
+    """Close each lost trial's W&B run (left open by the driver that died) with status ``lost`` and its reason,
+    as every other trial's run ends with its own (a local sweep folder; a W&B problem is left unsaid here: the
+    sweep's own run tells of it)."""
+    import yaml
+
+    for row in rows:
+        if row["status"] != LOST or wandb.mode == "off":
+            continue
+        folder = Path(row["path"]) / "run"
+        try:
+            config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            config = {}
+        run = WandbRun(
+            wandb,
+            folder,
+            name=f"{sweep}/trial_{row['trial_id']}",
+            id=trial_run_id(sweep, row["trial_id"]),
+            job_type="trial",
+            config={**config, "trial_id": row["trial_id"], "sweep": sweep},
+        )
+        run.finish(LOST, row["reason"])
 
 
 def _study_file(folder: Path, study: Any, name: str, echo: Callable[[str], None]) -> None:

@@ -28,7 +28,7 @@ from tune_attn.config import WandbOptions
 from tune_attn.engine import EpochResult, Trainer, TrainingDiverged, resolve_device
 from tune_attn.run import CHECKPOINT, load_checkpoint, panel_path, run_epochs
 from tune_attn.status import ERROR, INTERRUPTED, interrupted_reason, is_last_epoch
-from tune_attn.tracking import WandbRun, run_id, stop_service
+from tune_attn.tracking import WandbRun, stop_service, trial_run_id
 from tune_attn.tune.search import config_from_flat
 
 WANDB_ERROR = "wandb.error"
@@ -95,7 +95,7 @@ class AttentionTrial(tune.Trainable):
             wandb or WandbOptions(mode="off"),
             self.out,
             name=f"{sweep}/trial_{self.trial_id}",
-            id=run_id(f"{sweep}-{self.trial_id}", f"{sweep}/{self.trial_id}"),
+            id=trial_run_id(sweep, self.trial_id),
             job_type="trial",
             config={
                 **self.cfg.to_dict(),
