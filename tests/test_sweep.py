@@ -756,6 +756,16 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     board = rank(read_sweep(tmp_path / "r"), show_pruned=True)[0]
     assert [r["status"] for r in board if r["trial_id"] == "0badf00d"] == ["lost"]  # `best --show-pruned`
     assert "0badf00d" not in [r["trial_id"] for r in rank(read_sweep(tmp_path / "r"))[0]]
+    # Known as lost from the resume's start, before the summary: said then, and `best` tells it so while the
+    # sweep runs.
+    assert re.search(
+        r"^resuming the sweep in .*\n0badf00d: lost - stopped after epoch 1 of 3: ", r.stdout, re.M
+    )
+    mark = json.loads((tmp_path / "r" / "trial_0badf00d" / "run" / "lost.json").read_text())
+    assert mark["status"] == "lost" and lost["reason"].startswith(mark["reason"] + "; its config ran again")
+    (tmp_path / "r" / "summary.json").rename(tmp_path / "summary.json")
+    assert {r["trial_id"]: r["status"] for r in read_sweep(tmp_path / "r")}["0badf00d"] == "lost"
+    (tmp_path / "summary.json").rename(tmp_path / "r" / "summary.json")
     # Its W&B run (one the dying driver left open) ends as every trial's does: status, reason and a tag.
     (run_folder,) = (tmp_path / "r" / "trial_0badf00d" / "run" / "wandb").glob("offline-run-*")
     lost_run = OfflineRun.read(run_folder)

@@ -19,7 +19,15 @@ from typing import Any
 
 import yaml
 
-from tune_attn.status import INTERRUPTED, LOST, METRIC, interrupted_reason, is_last_epoch, run_status
+from tune_attn.status import (
+    INTERRUPTED,
+    LOST,
+    LOST_MARK,
+    METRIC,
+    interrupted_reason,
+    is_last_epoch,
+    run_status,
+)
 from tune_attn.tune.options import SWEEP_RECORD, resume_command, running_driver
 from tune_attn.tune.search import SearchSpace
 
@@ -136,6 +144,8 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
         done = final.get(trial_id)
         if done is not None and done["status"] == INTERRUPTED and (is_last_epoch(last) or driver):
             done = None  # a resumed sweep has finished it since, or goes on with it now
+        if done is None and (run / LOST_MARK).is_file():  # known lost before the resumed sweep's summary
+            done = json.loads((run / LOST_MARK).read_text())
         if done is not None:
             status, reason = done["status"], done.get("reason", "")
         elif is_last_epoch(last):

@@ -25,6 +25,9 @@ LOST = "lost"
 """The status of a sweep trial that Tune does not know: it started after the sweep last saved its state, and the
 driver died (killed, its machine gone) before it saved again, so the resumed sweep did not go on with it. Its
 run folder keeps the epochs it trained; the search usually proposed its config again, as a new trial."""
+LOST_MARK = "lost.json"
+"""In a lost trial's run folder: ``{"status": "lost", "reason": ...}``, written when a sweep resumes without it
+(so that ``tune-attn best`` tells it apart while the resumed sweep runs)."""
 
 
 def interrupted_when(last: dict[str, Any] | None) -> str:

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from tune_attn.config import WandbOptions, shown_value
-from tune_attn.status import INTERRUPTED, LOST, METRIC, interrupted_reason, interrupted_when, run_status
+from tune_attn.status import (
+    INTERRUPTED,
+    LOST,
+    LOST_MARK,
+    METRIC,
+    interrupted_reason,
+    interrupted_when,
+    run_status,
+)
 from tune_attn.tracking import WandbRun, offline_runs, run_id, stop_service, trial_run_id
 from tune_attn.tune.options import SWEEP_RECORD, SweepOptions, check_sweep, missing_folders, sole_driver
 from tune_attn.tune.search import SearchSpace
@@ -850,6 +858,8 @@ def _drive(
                 f"resuming the sweep in {path}"
                 + (f"; it keeps the settings it started with, not these: {'; '.join(kept)}" if kept else "")
             )
+            for row in mark_lost(Path(path), space) if local_exists else []:
+                echo(f"{row['trial_id']}: lost - {row['reason']}")
             if options.given is None or "num_samples" in options.given:
                 had = add_trials(path, options.num_samples)
                 if had < options.num_samples:
@@ -1167,6 +1177,34 @@ def add_trials(path: str, total: int) -> int:
     return had
 
 
+def restored_trials(folder: Path) -> set[str] | None:
+    """The ids of the trials in the Tune experiment state a resumed sweep in ``folder`` restores (the newest
+    ``experiment_state-*.json``); None when it cannot be read (none there, or a Ray that writes another
+    format)."""
+    states = sorted(folder.glob("experiment_state-*.json"))
+    try:
+        return {
+            json.loads(trial[0])["trial_id"] for trial in json.loads(states[-1].read_text())["trial_data"]
+        }
+    except (IndexError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def mark_lost(folder: Path, space: SearchSpace) -> list[dict[str, Any]]:
+    """Before a local sweep resumes: write :data:`~tune_attn.status.LOST_MARK` into the run folder of each
+    trial that the state Tune restores does not hold (:func:`lost_rows`), so that ``tune-attn best`` shows it
+    ``lost`` while the resumed sweep runs; at its end the summary lists it too. Returns their rows."""
+    known = restored_trials(folder)
+    if known is None:
+        return []
+    lost = lost_rows(str(folder), [], space, known)
+    for row in lost:
+        mark = Path(row["path"]) / "run" / LOST_MARK
+        with contextlib.suppress(OSError):  # the summary at the end tells it anyway
+            mark.write_text(json.dumps({"status": LOST, "reason": row["reason"]}))
+    return lost
+
+
 def check_experiment_state(folder: Path) -> None:
     """Refuse to resume from an unreadable Tune experiment state (Ray writes it in place, so a driver
     killed during the write leaves it empty, and Tune would silently start the sweep over)."""
@@ -1244,15 +1282,18 @@ def summary_rows(
     return sorted(rows, key=lambda r: (r["number"] is None, r["number"] or 0))
 
 
-def lost_rows(path: str, rows: list[dict[str, Any]], space: SearchSpace) -> list[dict[str, Any]]:
+def lost_rows(
+    path: str, rows: list[dict[str, Any]], space: SearchSpace, known: set[str] | None = None
+) -> list[dict[str, Any]]:
     """Summary rows (status :data:`~tune_attn.status.LOST`) for the trial folders in the sweep at ``path`` (a
-    folder or a URI) that hold epochs of a trial none of ``rows`` (Tune's trials) is: one its driver started
-    and died before saving the sweep's state again. Their figures come from the trial's own files (its
-    ``run/metrics.jsonl`` and ``run/config.yaml``); the reason names the trial that ran the same config again."""
+    folder or a URI) that hold epochs of a trial Tune does not know (``known``; by default the trials of
+    ``rows``, Tune's own): one its driver started and died before saving the sweep's state again. Their figures
+    come from the trial's own files (its ``run/metrics.jsonl`` and ``run/config.yaml``); the reason names the
+    trial of ``rows`` that ran the same config again, if one did."""
     import pyarrow.fs
     import yaml
 
-    known = {r["trial_id"] for r in rows}
+    known = {r["trial_id"] for r in rows} if known is None else known
     try:
         fs, root = pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
         found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
