@@ -20,15 +20,10 @@ from tests.conftest import heavy_imports_after
 from tests.wandb_records import OfflineRun
 from tune_attn.status import is_last_epoch, run_status
 from tune_attn.tune.options import SweepOptions
+from tune_attn.tune.resume import resume_differences
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
-from tune_attn.tune.sweep import (
-    error_reason,
-    failed_on,
-    resume_differences,
-    run_sweep,
-    write_provenance,
-)
+from tune_attn.tune.sweep import error_reason, failed_on, run_sweep, write_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLAPSE_SPACE = ROOT / "tests" / "data" / "space_collapse.yaml"
@@ -861,7 +856,7 @@ def test_a_resumed_trial_whose_oldest_known_checkpoint_is_gone_saves_on(tmp_path
     # Ray's own deletion, even where a sweep run in this process has already made it forgiving.
     monkeypatch.setattr(checkpoint_manager, "_delete_fs_path", storage._delete_fs_path)
 
-    from tune_attn.tune.sweep import forgive_deleted_checkpoints
+    from tune_attn.tune.resume import forgive_deleted_checkpoints
 
     def result(i: int) -> _TrainingResult:
         (tmp_path / f"checkpoint_{i:06d}").mkdir(exist_ok=True)

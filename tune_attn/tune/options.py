@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import itertools
+import json
 import os
 import shlex
 import socket
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from tune_attn.config import WandbOptions, check_folder
 from tune_attn.tune.search import SearchSpace
@@ -105,6 +107,16 @@ class SweepOptions:
     def storage_path(self) -> str:
         """An absolute local path, or a URI such as ``s3://bucket/prefix`` as given."""
         return self.storage if "://" in self.storage else str(Path(self.storage).resolve())
+
+
+def plain(value: Any) -> Any:
+    """``value`` as ``sweep.json`` holds it (JSON values: tuples are lists, paths strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def recorded(options: SweepOptions) -> dict[str, Any]:
+    """The options as ``sweep.json`` holds them."""
+    return plain({k: v for k, v in vars(options).items() if k not in ("wandb_entity", "given")})
 
 
 def new_sweep_name(space_path: str | Path, now: datetime.datetime | None = None) -> str:

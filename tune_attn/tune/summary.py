@@ -17,6 +17,15 @@ from matplotlib.figure import Figure
 
 from tune_attn.status import LOST
 
+SUMMARY_FIGURES = (
+    "detector.kind",
+    "mask.entropy",
+    "mask.corner_mass",
+    "mask.border_mass",
+    "mask.object_mass",
+    "mask.head_overlap",
+)
+
 STATUS_STYLE = {
     "completed": ("o", "tab:blue"),
     "pruned": ("x", "tab:red"),

@@ -2,7 +2,9 @@
 
 :func:`run_sweep` is what ``tune-attn sweep`` calls. The search space is checked before Ray starts.
 Results land in ``<storage>/<name>/``: Ray's own files, every trial's run folder (panels, metrics,
-checkpoint) under its trial folder, and ``summary.csv`` / ``summary.json`` with one row per trial.
+checkpoint) under its trial folder, ``summary.csv`` / ``summary.json`` with one row per trial, the plots and
+the Optuna study (``study.db``). What a sweep run again under its name keeps, adds and finds left behind is
+in :mod:`tune_attn.tune.resume`.
 """
 
 from __future__ import annotations
@@ -25,30 +27,30 @@ from tune_attn.config import WandbOptions, shown_value
 from tune_attn.status import (
     INTERRUPTED,
     LOST,
-    LOST_MARK,
     METRIC,
     interrupted_reason,
-    interrupted_when,
     run_status,
 )
 from tune_attn.tracking import WandbRun, offline_runs, run_id, stop_service, trial_run_id
-from tune_attn.tune.options import SWEEP_RECORD, SweepOptions, check_sweep, missing_folders, sole_driver
+from tune_attn.tune.options import (
+    SWEEP_RECORD,
+    SweepOptions,
+    check_sweep,
+    missing_folders,
+    recorded,
+    sole_driver,
+)
+from tune_attn.tune.resume import (
+    add_trials,
+    check_experiment_state,
+    forgive_deleted_checkpoints,
+    lost_rows,
+    mark_lost,
+    resume_differences,
+)
 from tune_attn.tune.search import SearchSpace
-from tune_attn.tune.summary import count_statuses, write_plots, write_study, write_table
+from tune_attn.tune.summary import SUMMARY_FIGURES, count_statuses, write_plots, write_study, write_table
 
-RESUME_KEEPS = {
-    "num_samples": "--num-samples",
-    "max_concurrent": "--max-concurrent",
-    "scheduler": "--scheduler",
-    "asha_grace": "--asha-grace",
-    "sampler": "--sampler",
-    "startup_trials": "--startup-trials",
-    "seed": "--seed",
-    "max_failures": "--max-failures",
-    "reuse_actors": "--reuse-actors",
-    "fixed": "--set",
-}
-"""The options a resumed sweep keeps from its start (Tune restores its searcher and scheduler), by flag."""
 progress_every: float = 60.0
 """This driver's ``--progress-every``: the progress callback reads it at every (re)start, since a resumed
 sweep brings back the callback pickled at its start."""
@@ -75,14 +77,6 @@ ended_trials: set[str] | None = None
 saw them, those a resumed sweep had finished before included: a trial not in it was stopped by a Ctrl+C (Tune
 marks those TERMINATED too). None until Tune's loop takes its first step (a resumed sweep that had finished
 takes none)."""
-SUMMARY_FIGURES = (
-    "detector.kind",
-    "mask.entropy",
-    "mask.corner_mass",
-    "mask.border_mass",
-    "mask.object_mass",
-    "mask.head_overlap",
-)
 
 
 @dataclass
@@ -763,31 +757,6 @@ def _progress_to(echo: Callable[[str], None]) -> Iterator[None]:
         progress_echo = _print
 
 
-def forgive_deleted_checkpoints() -> None:
-    """Let Tune's checkpoint manager (in this driver) pass over an old checkpoint it deletes that is gone already.
-
-    A driver that dies can leave Tune's saved state a few epochs behind a trial: the trial had saved newer
-    checkpoints, and the driver deleted the oldest beyond ``num_to_keep``. Resumed, the trial goes on from the
-    newest checkpoint the state knows; when it saves the next one, Tune deletes the oldest it knows of, which is
-    gone, and Ray 2.60 raises there (``FileNotFoundError: Path not found``): an ERROR with a traceback in the
-    sweep's output, the trial's checkpoint left out of the next experiment snapshot, and any other old
-    checkpoint of that round kept on disk. Here a path that is not there is left alone, the rest deleted as
-    Ray does. A Ray without that function is left as it is."""
-    import pyarrow.fs
-    from ray.train._internal import checkpoint_manager
-
-    delete = getattr(checkpoint_manager, "_delete_fs_path", None)
-    if delete is None or getattr(delete, "forgives_missing", False):
-        return
-
-    def delete_if_there(fs: pyarrow.fs.FileSystem, fs_path: str) -> None:
-        if fs.get_file_info(fs_path).type != pyarrow.fs.FileType.NotFound:
-            delete(fs=fs, fs_path=fs_path)
-
-    delete_if_there.forgives_missing = True  # type: ignore[attr-defined]
-    checkpoint_manager._delete_fs_path = delete_if_there
-
-
 def _run(
     space: SearchSpace,
     options: SweepOptions,
@@ -1080,144 +1049,9 @@ def write_provenance(
         "started": started or datetime.datetime.now().isoformat(timespec="seconds"),
         "space_file": space_file or str(Path(space.source.split(" + ")[0]).resolve()),
         "space": space.to_dict(),
-        "options": _recorded(options),
+        "options": recorded(options),
     }
     (folder / SWEEP_RECORD).write_text(json.dumps(record, indent=1, default=str))
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as ``sweep.json`` holds it (JSON values: tuples are lists, paths strings)."""
-    return json.loads(json.dumps(value, default=str))
-
-
-def _recorded(options: SweepOptions) -> dict[str, Any]:
-    """The options as ``sweep.json`` holds them."""
-    return _plain({k: v for k, v in vars(options).items() if k not in ("wandb_entity", "given")})
-
-
-def resume_differences(folder: Path, space: SearchSpace, options: SweepOptions) -> list[str]:
-    """What this call asks for that a resumed sweep does not take (its searcher, scheduler and space are
-    restored as they started, see ``RESUME_KEEPS``), one item per flag: given now, and the sweep's own."""
-    try:
-        record = json.loads((folder / SWEEP_RECORD).read_text())
-    except (OSError, ValueError):
-        return []
-
-    started = record.get("options", {})
-    now = _recorded(options)
-    kept = [
-        _difference(flag, now[key], started[key])
-        for key, flag in RESUME_KEEPS.items()
-        if key in started
-        and started[key] != now[key]
-        and (options.given is None or key in options.given)
-        and not (key == "num_samples" and now[key] > started[key])  # trials to add: taken
-    ]
-    if "space" in record and record["space"] != _plain(space.to_dict()):
-        kept.append(f"the search space of {space.source} (it changed since the sweep started)")
-    return kept
-
-
-def _difference(flag: str, now: Any, started: Any) -> str:
-    """``--num-samples 9 (the sweep's: 6)``; for an on/off flag ``--no-reuse-actors (the sweep's:
-    --reuse-actors)``."""
-    if isinstance(now, bool):
-        return f"{_switch(flag, now)} (the sweep's: {_switch(flag, started)})"
-    return f"{flag} {_flag_value(now)} (the sweep's: {_flag_value(started)})"
-
-
-def _switch(flag: str, on: bool) -> str:
-    return flag if on else flag.replace("--", "--no-", 1)
-
-
-def _flag_value(value: Any) -> str:
-    if isinstance(value, list):
-        return " ".join(value) or "none"
-    return "default" if value is None else str(value)
-
-
-def add_trials(path: str, total: int) -> int:
-    """Before a sweep (a local folder or a URI) is restored: raise its number of trials to ``total`` where it
-    has fewer, in Tune's saved search state (the count of trials the search proposes,
-    ``search_gen_state-*.json``: Tune has no option for it) and in a local ``sweep.json``. Returns the number
-    the sweep had."""
-    import pyarrow.fs
-    import ray.cloudpickle as cloudpickle
-
-    fs, root = pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
-    found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
-    states = sorted(f.path for f in found if re.fullmatch(r"search_gen_state-.*\.json", f.base_name))
-    if not states:  # the newest by name is the one Tune restores
-        raise ValueError(
-            f"{path}: no saved search state (search_gen_state-*.json), so no trials can be added"
-        )
-    with fs.open_input_stream(states[-1]) as f:
-        state = cloudpickle.loads(f.read())
-    if not isinstance(state, dict) or not isinstance(state.get("total_samples"), int):
-        raise ValueError(
-            f"{states[-1]}: this Ray version's search state has no number of trials (total_samples) to raise; "
-            "start a new sweep instead"
-        )
-    had = int(state["total_samples"])
-    if total <= had:
-        return had
-    state.update(total_samples=total, finished=False)
-    if "://" in path:  # an object store writes an object whole
-        with fs.open_output_stream(states[-1]) as f:
-            f.write(cloudpickle.dumps(state))
-        return had
-    tmp = Path(states[-1]).with_name(f".{Path(states[-1]).name}.tmp")
-    tmp.write_bytes(cloudpickle.dumps(state))
-    os.replace(tmp, states[-1])  # atomic, as Tune writes it
-    record_file = Path(path) / SWEEP_RECORD  # a URI's is written again at the end
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        record = json.loads(record_file.read_text())
-        record["options"]["num_samples"] = total
-        record_file.write_text(json.dumps(record, indent=1, default=str))
-    return had
-
-
-def restored_trials(folder: Path) -> set[str] | None:
-    """The ids of the trials in the Tune experiment state a resumed sweep in ``folder`` restores (the newest
-    ``experiment_state-*.json``); None when it cannot be read (none there, or a Ray that writes another
-    format)."""
-    states = sorted(folder.glob("experiment_state-*.json"))
-    try:
-        return {
-            json.loads(trial[0])["trial_id"] for trial in json.loads(states[-1].read_text())["trial_data"]
-        }
-    except (IndexError, OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def mark_lost(folder: Path, space: SearchSpace) -> list[dict[str, Any]]:
-    """Before a local sweep resumes: write :data:`~tune_attn.status.LOST_MARK` into the run folder of each
-    trial that the state Tune restores does not hold (:func:`lost_rows`), so that ``tune-attn best`` shows it
-    ``lost`` while the resumed sweep runs; at its end the summary lists it too. Returns their rows."""
-    known = restored_trials(folder)
-    if known is None:
-        return []
-    lost = lost_rows(str(folder), [], space, known)
-    for row in lost:
-        mark = Path(row["path"]) / "run" / LOST_MARK
-        with contextlib.suppress(OSError):  # the summary at the end tells it anyway
-            mark.write_text(json.dumps({"status": LOST, "reason": row["reason"]}))
-    return lost
-
-
-def check_experiment_state(folder: Path) -> None:
-    """Refuse to resume from an unreadable Tune experiment state (Ray writes it in place, so a driver
-    killed during the write leaves it empty, and Tune would silently start the sweep over)."""
-    states = sorted(folder.glob("experiment_state-*.json"))
-    if not states:
-        return
-    try:
-        json.loads(states[-1].read_text() or "!")
-    except ValueError:
-        raise ValueError(
-            f"{states[-1]}: Tune's experiment state is unreadable (the driver died while writing it), so this "
-            f"sweep cannot be resumed; its finished trials stay in {folder}. Start a new sweep with another --name."
-        ) from None
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -1280,56 +1114,3 @@ def summary_rows(
         row["path"] = result.path
         rows.append(row)
     return sorted(rows, key=lambda r: (r["number"] is None, r["number"] or 0))
-
-
-def lost_rows(
-    path: str, rows: list[dict[str, Any]], space: SearchSpace, known: set[str] | None = None
-) -> list[dict[str, Any]]:
-    """Summary rows (status :data:`~tune_attn.status.LOST`) for the trial folders in the sweep at ``path`` (a
-    folder or a URI) that hold epochs of a trial Tune does not know (``known``; by default the trials of
-    ``rows``, Tune's own): one its driver started and died before saving the sweep's state again. Their figures
-    come from the trial's own files (its ``run/metrics.jsonl`` and ``run/config.yaml``); the reason names the
-    trial of ``rows`` that ran the same config again, if one did."""
-    import pyarrow.fs
-    import yaml
-
-    known = {r["trial_id"] for r in rows} if known is None else known
-    try:
-        fs, root = pyarrow.fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
-        found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
-    except (OSError, ValueError):  # the storage could not be listed: the summary has Tune's trials
-        return []
-    lost = []
-    for entry in sorted(found, key=lambda e: e.base_name):
-        trial_id = entry.base_name.removeprefix("trial_")
-        if entry.type != pyarrow.fs.FileType.Directory or trial_id == entry.base_name or trial_id in known:
-            continue
-        try:
-            with fs.open_input_stream(f"{entry.path}/run/metrics.jsonl") as f:
-                history = [json.loads(x) for x in f.read().decode().splitlines() if x.strip()]
-            with fs.open_input_stream(f"{entry.path}/run/config.yaml") as f:
-                nested = yaml.safe_load(f.read().decode()) or {}
-        except (OSError, ValueError):  # no epoch ended there: nothing to keep
-            continue
-        if not history:
-            continue
-        last = history[-1]
-        config = {f"{s}.{k}": v for s, section in nested.items() for k, v in section.items()}
-        drawn = space.drawn_keys(config)
-        searched = {k: config.get(k) if k in drawn else None for k in space.searched_keys()}  # as Tune's rows
-        again = [r["trial_id"] for r in rows if all(r.get(k) == v for k, v in searched.items())]
-        row: dict[str, Any] = {"trial_id": trial_id, "number": None, "status": LOST}
-        row["reason"] = (
-            f"stopped {interrupted_when(last)}: it started after the sweep last saved its state, and its driver "
-            "died, so the resumed sweep did not know it"
-            + (f"; its config ran again as trial {again[0]}" if again else "")
-        )
-        row.update(searched)
-        row["best_val_accuracy"] = max((h.get(METRIC, -math.inf) for h in history), default=None)
-        row["last_val_accuracy"] = last.get(METRIC)
-        row["epochs"] = last.get("epoch")
-        row["device"] = last.get("device")
-        row.update({k: last.get(k) for k in SUMMARY_FIGURES})
-        row["path"] = entry.path if "://" not in path else f"{path.rstrip('/')}/{entry.base_name}"
-        lost.append(row)
-    return lost
