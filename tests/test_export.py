@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -238,6 +239,29 @@ def test_a_running_sweep_can_be_ranked(sweep: Path, tmp_path: Path) -> None:
     # A folder that is no sweep (a typo'd path one level up, say) is named as such, not shown as an empty board.
     with pytest.raises(SweepError, match=f"{tmp_path}: not a sweep folder"):
         read_sweep(tmp_path)
+
+
+def test_a_trial_without_results_is_not_warned_of_when_the_sweep_is_restored(
+    sweep: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A trial stopped during its first epoch has its folder but no result.json: restoring the sweep, Tune
+    # warned "Failed to fetch metrics for 1 trial(s)" (seen resuming a sweep whose driver was killed).
+    from ray.tune.analysis import ExperimentAnalysis
+
+    from tune_attn.tune.sweep import _without_tunes_missing_results
+
+    copy = tmp_path / "s"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("checkpoint*"))
+    trial = next(copy.glob("trial_*"))
+    (trial / "result.json").unlink()
+    (trial / "progress.csv").unlink()
+    with caplog.at_level(logging.WARNING, logger="ray.tune"):
+        ExperimentAnalysis(str(copy))
+    assert f"Failed to fetch metrics for 1 trial(s):\n- AttentionTrial_{trial.name[6:]}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ray.tune"), _without_tunes_missing_results():
+        ExperimentAnalysis(str(copy))
+    assert "Failed to fetch metrics" not in caplog.text
 
 
 def test_export_predict_and_rerun(sweep: Path, tmp_path: Path) -> None:

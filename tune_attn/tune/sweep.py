@@ -837,7 +837,8 @@ def _drive(
                         f"adding {more} trial{'s' if more > 1 else ''} to its {had} ({options.num_samples} in "
                         "all); the search carries on from every trial it has seen"
                     )
-            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+            with _without_tunes_missing_results():
+                tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         else:
             search, limited = _searcher(space, options)
             scheduler = None
@@ -871,7 +872,7 @@ def _drive(
             )
         global progress_every, planned_trials, ended_trials
         progress_every, planned_trials, ended_trials = options.progress_seconds, None, None
-        with _without_tunes_resume_line(), _sigterm_as_ctrl_c():
+        with _without_tunes_resume_line(), _without_tunes_missing_results(), _sigterm_as_ctrl_c():
             grid = tuner.fit()
         # Let Tune's objects go now: after a Ctrl+C its loggers still hold the trials' result files open, and
         # this frame can outlive the sweep (a traceback that a lazy import keeps), so Python warned at exit.
@@ -970,19 +971,31 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _without_tunes_resume_line() -> Iterator[None]:
-    """Leave out Tune's own advice after a Ctrl+C (``Resume experiment with: Tuner.restore(...)``, Python API):
-    the sweep's caller tells how to go on with tune-attn's flags."""
+def _without_log_lines(logger_name: str, starting: str) -> Iterator[None]:
+    """Leave out the records of a logger whose message starts with ``starting``, for the ``with`` body."""
 
     def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Experiment has been interrupted")
+        return not record.getMessage().startswith(starting)
 
-    logger = logging.getLogger("ray.tune.tune")
+    logger = logging.getLogger(logger_name)
     logger.addFilter(keep)
     try:
         yield
     finally:
         logger.removeFilter(keep)
+
+
+def _without_tunes_resume_line() -> contextlib.AbstractContextManager[None]:
+    """Leave out Tune's own advice after a Ctrl+C (``Resume experiment with: Tuner.restore(...)``, Python API):
+    the sweep's caller tells how to go on with tune-attn's flags."""
+    return _without_log_lines("ray.tune.tune", "Experiment has been interrupted")
+
+
+def _without_tunes_missing_results() -> contextlib.AbstractContextManager[None]:
+    """Leave out Tune's warning, as it restores a sweep or gathers its results, about trials that had started
+    but reported nothing yet (``Failed to fetch metrics for 1 trial(s): ... both result.json and progress.csv
+    were not found``): a trial stopped during its first epoch, which a resumed sweep starts again."""
+    return _without_log_lines("ray.tune.analysis.experiment_analysis", "Failed to fetch metrics for")
 
 
 def log_sweep_run(
