@@ -649,6 +649,7 @@ def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
         scheduler="asha",
         startup_trials=3,
         max_failures=5,
+        prune=False,
         reuse_actors=False,
         fixed=("train.epochs=4",),
     )
@@ -658,6 +659,7 @@ def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
         "--startup-trials 3 (the sweep's: default)",
         "--max-failures 5 (the sweep's: 2)",
         "--no-reuse-actors (the sweep's: --reuse-actors)",
+        "--no-prune (the sweep's: --prune)",
         "--set train.epochs=4 (the sweep's: train.epochs=3)",
         f"the search space of {COLLAPSE_SPACE} + --set (it changed since the sweep started)",
     ]
@@ -885,13 +887,15 @@ def test_the_command_that_continues_a_sweep_keeps_what_it_started_with(tmp_path:
 
     folder = tmp_path / "my sweep"  # a space in a name, quoted
     folder.mkdir()
-    started = {"fixed": ["train.epochs=8", "model.heads=2"], "address": "auto", "seed": 3}
+    # What it keeps (--seed) needs no flag; what a resume takes from its command is given as the sweep had it.
+    started = {"fixed": ["train.epochs=8", "model.heads=2"], "address": "auto", "seed": 3, "prune": False}
+    started.update(gpus_per_trial=0.25, cpus_per_trial=1.0, wandb="off", wandb_project="tune-attn")
     (folder / "sweep.json").write_text(json.dumps({"space_file": "/s/default.yaml", "options": started}))
     assert resume_command(folder) == (
         f"tune-attn sweep /s/default.yaml --name 'my sweep' --storage {tmp_path} --set train.epochs=8 "
-        "--set model.heads=2 --address auto --resume"
+        "--set model.heads=2 --address auto --gpus-per-trial 0.25 --wandb off --resume"
     )
-    started.update(fixed=[], address=None)  # a local sweep without --set: only what names it
+    started.update(fixed=[], address=None, prune=True, gpus_per_trial=0.0, wandb="offline")  # only the name
     (folder / "sweep.json").write_text(json.dumps({"space_file": "/s/default.yaml", "options": started}))
     assert (
         resume_command(folder)
@@ -991,9 +995,10 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
         return out
 
     def resume() -> subprocess.CompletedProcess[str]:
-        """The command the interrupted sweep printed, run to its end."""
+        """The command the interrupted sweep printed, run to its end; without its --no-prune, which the sweep
+        keeps from its start."""
         return subprocess.run(
-            [sys.executable, "-m", "tune_attn.cli", *again[1:]],
+            [sys.executable, "-m", "tune_attn.cli", *[a for a in again[1:] if a != "--no-prune"]],
             capture_output=True,
             text=True,
             env=env,
@@ -1058,6 +1063,7 @@ def test_a_sweep_stopped_with_ctrl_c_or_sigterm_says_so_and_its_command_resumes_
     assert "sweep finished: 2 completed" in r.stdout, r.stdout
     rows = json.loads((sweep / "summary.json").read_text())
     assert [row["status"] for row in rows] == ["completed", "completed"]
+    assert all(x["prune_enabled"] == 0.0 for row in rows for x in tune_results(row))  # --no-prune kept
     epochs = [x["epoch"] for x in tune_results(rows[0])]
     assert epochs[:interrupted_at] == list(range(1, interrupted_at + 1)) and epochs[-1] == 8, epochs
     assert epochs.count(1) == 1 and set(epochs) == set(range(1, 9))  # went on from its checkpoint

@@ -225,17 +225,48 @@ def running_driver(folder: Path) -> str | None:
         return ""
 
 
+RESUME_KEEPS = {
+    "num_samples": "--num-samples",
+    "max_concurrent": "--max-concurrent",
+    "scheduler": "--scheduler",
+    "asha_grace": "--asha-grace",
+    "sampler": "--sampler",
+    "startup_trials": "--startup-trials",
+    "seed": "--seed",
+    "max_failures": "--max-failures",
+    "reuse_actors": "--reuse-actors",
+    "prune": "--prune",
+    "fixed": "--set",
+}
+"""The options a resumed sweep keeps from its start (Tune restores its searcher and scheduler), by flag."""
+
+
+TAKEN_ON_RESUME = {
+    "address": "--address",
+    "cpus_per_trial": "--cpus-per-trial",
+    "gpus_per_trial": "--gpus-per-trial",
+    "wandb": "--wandb",
+    "wandb_project": "--wandb-project",
+}
+"""Options a resumed sweep takes from the command that resumes it (not from its start), by flag: the command
+that continues a sweep (:func:`resume_command`) gives the ones it started with."""
+
+
 def resume_command(folder: Path) -> str:
     """The command that continues the sweep in the local ``folder``, from its :data:`SWEEP_RECORD`: ``tune-attn
     sweep SPACE --name NAME --storage STORAGE --resume``, with the ``--set`` values it started with (the space
-    it keeps) and its ``--address`` when it was given one."""
-    import json
-
+    it keeps), and those of :data:`TAKEN_ON_RESUME` that it started with other than their defaults (``--address
+    auto``, ``--gpus-per-trial 0.25``, ``--wandb off``...), so that it goes on as it started."""
     record = json.loads((folder / SWEEP_RECORD).read_text())
     started = record.get("options", {})
     args = [record.get("space_file", "SPACE.yaml"), "--name", folder.name, "--storage", str(folder.parent)]
     args += [x for fixed in started.get("fixed") or [] for x in ("--set", fixed)]
-    args += ["--address", started["address"]] if started.get("address") else []
+    defaults = vars(SweepOptions())
+    for key, flag in TAKEN_ON_RESUME.items():
+        value = started.get(key, defaults[key])
+        if value == defaults[key] or value is None:
+            continue
+        args += [flag.replace("--", "--no-", 1)] if value is False else [flag, str(value)]
     return shlex.join(["tune-attn", "sweep", *args, "--resume"])
 
 

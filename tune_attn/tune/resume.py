@@ -20,23 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from tune_attn.status import LOST, LOST_MARK, METRIC, interrupted_when
-from tune_attn.tune.options import SWEEP_RECORD, SweepOptions, plain, recorded
+from tune_attn.tune.options import RESUME_KEEPS, SWEEP_RECORD, SweepOptions, plain, recorded
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.summary import SUMMARY_FIGURES
-
-RESUME_KEEPS = {
-    "num_samples": "--num-samples",
-    "max_concurrent": "--max-concurrent",
-    "scheduler": "--scheduler",
-    "asha_grace": "--asha-grace",
-    "sampler": "--sampler",
-    "startup_trials": "--startup-trials",
-    "seed": "--seed",
-    "max_failures": "--max-failures",
-    "reuse_actors": "--reuse-actors",
-    "fixed": "--set",
-}
-"""The options a resumed sweep keeps from its start (Tune restores its searcher and scheduler), by flag."""
 
 
 def resume_differences(folder: Path, space: SearchSpace, options: SweepOptions) -> list[str]:

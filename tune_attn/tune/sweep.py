@@ -798,13 +798,14 @@ def _drive(
     storage = options.storage_path()
     path = f"{storage.rstrip('/')}/{options.name}"
     remote = "://" in path
-    scheduler_name = options.scheduler
-    with contextlib.suppress(OSError, ValueError, KeyError):  # a resumed sweep keeps the one it started with
-        scheduler_name = json.loads((Path(path) / SWEEP_RECORD).read_text())["options"]["scheduler"]
+    scheduler_name, prune = options.scheduler, options.prune
+    with contextlib.suppress(OSError, ValueError, KeyError):  # a resumed sweep keeps those it started with
+        started = json.loads((Path(path) / SWEEP_RECORD).read_text())["options"]
+        scheduler_name, prune = started["scheduler"], started.get("prune", prune)
     trainable = tune.with_resources(
         tune.with_parameters(
             AttentionTrial,
-            prune=options.prune,
+            prune=prune,
             wandb=wandb,
             experiment=None if remote else path,
             sweep=options.name,
