@@ -421,7 +421,6 @@ def sweeps(
 ) -> None:
     """The sweeps in a --storage folder, the newest first: trials, statuses and each one's best trial."""
     from tune_attn.leaderboard import SweepError, list_sweeps
-    from tune_attn.status import INTERRUPTED
 
     try:
         found = list_sweeps(storage)
@@ -433,9 +432,9 @@ def sweeps(
         started = s["started"][:16].replace("T", " ")  # 2026-11-27 10:15
         counts = ", ".join(f"{n} {status}" for status, n in sorted(s["statuses"].items())) or "none ended"
         best = "no healthy pick" if s["best"] is None else f"best {s['best']:.3f} ({s['best_trial']})"
-        if s["driver"]:
+        if s["state"] == "running":
             best += f"; running now ({s['driver']})"
-        elif s["driver"] == "" and s["statuses"].get(INTERRUPTED):
+        elif s["state"] == "stopped":
             best += "; stopped before it ended (--resume continues it)"
         console.print(
             f"{s['name']}  {started}  {s['space']}  {s['trials']} of {s['planned']} trials: {counts}; {best}",

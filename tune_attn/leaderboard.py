@@ -145,7 +145,8 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
         if done is not None and done["status"] == INTERRUPTED and (is_last_epoch(last) or driver):
             done = None  # a resumed sweep has finished it since, or goes on with it now
         if done is None and (run / LOST_MARK).is_file():  # known lost before the resumed sweep's summary
-            done = json.loads((run / LOST_MARK).read_text())
+            with contextlib.suppress(OSError, ValueError):
+                done = json.loads((run / LOST_MARK).read_text())
         if done is not None:
             status, reason = done["status"], done.get("reason", "")
         elif is_last_epoch(last):
@@ -253,8 +254,8 @@ def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
     """One row per sweep in a local ``--storage`` folder, the last started first: its name, when it started
     (ISO), its space file, its trials (how many Tune started, lost ones not counted, and how many it was started
     or grown to), their statuses, its pick (the best trial with healthy masks at the end, as :func:`rank` picks
-    it) and its driver (:func:`~tune_attn.tune.options.running_driver`: who runs it now, "" when none does, None
-    when not known)."""
+    it), its driver (:func:`~tune_attn.tune.options.running_driver`: who runs it now, "" when none does, None
+    when not known) and whether it goes on (:func:`going_on`)."""
     from collections import Counter
 
     from tune_attn.tune.options import sweeps_in
@@ -270,6 +271,7 @@ def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
         folder = Path(storage) / name
         record = json.loads((folder / SWEEP_RECORD).read_text())
         rows = read_sweep(folder)  # [] for a sweep with no trial yet (its sweep.json makes it a sweep folder)
+        driver = running_driver(folder)
         pick = rank(rows)[1]
         out.append(
             {
@@ -282,25 +284,36 @@ def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
                 "statuses": dict(Counter(r["status"].split(":")[0] for r in rows)),
                 "best": None if pick is None else pick["last_val_accuracy"],
                 "best_trial": None if pick is None else pick["trial_id"],
-                "driver": running_driver(folder),
+                "driver": driver,
+                "state": going_on(driver, rows),
             }
         )
     return sorted(out, key=lambda s: s["started"], reverse=True)  # by start, not by sweep.json's last write
 
 
+def going_on(driver: str | None, rows: Sequence[dict[str, Any]]) -> str:
+    """Whether a sweep goes on, from its driver (:func:`~tune_attn.tune.options.running_driver`) and rows:
+    ``running`` while a driver runs it, ``stopped`` when none does and trials of it were interrupted (stopped
+    before it ended: ``--resume`` continues it); "" when it ended, or when that cannot be told."""
+    if driver:
+        return "running"
+    return "stopped" if driver == "" and any(r["status"] == INTERRUPTED for r in rows) else ""
+
+
 def sweep_state(experiment: str | Path, rows: Sequence[dict[str, Any]]) -> str:
-    """A line on whether the sweep at ``experiment`` (its rows from :func:`read_sweep_at`) goes on: ``the sweep
-    is running now (pid ...)``, or, when no driver runs it and trials of it were interrupted, that it stopped
-    before it ended and the command that continues it; "" when it ended, or when that cannot be told (a URI)."""
+    """A line on whether the sweep at ``experiment`` (its rows from :func:`read_sweep_at`) goes on
+    (:func:`going_on`): ``the sweep is running now (pid ...)``, or that it stopped before it ended and the
+    command that continues it; "" when it ended, or when that cannot be told (a URI)."""
     if is_uri(experiment):
         return ""
     folder = Path(experiment)
     driver = running_driver(folder)
-    if driver:
+    state = going_on(driver, rows)
+    if state == "running":
         return f"the sweep is running now ({driver}): this is where it stands; trials still training may rise"
-    stopped = sum(r["status"] == INTERRUPTED for r in rows)
-    if driver is None or not stopped or not (folder / SWEEP_RECORD).is_file():
+    if state != "stopped" or not (folder / SWEEP_RECORD).is_file():
         return ""
+    stopped = sum(r["status"] == INTERRUPTED for r in rows)
     return (
         f"the sweep stopped before it ended ({stopped} trial{'s' if stopped > 1 else ''} interrupted); continue "
         f"it with: {resume_command(folder)}"
