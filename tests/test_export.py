@@ -215,9 +215,9 @@ def test_a_running_sweep_can_be_ranked(sweep: Path, tmp_path: Path) -> None:
     assert sum(r["status"] == "interrupted" for r in rows.values()) == 1
     r = _cli("best", str(running), cwd=tmp_path)
     space = json.loads((running / "sweep.json").read_text())["space_file"]
-    assert (
+    assert (  # with the half GPU per trial and the W&B mode this sweep started with
         "the sweep stopped before it ended (1 trial interrupted); continue it with: tune-attn sweep "
-        f"{space} --name running --storage {tmp_path} --resume\n"
+        f"{space} --name running --storage {tmp_path} --gpus-per-trial 0.5 --wandb off --resume\n"
     ) in r.stdout, r.stdout
     r = _cli("sweeps", str(tmp_path), cwd=tmp_path)
     assert "; stopped before it ended (--resume continues it)\n" in r.stdout, r.stdout
