@@ -177,24 +177,21 @@ def sole_driver(folder: Path | None) -> Iterator[None]:
         return
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / DRIVER_LOCK, "a+") as lock:
-        try:
-            for attempt in range(20):  # :func:`running_driver` may hold it for a moment: wait out such a look
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if attempt == 19:
-                        raise
-                    time.sleep(0.05)
-        except BlockingIOError:
+        for _ in range(20):  # :func:`running_driver` may hold it for a moment: wait out such a look (1 s)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.05)
+            except OSError:  # a file system without locks: run unguarded, as before
+                break
+        else:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
             raise ValueError(
                 f"{folder}: this sweep is running now ({holder}); wait for it to end, or stop it (Ctrl+C) and run "
                 "this again to continue it, or give another --name"
-            ) from None
-        except OSError:  # a file system without locks: run unguarded, as before
-            pass
+            )
         lock.truncate(0)
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
         lock.flush()
@@ -213,10 +210,8 @@ def running_driver(folder: Path) -> str | None:
     except OSError:
         return None
     with lock:
-        try:
-            fcntl.flock(
-                lock, fcntl.LOCK_SH | fcntl.LOCK_NB
-            )  # taken only when no driver holds it; let go at once
+        try:  # taken only when no driver holds it; let go at once
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return lock.read().strip() or "another process"
         except OSError:
@@ -264,9 +259,8 @@ def resume_command(folder: Path) -> str:
     defaults = vars(SweepOptions())
     for key, flag in TAKEN_ON_RESUME.items():
         value = started.get(key, defaults[key])
-        if value == defaults[key] or value is None:
-            continue
-        args += [flag.replace("--", "--no-", 1)] if value is False else [flag, str(value)]
+        if value != defaults[key] and value is not None:
+            args += [flag, str(value)]
     return shlex.join(["tune-attn", "sweep", *args, "--resume"])
 
 
