@@ -241,7 +241,13 @@ class RunConfig:
 
     def flat(self) -> dict[str, Any]:
         """Flat dict with ``section.key`` keys, e.g. ``{"model.heads": 1, ...}``."""
-        return {f"{s}.{k}": v for s, sect in self.to_dict().items() for k, v in sect.items()}
+        return flat_keys(self.to_dict())
+
+
+def flat_keys(nested: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+    """A config as ``config.yaml`` holds it (``{section: {key: value}}``) with flat ``section.key`` keys; {} for
+    None (an empty file)."""
+    return {f"{s}.{k}": v for s, sect in (nested or {}).items() for k, v in sect.items()}
 
 
 SECTIONS: dict[str, type] = {

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from tune_attn.config import flat_keys
 from tune_attn.status import (
     INTERRUPTED,
     LOST,
@@ -167,7 +168,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
             "detector.kind": last.get("detector.kind"),
         }
         row.update({k: v for k, v in last.items() if k.startswith("mask.") and ".h" not in k})
-        row["config"] = {f"{s}.{k}": v for s, sec in (config or {}).items() for k, v in sec.items()}
+        row["config"] = flat_keys(config)
         row["drawn"] = None if space is None else space.drawn_keys(row["config"])
         row["run"] = str(run)
         rows.append(row)

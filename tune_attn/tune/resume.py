@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tune_attn.config import flat_keys
 from tune_attn.status import LOST, LOST_MARK, METRIC, interrupted_when
 from tune_attn.tune.options import RESUME_KEEPS, SWEEP_RECORD, SweepOptions, plain, recorded
 from tune_attn.tune.search import SearchSpace
@@ -107,16 +108,22 @@ def add_trials(path: str, total: int) -> int:
     return had
 
 
+def _experiment_state(folder: Path) -> Path | None:
+    """The Tune experiment state a resumed sweep in ``folder`` restores: the newest ``experiment_state-*.json``
+    (by name, which is its time); None when there is none."""
+    return max(folder.glob("experiment_state-*.json"), default=None)
+
+
 def restored_trials(folder: Path) -> set[str] | None:
     """The ids of the trials in the Tune experiment state a resumed sweep in ``folder`` restores (the newest
     ``experiment_state-*.json``); None when it cannot be read (none there, or a Ray that writes another
     format)."""
-    states = sorted(folder.glob("experiment_state-*.json"))
+    state = _experiment_state(folder)
+    if state is None:
+        return None
     try:
-        return {
-            json.loads(trial[0])["trial_id"] for trial in json.loads(states[-1].read_text())["trial_data"]
-        }
-    except (IndexError, OSError, ValueError, KeyError, TypeError):
+        return {json.loads(trial[0])["trial_id"] for trial in json.loads(state.read_text())["trial_data"]}
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -138,14 +145,14 @@ def mark_lost(folder: Path, space: SearchSpace) -> list[dict[str, Any]]:
 def check_experiment_state(folder: Path) -> None:
     """Refuse to resume from an unreadable Tune experiment state (Ray writes it in place, so a driver
     killed during the write leaves it empty, and Tune would silently start the sweep over)."""
-    states = sorted(folder.glob("experiment_state-*.json"))
-    if not states:
+    state = _experiment_state(folder)
+    if state is None:
         return
     try:
-        json.loads(states[-1].read_text() or "!")
+        json.loads(state.read_text() or "!")
     except ValueError:
         raise ValueError(
-            f"{states[-1]}: Tune's experiment state is unreadable (the driver died while writing it), so this "
+            f"{state}: Tune's experiment state is unreadable (the driver died while writing it), so this "
             f"sweep cannot be resumed; its finished trials stay in {folder}. Start a new sweep with another --name."
         ) from None
 
@@ -176,13 +183,13 @@ def lost_rows(
             with fs.open_input_stream(f"{entry.path}/run/metrics.jsonl") as f:
                 history = [json.loads(x) for x in f.read().decode().splitlines() if x.strip()]
             with fs.open_input_stream(f"{entry.path}/run/config.yaml") as f:
-                nested = yaml.safe_load(f.read().decode()) or {}
+                nested = yaml.safe_load(f.read().decode())
         except (OSError, ValueError):  # no epoch ended there: nothing to keep
             continue
         if not history:
             continue
         last = history[-1]
-        config = {f"{s}.{k}": v for s, section in nested.items() for k, v in section.items()}
+        config = flat_keys(nested)
         drawn = space.drawn_keys(config)
         searched = {k: config.get(k) if k in drawn else None for k in space.searched_keys()}  # as Tune's rows
         again = [r["trial_id"] for r in rows if all(r.get(k) == v for k, v in searched.items())]
