@@ -354,3 +354,64 @@ def test_bad_bundles_are_refused_naming_the_file(sweep: Path, tmp_path: Path) ->
         load_bundle(mismatched)
     r = _cli("predict", str(corrupt), str(tmp_path / "x.png"), cwd=tmp_path)
     assert r.returncode == 2 and "not readable weights" in r.stderr
+
+
+def test_an_export_fills_its_folder_whole_or_leaves_it_as_it_was(
+    sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = read_sweep(sweep)
+    pick = rank(rows)[1]
+    pruned = next(r for r in rows if r["status"].startswith("pruned:"))
+    assert pick is not None
+    bundle = export_bundle(pick, tmp_path / "bundle", sweep)
+    before = {f.name: f.read_bytes() for f in bundle.iterdir()}
+    assert "timeline.png" in before and not any(n.startswith(".") for n in before)
+
+    # Stopped during torch.export (a Ctrl+C there; injected: it cannot be timed for real): the earlier bundle
+    # stays whole, no half-written file in it; a new folder is not left behind.
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch.export, "save", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        export_bundle(pruned, bundle, sweep)
+    assert {f.name: f.read_bytes() for f in bundle.iterdir()} == before
+    with pytest.raises(KeyboardInterrupt):
+        export_bundle(pruned, tmp_path / "new" / "bundle", sweep)
+    assert not (tmp_path / "new" / "bundle").exists()
+    monkeypatch.undo()
+
+    # Another trial into the same folder: its bundle, with none of the earlier one's files (its run has no
+    # timeline here).
+    run = Path(shutil.copytree(pruned["run"], tmp_path / "pruned_run"))
+    (run / "panels" / "timeline.png").unlink()
+    export_bundle({**pruned, "run": str(run)}, bundle, sweep)
+    assert json.loads((bundle / "bundle.json").read_text())["provenance"]["trial_id"] == pruned["trial_id"]
+    assert sorted(f.name for f in bundle.iterdir()) == sorted(set(before) - {"timeline.png"})
+    assert (bundle / "weights.pt").read_bytes() != before["weights.pt"]
+    load_bundle(bundle)
+
+    # A folder with anything else in it, or a file, is refused before any work, naming what is in the way.
+    (bundle / "notes.txt").write_text("mine")
+    with pytest.raises(BundleError, match=r"bundle: holds files that are not a bundle's \(notes.txt\)"):
+        export_bundle(pick, bundle, sweep)
+    assert (bundle / "notes.txt").read_text() == "mine"
+    assert json.loads((bundle / "bundle.json").read_text())["provenance"]["trial_id"] == pruned["trial_id"]
+    with pytest.raises(BundleError, match="notes.txt: a file, not a folder"):
+        export_bundle(pick, bundle / "notes.txt", sweep)
+
+    # Asked for by --trial, a trial that `best` would never pick is exported, and said to be such a trial.
+    r = _cli("export", str(sweep), "--trial", pruned["trial_id"], "--out", "other", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (
+        f"note: trial {pruned['trial_id']} is {pruned['status']} with {pruned['detector.kind']} masks at the end: "
+        "`best` never picks such a trial"
+    ) in r.stdout
+    r = _cli("export", str(sweep), "--out", "other", cwd=tmp_path)
+    assert (
+        r.returncode == 0
+        and f"exported trial {pick['trial_id']} to other" in r.stdout
+        and "note" not in r.stdout
+    )
+    r = _cli("export", str(sweep), "--out", str(bundle), cwd=tmp_path)
+    assert r.returncode == 2 and "holds files that are not a bundle's (notes.txt)" in r.stderr

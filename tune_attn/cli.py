@@ -463,7 +463,7 @@ def export_(
     min_object_mass: MinObjectOpt = None,
 ) -> None:
     """Write a deployable bundle (config, weights, torch.export model, panel, model card) of a sweep's trial."""
-    from tune_attn.leaderboard import SweepError, find_trial, rank, read_sweep_at
+    from tune_attn.leaderboard import SweepError, find_trial, pickable, rank, read_sweep_at
 
     try:
         rows = read_sweep_at(experiment)
@@ -472,6 +472,13 @@ def export_(
             raise SweepError(f"{experiment}: no trial completed with healthy masks; choose one with --trial")
     except ValueError as exc:  # SweepError too
         raise _fail(str(exc)) from None
+    if not pickable(row):  # asked for with --trial: exported all the same, but said
+        console.print(
+            f"note: trial {row['trial_id']} is {row['status']} with {row.get('detector.kind') or 'unknown'} masks "
+            "at the end: `best` never picks such a trial (its model card says so too)",
+            highlight=False,
+            markup=False,
+        )
     _export(experiment, row["trial_id"], out)
     console.print(f"exported trial {row['trial_id']} to {out}", highlight=False)
 

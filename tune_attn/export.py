@@ -14,9 +14,11 @@ A bundle folder holds::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,11 @@ from tune_attn.tune.options import SWEEP_RECORD
 
 BUNDLE_FORMAT = 1
 BUNDLE_FILES = ("config.yaml", "weights.pt", "model.pt2", "bundle.json")
+"""The files :func:`load_bundle` needs."""
+WRITTEN = (*BUNDLE_FILES, "panel.png", "timeline.png", "MODEL_CARD.md")
+"""Every file an export writes: a folder with nothing else in it may be filled with a new bundle."""
+PARTIAL = ".partial-"
+"""The hidden folder in ``out`` that an export writes into before its files take their places."""
 
 
 class BundleError(ValueError):
@@ -43,6 +50,7 @@ class BundleError(ValueError):
 def export_trial(experiment: str | Path, trial_id: str, out: str | Path) -> Path:
     """Export trial ``trial_id`` of the sweep at ``experiment`` (a folder, or a URI: then only the summary and
     that trial's run folder are fetched) into ``out``; see :func:`export_bundle`."""
+    check_out(Path(out))  # before any fetching
     with sweep_folder(experiment, trial_id) as folder:
         row = find_trial(read_sweep(folder), trial_id)
         return export_bundle(row, out, folder, source=str(experiment) if is_uri(experiment) else None)
@@ -53,49 +61,91 @@ def export_bundle(
 ) -> Path:
     """Write the bundle of one trial (a row of :func:`read_sweep`) into ``out`` (see the module doc).
     ``source``: the sweep's URI when ``experiment`` is a local copy of it (:func:`fetch_sweep`); the bundle's
-    provenance names the URI."""
+    provenance names the URI. The bundle is moved into ``out`` once whole: an export that fails or is stopped
+    (Ctrl+C during ``torch.export``) leaves ``out`` as it was, an earlier bundle there included."""
     run, out = Path(row["run"]), Path(out)
+    check_out(out)
     state = load_checkpoint(run / CHECKPOINT)
     cfg = load_config(run / "config.yaml")
     names = list(state.get("class_names") or [])
     model = build_model(cfg.model, len(names)).eval()
     model.load_state_dict(state["model"])
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(run / "config.yaml", out / "config.yaml")
-    torch.save(model.state_dict(), out / "weights.pt")
-    size = cfg.data.image_size
-    example = torch.rand(2, 3, size, size)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, out / "model.pt2")
-    last_epoch = int(state["epoch"])
-    for src, name in (
-        (panel_path(run, last_epoch), "panel.png"),
-        (run / "panels" / "timeline.png", "timeline.png"),
-    ):
-        if src.is_file():
-            shutil.copy(src, out / name)
-    provenance = _provenance(row, experiment, source)
-    meta = {
-        "format": BUNDLE_FORMAT,
-        "class_names": names,
-        "image_size": size,
-        "preprocessing": f"RGB, resized to {size} x {size} (bilinear), pixels scaled to [0, 1]; the model "
-        "normalises them itself",
-        "outputs": {
-            "logits": "(B, classes)",
-            "masks": f"(B, {cfg.model.heads}, h, w), {cfg.model.activation}",
-        },
-        "epoch": last_epoch,
-        "metrics": {
-            k: row.get(k) for k in ("last_val_accuracy", "best_val_accuracy", "status", "detector.kind")
-        },
-        "attention": {k: v for k, v in row.items() if k.startswith("mask.")},
-        "provenance": provenance,
-    }
-    (out / "bundle.json").write_text(json.dumps(meta, indent=1, default=str))
-    (out / "MODEL_CARD.md").write_text(_model_card(cfg, meta))
+    with _in_place_of(out) as folder:
+        shutil.copy(run / "config.yaml", folder / "config.yaml")
+        torch.save(model.state_dict(), folder / "weights.pt")
+        size = cfg.data.image_size
+        example = torch.rand(2, 3, size, size)
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, folder / "model.pt2")
+        last_epoch = int(state["epoch"])
+        for src, name in (
+            (panel_path(run, last_epoch), "panel.png"),
+            (run / "panels" / "timeline.png", "timeline.png"),
+        ):
+            if src.is_file():
+                shutil.copy(src, folder / name)
+        provenance = _provenance(row, experiment, source)
+        meta = {
+            "format": BUNDLE_FORMAT,
+            "class_names": names,
+            "image_size": size,
+            "preprocessing": f"RGB, resized to {size} x {size} (bilinear), pixels scaled to [0, 1]; the model "
+            "normalises them itself",
+            "outputs": {
+                "logits": "(B, classes)",
+                "masks": f"(B, {cfg.model.heads}, h, w), {cfg.model.activation}",
+            },
+            "epoch": last_epoch,
+            "metrics": {
+                k: row.get(k) for k in ("last_val_accuracy", "best_val_accuracy", "status", "detector.kind")
+            },
+            "attention": {k: v for k, v in row.items() if k.startswith("mask.")},
+            "provenance": provenance,
+        }
+        (folder / "bundle.json").write_text(json.dumps(meta, indent=1, default=str))
+        (folder / "MODEL_CARD.md").write_text(_model_card(cfg, meta))
     return out
+
+
+def check_out(out: Path) -> None:
+    """Refuse (:class:`BundleError`) an ``out`` that an export could not fill without mixing or losing files: a
+    file, or a folder with anything in it but an earlier bundle's files."""
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out}: a file, not a folder; give a new folder, or an earlier bundle to replace")
+    names = [f.name for f in out.iterdir()] if out.is_dir() else []
+    others = sorted(n for n in names if n not in WRITTEN and not n.startswith(PARTIAL))
+    if others:
+        raise BundleError(
+            f"{out}: holds files that are not a bundle's ({', '.join(others[:5])}"
+            f"{', ...' if len(others) > 5 else ''}); give a new or empty folder, or an earlier bundle to replace"
+        )
+
+
+@contextlib.contextmanager
+def _in_place_of(out: Path) -> Iterator[Path]:
+    """A hidden folder in ``out`` to write a bundle into. Once the ``with`` body ends well its files take the
+    place of ``out``'s (an earlier bundle's file that the new one lacks is removed); otherwise it is removed
+    and ``out`` stays as it was (a folder made for it is removed too)."""
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{PARTIAL}*"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    partial = out / f"{PARTIAL}{os.getpid()}"
+    partial.mkdir()
+    try:
+        yield partial
+    except BaseException:  # Ctrl+C too
+        shutil.rmtree(partial, ignore_errors=True)
+        if made:
+            out.rmdir()
+        raise
+    for name in WRITTEN:
+        if (partial / name).is_file():
+            os.replace(partial / name, out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
+    partial.rmdir()
 
 
 def _provenance(

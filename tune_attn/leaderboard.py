@@ -217,6 +217,11 @@ def was_drawn(row: dict[str, Any], key: str) -> bool:
     return row.get("drawn") is None or key in row["drawn"]
 
 
+def pickable(row: dict[str, Any]) -> bool:
+    """Whether :func:`rank` may pick the trial: it completed, with healthy masks at the end."""
+    return row["status"] == "completed" and row.get("detector.kind") == "healthy"
+
+
 def rank(
     rows: Sequence[dict[str, Any]],
     metric: str = "last_val_accuracy",
@@ -243,7 +248,7 @@ def rank(
     def eligible(r: dict[str, Any]) -> bool:
         quality = r.get(QUALITY)
         ok = min_object_mass is None or (isinstance(quality, (int, float)) and quality >= min_object_mass)
-        return r["status"] == "completed" and r.get("detector.kind") == "healthy" and ok
+        return pickable(r) and ok
 
     shown = [r for r in rows if show_pruned or r["status"] in ("completed", "running", INTERRUPTED)]
     board = sorted(shown, key=value, reverse=True)
