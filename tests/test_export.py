@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import heavy_imports_after
-from tune_attn.export import BundleError, export_bundle, load_bundle, predict
+from tune_attn.export import BundleError, export_bundle, image_files, load_bundle, overlay_paths, predict
 from tune_attn.leaderboard import SweepError, rank, read_sweep, searched_keys, was_drawn
 from tune_attn.run import load_checkpoint
 from tune_attn.tune.options import DRIVER_LOCK, SweepOptions, sole_driver
@@ -415,3 +415,59 @@ def test_an_export_fills_its_folder_whole_or_leaves_it_as_it_was(
     )
     r = _cli("export", str(sweep), "--out", str(bundle), cwd=tmp_path)
     assert r.returncode == 2 and "holds files that are not a bundle's (notes.txt)" in r.stderr
+
+
+def test_predict_goes_in_batches_through_folders_and_past_unreadable_images(
+    sweep: Path, tmp_path: Path
+) -> None:
+    pick = rank(read_sweep(sweep))[1]
+    assert pick is not None
+    bundle = load_bundle(export_bundle(pick, tmp_path / "bundle", sweep))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(5):
+        pixels = np.random.default_rng(i).random((40, 50, 3)) * 255
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"img{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "img9.attention.png").write_bytes(
+        (folder / "img0.png").read_bytes()
+    )  # an earlier run's overlay
+    images = image_files([folder])
+    assert [p.name for p in images] == [f"img{i}.png" for i in range(5)]
+
+    # In batches of 2 (the last one short) as in one: the same classes and probabilities.
+    whole = list(predict(bundle, images, tmp_path / "whole"))
+    batched = list(predict(bundle, images, tmp_path / "batched", batch_size=2))
+    assert [(p.image, p.label) for p in batched] == [(p.image, p.label) for p in whole]
+    assert [p.probability for p in batched] == pytest.approx([p.probability for p in whole], abs=1e-5)
+    assert sorted(f.name for f in (tmp_path / "batched").iterdir()) == [
+        f"img{i}.attention.png" for i in range(5)
+    ]
+
+    # An unreadable image is named and skipped; the others are predicted; exit code 1.
+    bad = tmp_path / "bad.png"
+    bad.write_text("not a png")
+    r = _cli("predict", str(tmp_path / "bundle"), str(folder), str(bad), cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert [line.split("\t")[0] for line in r.stdout.splitlines()] == [str(p) for p in images]
+    assert f"{bad}: cannot read the image" in r.stderr and "1 of 6 images could not be read" in r.stderr
+    assert all((folder / f"img{i}.attention.png").is_file() for i in range(5))
+
+    # Two images whose overlays would be one file are refused before any work; so is an overlay over an image.
+    (folder / "img0.jpg").write_bytes((folder / "img0.png").read_bytes())
+    with pytest.raises(
+        ValueError, match=r"img0.png and .*img0.jpg: both overlays would be .*img0.attention.png"
+    ):
+        overlay_paths([folder / "img0.png", folder / "img0.jpg"])
+    with pytest.raises(
+        ValueError, match=r"img9.png: its overlay would write over the image .*img9.attention.png"
+    ):
+        overlay_paths([folder / "img9.png", folder / "img9.attention.png"])
+    r = _cli(
+        "predict", str(tmp_path / "bundle"), str(folder / "img0.png"), str(folder / "img0.jpg"), cwd=tmp_path
+    )
+    assert r.returncode == 2 and "both overlays would be" in r.stderr and r.stdout == ""
+    # An overlay that cannot be written stops it, naming the file.
+    (tmp_path / "taken" / "img1.attention.png").mkdir(parents=True)
+    with pytest.raises(OSError, match=r"taken/img1.attention.png: cannot write the overlay"):
+        list(predict(bundle, images, tmp_path / "taken"))

@@ -519,20 +519,38 @@ def fetch(
 @app.command()
 def predict(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder written by export.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders of them.")],
+    overlays: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the <image>.attention.png overlays into this folder, not next to each image."
+        ),
+    ] = None,
 ) -> None:
-    """Class and probability per image, on the CPU; writes <image>.attention.png next to each image."""
+    """Class and probability per image, on the CPU, a line each as they are done; writes <image>.attention.png
+    next to each image (or into --overlays). An image that cannot be read is named on stderr, the others go on
+    (exit code 1 at the end)."""
     from tune_attn.data import DatasetError
-    from tune_attn.export import BundleError, load_bundle
+    from tune_attn.export import BundleError, image_files, load_bundle, overlay_paths
     from tune_attn.export import predict as run_predict
 
     try:
+        paths = image_files(images)
+        overlay_paths(paths, overlays)  # refused before the bundle loads
         loaded = load_bundle(bundle)
-        results = run_predict(loaded, images)
-    except (BundleError, DatasetError) as exc:
+        unread = 0
+        for p in run_predict(loaded, paths, overlays):
+            if p.error:
+                unread += 1
+                typer.echo(p.error, err=True)
+            else:
+                typer.echo(
+                    f"{p.image}\t{p.label}\t{p.probability:.4f}\t{p.overlay}"
+                )  # tab-separated, for scripts
+    except (BundleError, DatasetError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
-    for p in results:
-        typer.echo(f"{p.image}\t{p.label}\t{p.probability:.4f}\t{p.overlay}")  # tab-separated, for scripts
+    if unread:
+        raise _fail(f"{unread} of {len(paths)} images could not be read (named above)", 1)
 
 
 def _num(v: object) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -28,7 +29,8 @@ import torch
 
 from tune_attn import panels
 from tune_attn.config import ConfigError, RunConfig, load_config
-from tune_attn.data.folders import load_rgb
+from tune_attn.data.base import DatasetError
+from tune_attn.data.folders import IMAGE_SUFFIXES, load_rgb
 from tune_attn.leaderboard import find_trial, is_uri, read_sweep, run_uri, sweep_folder
 from tune_attn.models.classifier import build_model
 from tune_attn.run import CHECKPOINT, load_checkpoint, panel_path
@@ -263,31 +265,105 @@ def load_bundle(folder: str | Path) -> Bundle:
 
 @dataclass
 class Prediction:
+    """One image's prediction, or why it has none (``error``: the image could not be read)."""
+
     image: Path
-    label: str
-    probability: float
-    overlay: Path
+    label: str = ""
+    probability: float = math.nan
+    overlay: Path | None = None
+    error: str | None = None
 
 
-def predict(bundle: Bundle, images: Sequence[str | Path]) -> list[Prediction]:
-    """Class and probability per image; writes ``<image stem>.attention.png`` (each head's mask over the
-    image) next to each image."""
+OVERLAY = ".attention.png"
+PREDICT_BATCH = 64
+"""Images per forward pass in :func:`predict`: memory stays flat however many images are given."""
+
+
+def image_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The images named: a file as given; a folder's image files (by suffix, sorted; not its ``*.attention.png``
+    overlays, so that predicting on a folder again does not predict its overlays)."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            out.append(path)
+            continue
+        found = sorted(
+            f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.endswith(OVERLAY)
+        )
+        if not found:
+            raise DatasetError(
+                f"{path}: a folder without image files (ending in {', '.join(IMAGE_SUFFIXES)})"
+            )
+        out += found
+    return out
+
+
+def overlay_paths(images: Sequence[Path], overlays: Path | None = None) -> list[Path]:
+    """Where :func:`predict` writes each image's overlay: ``<image stem>.attention.png`` next to the image, or
+    in the folder ``overlays``. Two images that would write the same file, or an overlay that would write over
+    one of the images, are refused (ValueError naming both) before any work."""
+    out: list[Path] = []
+    seen: dict[Path, Path] = {}
+    inputs = {p.resolve() for p in images}
+    for image in images:
+        target = (overlays if overlays is not None else image.parent) / f"{image.stem}{OVERLAY}"
+        key = target.resolve()
+        if key in seen:
+            raise ValueError(
+                f"{seen[key]} and {image}: both overlays would be {target}; predict them in separate runs, "
+                "with another --overlays folder each"
+            )
+        if key in inputs:
+            raise ValueError(f"{image}: its overlay would write over the image {target}; give --overlays DIR")
+        seen[key] = image
+        out.append(target)
+    return out
+
+
+def predict(
+    bundle: Bundle,
+    images: Sequence[str | Path],
+    overlays: Path | None = None,
+    batch_size: int = PREDICT_BATCH,
+) -> Iterator[Prediction]:
+    """Class and probability per image, ``batch_size`` images at a time, each yielded once its batch is done;
+    writes each image's overlay (each head's mask over the image) where :func:`overlay_paths` says. An image
+    that cannot be read is yielded with its ``error`` and the others go on; an overlay that cannot be written
+    stops it (OSError naming the file)."""
     size = bundle.cfg.data.image_size
     paths = [Path(p) for p in images]
-    pixels = torch.stack([load_rgb(p, size) for p in paths])  # (B, 3, S, S) uint8
-    with torch.no_grad():
-        logits, masks = bundle.model(pixels.float() / 255.0)  # (B, K), (B, heads, h, w)
-    probs = torch.softmax(logits, dim=1)
-    out = []
-    for i, path in enumerate(paths):
-        k = int(probs[i].argmax())
-        label, p = bundle.class_names[k], float(probs[i, k])
-        overlay = path.with_name(f"{path.stem}.attention.png")
-        panels.mask_panel(
-            pixels[i : i + 1].permute(0, 2, 3, 1).numpy(),
-            masks[i : i + 1].numpy().astype(np.float64),
-            overlay,
-            f"{path.name}: {label} ({p:.2f})",
-        )
-        out.append(Prediction(path, label, p, overlay))
-    return out
+    targets = overlay_paths(paths, overlays)
+    if overlays is not None:
+        try:
+            overlays.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"--overlays {overlays}: cannot make this folder ({exc.strerror or exc})") from None
+    for start in range(0, len(paths), batch_size):
+        batch, pixels = [], []
+        for path, target in zip(
+            paths[start : start + batch_size], targets[start : start + batch_size], strict=True
+        ):
+            try:
+                pixels.append(load_rgb(path, size))  # (3, S, S) uint8
+                batch.append((path, target))
+            except DatasetError as exc:
+                yield Prediction(path, error=str(exc))
+        if not batch:
+            continue
+        x = torch.stack(pixels)  # (B, 3, S, S)
+        with torch.no_grad():
+            logits, masks = bundle.model(x.float() / 255.0)  # (B, K), (B, heads, h, w)
+        probs = torch.softmax(logits, dim=1)
+        for i, (path, target) in enumerate(batch):
+            k = int(probs[i].argmax())
+            label, p = bundle.class_names[k], float(probs[i, k])
+            try:
+                panels.mask_panel(
+                    x[i : i + 1].permute(0, 2, 3, 1).numpy(),
+                    masks[i : i + 1].numpy().astype(np.float64),
+                    target,
+                    f"{path.name}: {label} ({p:.2f})",
+                )
+            except OSError as exc:
+                raise OSError(f"{target}: cannot write the overlay ({exc.strerror or exc})") from None
+            yield Prediction(path, label, p, target)
