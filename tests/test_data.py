@@ -237,6 +237,11 @@ def test_pets_errors_say_what_layout_is_expected(tmp_path: Path) -> None:
     listing.write_text("Abyssinian_1 one 1 1\n")
     with pytest.raises(DatasetError, match="trainval.txt:1: cannot parse"):
         load_pets(tmp_path / "q", 32)
+    # A trimap that is no image (a truncated copy left it empty) is refused at once, named.
+    root = make_fake_pets(tmp_path / "r")
+    (root / "oxford-iiit-pet" / "annotations" / "trimaps" / "great_pyrenees_3.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"1 of 18 files are not readable images: .*great_pyrenees_3\.png"):
+        load_pets(root, 32)
 
 
 def make_fake_cifar(root: Path, per_batch: int = 4) -> Path:
@@ -316,7 +321,20 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
     _jpg(tmp_path / "cat" / "a.jpg", (1, 2, 3))
     with pytest.raises(DatasetError, match="class folders without images: dog"):
         load_imagefolder(tmp_path, 32)
-    (tmp_path / "dog" / "b.jpg").write_bytes(b"not an image")
+    # Files that are no images (a web page saved as .jpg, an empty file) are refused at once, all named.
+    (tmp_path / "dog" / "b.jpg").write_bytes(b"<html>not found</html>")
+    (tmp_path / "dog" / "c.png").write_bytes(b"")
+    with pytest.raises(
+        DatasetError,
+        match=r"2 of 3 files are not readable images: .*dog/b\.jpg \(not an image\); .*dog/c\.png",
+    ):
+        load_imagefolder(tmp_path, 32)
+    # An image damaged after its header is found when it is read, named as well.
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "dog" / "b.jpg")
+    (tmp_path / "dog" / "c.png").unlink()
+    whole = (tmp_path / "dog" / "b.jpg").read_bytes()
+    (tmp_path / "dog" / "b.jpg").write_bytes(whole[: len(whole) // 2])
     ds, _ = load_imagefolder(tmp_path, 32)
     with pytest.raises(DatasetError, match=r"b\.jpg: cannot read the image"):
         ds[1]

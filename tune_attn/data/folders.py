@@ -41,6 +41,27 @@ def load_rgb(path: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
+def check_headers(paths: Sequence[Path]) -> None:
+    """Refuse (:class:`DatasetError`, naming them) files that are no images at all: an empty file, a web page
+    saved as ``.jpg``. Only each file's header is read (about 0.1 ms a file), so a data set is refused before
+    training, not when an epoch reaches such a file; an image damaged after its header is found when read."""
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path):
+                pass
+        except UnidentifiedImageError:
+            bad.append(f"{path} (not an image)")
+        except OSError as exc:
+            bad.append(f"{path} ({exc.strerror or exc})")
+    if bad:
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DatasetError(
+            f"{len(bad)} of {len(paths)} files are not readable images: {'; '.join(bad[:5])}{more}; replace or "
+            "remove them"
+        )
+
+
 _kept: tuple[tuple[Any, ...], dict[int, torch.Tensor]] | None = None
 """The decoded images of the last :class:`FileImages` that kept any, by its size and files (with their mtime
 and size on disk); see :meth:`FileImages.keep_decoded`."""
@@ -158,6 +179,7 @@ def load_pets(root: str | Path, size: int) -> tuple[FileImages, tuple[str, ...]]
             f"{listing}: class ids must run 1..K without gaps, found {sorted(k + 1 for k in names)}"
         )
     class_names = tuple(names[k] for k in range(len(names)))
+    check_headers(files + trimaps)
     return FileImages(files, labels, size, trimaps), class_names
 
 
@@ -246,4 +268,5 @@ def load_imagefolder(root: str | Path, size: int) -> tuple[FileImages, tuple[str
         raise DatasetError(
             f"data.root: class folders without images: {', '.join(empty)}; {IMAGEFOLDER_LAYOUT}"
         )
+    check_headers(files)
     return FileImages(files, labels, size), tuple(classes)
