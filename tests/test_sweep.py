@@ -269,6 +269,22 @@ def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:
     ):
         code, stderr, heavy = heavy_imports_after("sweep", "--storage", str(tmp_path), *args, cwd=tmp_path)
         assert (code, heavy) == (2, []) and needle in stderr, (args, stderr)
+    # A data set the trials would all fail to read (a file in it is no image), found before Ray starts.
+    for cls in ("cat", "dog"):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (20, 20), (100 * i, 50, 0)).save(tmp_path / "images" / cls / f"{i}.png")
+    (tmp_path / "images" / "dog" / "2.jpg").write_text("<html>404</html>")
+    space = tmp_path / "folder_space.yaml"
+    space.write_text(
+        f"data.name: imagefolder\ndata.root: {tmp_path / 'images'}\nmodel.heads: {{type: int, low: 1, high: 2}}\n"
+    )
+    code, stderr, heavy = heavy_imports_after("sweep", "--storage", str(tmp_path), str(space), cwd=tmp_path)
+    assert code == 2 and "ray" not in heavy, stderr
+    assert (
+        f"{space}: data.name imagefolder, data.root {tmp_path / 'images'}: 1 of 5 files are not readable images: "
+        f"{tmp_path / 'images' / 'dog' / '2.jpg'} (not an image)"
+    ) in stderr
 
 
 @pytest.mark.slow

@@ -306,4 +306,23 @@ def check_sweep(space_path: str | Path, options: SweepOptions) -> tuple[SearchSp
         )
     if not client and "://" not in options.storage:  # refused with its name before Ray starts
         check_folder(Path(options.storage_path()), "--storage", "or a URI such as s3://bucket/sweeps")
+    if not options.address:
+        check_data(space)
     return space, options, flag
+
+
+def check_data(space: SearchSpace) -> None:
+    """Load the data set a local sweep's trials will all read, when the space fixes it (one ``data.name`` that
+    reads a folder, one ``data.root``): a wrong layout, or files that are no images, fail here once, before Ray
+    starts, instead of in every trial. Reads the listing and each file's header (torch is imported for it)."""
+    names = [name for name in space.values("data.name") if name != "synthetic"]
+    roots = space.data_roots()
+    if len(names) != 1 or len(roots) != 1:
+        return
+    from tune_attn.config import DataConfig
+    from tune_attn.data import build_data
+
+    try:
+        build_data(DataConfig(name=names[0], root=roots[0]))
+    except ValueError as exc:  # DatasetError too
+        raise ValueError(f"{space.source}: data.name {names[0]}, data.root {roots[0]}: {exc}") from None
