@@ -315,9 +315,8 @@ def check_data(space: SearchSpace) -> None:
     """Load the data set a local sweep's trials will all read, when the space fixes it (one ``data.name`` that
     reads a folder, one ``data.root``): a wrong layout, or files that are no images, fail here once, before Ray
     starts, instead of in every trial. Reads the listing and each file's header (torch is imported for it)."""
-    names = [name for name in space.values("data.name") if name != "synthetic"]
-    roots = space.data_roots()
-    if len(names) != 1 or len(roots) != 1:
+    names, roots = space.values("data.name"), space.data_roots()
+    if len(names) != 1 or len(roots) != 1:  # drawn (some trials may never read it), or synthetic (no root)
         return
     from tune_attn.config import DataConfig
     from tune_attn.data import build_data
