@@ -1385,8 +1385,24 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, tmp_path
     )
     assert not list(here.rglob("checkpoint_*")) and list(folder.rglob("checkpoint_*"))
     assert [{**x, "run": ""} for x in read_sweep(here)] == [{**x, "run": ""} for x in read_sweep(folder)]
-    code, stderr, heavy = heavy_imports_after("fetch", result.path, str(here), cwd=tmp_path)
-    assert (code, heavy) == (2, []) and f"{here}: not an empty folder" in stderr, stderr  # without torch
+    # Fetched again into the same folder: only what is new or changed at the URI comes (the sweep may still be
+    # running there), and nothing that was fetched before is lost.
+    r = subprocess.run([*cli, "fetch", result.path, str(here)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and f"fetched {result.path} to {here} (0 files new or changed)" in r.stdout, (
+        r.stderr
+    )
+    fs, key = pyarrow.fs.FileSystem.from_uri(f"{result.path}/summary.json")
+    with fs.open_output_stream(key) as f:
+        f.write(json.dumps(rows[:1]).encode())
+    r = subprocess.run([*cli, "fetch", result.path, str(here)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "(1 file new or changed)" in r.stdout, r.stderr
+    assert json.loads((here / "summary.json").read_text()) == rows[:1]
+    assert len(list(here.glob("trial_*/run/wandb/offline-run-*"))) == 2
+    # A folder with anything else in it is refused, before torch is imported.
+    code, stderr, heavy = heavy_imports_after("fetch", result.path, str(folder), cwd=tmp_path)
+    assert (code, heavy) == (2, []) and f"{folder}: not an empty folder; choose a new one" in stderr, stderr
+    code, stderr, heavy = heavy_imports_after("fetch", f"{s3}/store/other", str(here), cwd=tmp_path)
+    assert code == 2 and f"{here}: not an empty folder (a copy of {result.path})" in stderr, stderr
     cmd = [sys.executable, "-m", "tune_attn.cli", "best", f"{s3}/store/nothing"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and f"{s3}/store/nothing: no such sweep folder" in r.stderr

@@ -488,23 +488,30 @@ def fetch(
     experiment: Annotated[
         str, typer.Argument(help="A sweep's URI (s3://bucket/sweeps/name, as --storage gave it).")
     ],
-    out: Annotated[Path, typer.Argument(help="An empty or new local folder.")],
+    out: Annotated[
+        Path,
+        typer.Argument(
+            help="A new or empty local folder, or an earlier copy of the sweep to bring up to date."
+        ),
+    ],
 ) -> None:
     """Copy a sweep from its URI to a local folder: summary, plots, each trial's run folder (mask panels,
-    metrics, offline W&B run) and Ray's results, not the checkpoints; then say how to upload its W&B runs."""
-    from tune_attn.leaderboard import SweepError, fetch_sweep, is_uri
+    metrics, offline W&B run) and Ray's results, not the checkpoints; then say how to upload its W&B runs.
+    Into an earlier copy (a sweep still running, a fetch stopped half way) only what is new or changed comes."""
+    from tune_attn.leaderboard import SweepError, check_fetch_folder, fetch_sweep, is_uri
     from tune_attn.tracking import offline_runs
 
     if not is_uri(experiment):
         raise _fail(f"{experiment}: not a URI; a local sweep folder needs no fetching")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise _fail(f"{out}: not an empty folder; choose a new one")
     try:
-        fetch_sweep(experiment, out, everything=True)
+        check_fetch_folder(experiment, out)
+        copied = fetch_sweep(experiment, out, everything=True)
     except SweepError as exc:
         raise _fail(str(exc)) from None
     console.print(
-        f"fetched {experiment} to {out}; pick the best config with: tune-attn best {out}", highlight=False
+        f"fetched {experiment} to {out} ({copied} file{'' if copied == 1 else 's'} new or changed); pick the best "
+        f"config with: tune-attn best {out}",
+        highlight=False,
     )
     runs = offline_runs(out)
     _tell_wandb_runs(runs)

@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import json
 import math
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -55,7 +56,8 @@ def sweep_folder(experiment: str | Path, trial: str | None = None) -> Iterator[P
         yield Path(experiment)
         return
     with tempfile.TemporaryDirectory(prefix="tune-attn-sweep-") as tmp:
-        yield fetch_sweep(str(experiment), Path(tmp), trial)
+        fetch_sweep(str(experiment), Path(tmp), trial)
+        yield Path(tmp)
 
 
 def run_uri(experiment: str, trial_id: str) -> str:
@@ -73,13 +75,37 @@ def read_sweep_at(experiment: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def fetch_sweep(uri: str, dest: Path, trial: str | None = None, everything: bool = False) -> Path:
+FETCHED = ".fetched-from"
+"""The file in a folder that :func:`fetch_sweep` copied a whole sweep into: the sweep's URI. Fetching that URI
+into the folder again brings the copy up to date."""
+
+
+def check_fetch_folder(uri: str, dest: Path) -> None:
+    """Refuse (:class:`SweepError`) a ``dest`` that a fetch of ``uri`` could not fill without mixing it with
+    something else: a file, or a folder holding anything but an earlier fetch of the same URI."""
+    if dest.exists() and not dest.is_dir():
+        raise SweepError(f"{dest}: a file, not a folder; choose a new folder")
+    if not dest.is_dir() or not any(dest.iterdir()):
+        return
+    try:
+        earlier = (dest / FETCHED).read_text().strip()
+    except OSError:
+        earlier = ""
+    if earlier != uri.rstrip("/"):
+        raise SweepError(
+            f"{dest}: not an empty folder{f' (a copy of {earlier})' if earlier else ''}; choose a new one, or the "
+            f"folder an earlier fetch of {uri} filled, to bring that copy up to date"
+        )
+
+
+def fetch_sweep(uri: str, dest: Path, trial: str | None = None, everything: bool = False) -> int:
     """Copy from a sweep at ``uri`` into ``dest`` its ``summary.json`` and ``sweep.json``, and: each trial's
     ``run/metrics.jsonl`` and ``run/config.yaml``, what :func:`read_sweep` reads (a few small files per trial,
     not Ray's checkpoints); or with ``trial``, that trial's whole run folder only (checkpoint, panels; not its
     W&B run), for :func:`tune_attn.export.export_bundle`; or with ``everything``, every file but Ray's
     checkpoints (each trial's run folder with its panels and offline W&B run, the plots, Ray's results and
-    searcher state). Returns ``dest``."""
+    searcher state; ``dest`` is marked as its copy, :data:`FETCHED`). A file already in ``dest`` with the size
+    and time it has at the URI is not copied again. Returns the number of files copied."""
     import pyarrow.fs
 
     try:
@@ -104,13 +130,25 @@ def fetch_sweep(uri: str, dest: Path, trial: str | None = None, everything: bool
         for entry in fs.get_file_info(pyarrow.fs.FileSelector(root)):
             if entry.type == pyarrow.fs.FileType.Directory and entry.base_name.startswith("trial_"):
                 wanted |= {f"{entry.path}/run/metrics.jsonl", f"{entry.path}/run/config.yaml"}
+    if everything:  # first: a fetch stopped half way is continued by the next one
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / FETCHED).write_text(uri.rstrip("/") + "\n")
+    copied = 0
     for info in fs.get_file_info(sorted(wanted)):
-        if info.type == pyarrow.fs.FileType.File:
-            target = dest / info.path[len(root) + 1 :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with fs.open_input_stream(info.path) as src:
-                target.write_bytes(src.read())
-    return dest
+        if info.type != pyarrow.fs.FileType.File:
+            continue
+        target = dest / info.path[len(root) + 1 :]
+        with contextlib.suppress(OSError):
+            st = target.stat()
+            if info.mtime_ns is not None and (st.st_size, st.st_mtime_ns) == (info.size, info.mtime_ns):
+                continue  # as it is there
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with fs.open_input_stream(info.path) as src:
+            target.write_bytes(src.read())
+        if info.mtime_ns is not None:
+            os.utime(target, ns=(info.mtime_ns, info.mtime_ns))
+        copied += 1
+    return copied
 
 
 def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
