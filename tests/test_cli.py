@@ -172,3 +172,24 @@ def test_keys_lists_every_key_with_its_doc(tmp_path: Path) -> None:
     assert starts == valid_keys(), starts
     assert max(len(line) for line in r.stdout.splitlines()) <= 80
     assert "    Mask activation: ``sigmoid`` (0..1), ``relu`` (>= 0) or ``softmax``" in r.stdout
+
+
+def test_a_sweeps_last_word_names_the_trial_best_picks() -> None:
+    from tune_attn.cli import _best_line
+
+    def row(tid: str, status: str, kind: str, acc: float) -> dict[str, object]:
+        return {"trial_id": tid, "status": status, "detector.kind": kind, "last_val_accuracy": acc}
+
+    healthy, flat = row("a", "completed", "healthy", 0.30), row("b", "completed", "flat", 0.35)
+    pruned = row("c", "pruned:point", "point", 0.40)
+    assert _best_line([healthy, pruned]) == "best trial (completed, healthy masks): a val_accuracy 0.300"
+    # A --no-prune sweep completes degenerate trials: the pick is still the healthy one, and the other is named.
+    assert _best_line([healthy, flat, pruned]) == (
+        "best trial (completed, healthy masks): a val_accuracy 0.300; the most accurate completed trial, b "
+        "(0.350), ends with flat masks"
+    )
+    assert _best_line([flat, pruned]) == (
+        "no completed trial has healthy masks at the end; the most accurate completed trial, b (0.350), ends "
+        "with flat masks"
+    )
+    assert _best_line([pruned]) == ""

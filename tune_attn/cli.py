@@ -7,7 +7,7 @@ import shlex
 import sys
 import textwrap
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -320,16 +320,9 @@ def sweep(
         )
     else:
         console.print(f"sweep finished: {counts}", highlight=False)
-    best = max(
-        (r for r in result.rows if r["status"] == "completed"),
-        key=lambda r: r["last_val_accuracy"],
-        default=None,
-    )
-    if best is not None:
-        console.print(
-            f"best completed trial: {best['trial_id']} val_accuracy {best['last_val_accuracy']:.3f}",
-            highlight=False,
-        )
+    line = _best_line(result.rows)
+    if line:
+        console.print(line, highlight=False)
     note = pruned_ahead_note(result.rows, result.path)
     if note:
         console.print(note, highlight=False)
@@ -558,6 +551,32 @@ def predict(
         raise _fail(str(exc)) from None
     if unread:
         raise _fail(f"{unread} of {len(paths)} images could not be read (named above)", 1)
+
+
+def _best_line(rows: list[dict[str, Any]]) -> str:
+    """The end of a sweep's word on its best trial: the one `best` picks (completed, healthy masks at the end),
+    and the most accurate completed trial where that one is not it (a --no-prune sweep completes degenerate
+    trials)."""
+    from tune_attn.leaderboard import pickable
+
+    def most_accurate(rs: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return max(rs, key=lambda r: r["last_val_accuracy"], default=None)
+
+    pick = most_accurate([r for r in rows if pickable(r)])
+    top = most_accurate([r for r in rows if r["status"] == "completed"])
+    if top is None:
+        return ""
+    line = (
+        f"best trial (completed, healthy masks): {pick['trial_id']} val_accuracy {pick['last_val_accuracy']:.3f}"
+        if pick is not None
+        else "no completed trial has healthy masks at the end"
+    )
+    if top is not pick:
+        line += (
+            f"; the most accurate completed trial, {top['trial_id']} ({top['last_val_accuracy']:.3f}), ends with "
+            f"{top.get('detector.kind')} masks"
+        )
+    return line
 
 
 def _num(v: object) -> str:
