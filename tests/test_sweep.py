@@ -726,7 +726,7 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     # (--progress-every 0) with the running trial's epoch, and each trial's end with the counts so far.
     assert any(re.match(r"\w+: started optimizer=(adamw|sgd) .*mask_kernel=[13] \| ", x) for x in seen), seen
     assert any(
-        re.match(r"\[\d+m\d\ds\] 1 running, 0 done; best completed - \(\w+ epoch 1/3\)", x) for x in seen
+        re.match(r"\[\d+m\d\ds\] 1 running, 0 done; best healthy - \(\w+ epoch 1/3\)", x) for x in seen
     )
     assert any(re.search(r": (completed|pruned:dead).* \| \d running, 2 done: ", x) for x in seen), seen
     assert not (tmp_path / "r" / "summary.json").exists()  # it really did not finish
@@ -756,6 +756,14 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     assert re.search(r"\w+: started ", r.stdout) and not re.search(r"^\[\d+m\d\ds\]", r.stdout, re.M)
     assert re.search(r"\| 0 running, 4 done: ", r.stdout), r.stdout  # the trials finished before count too
     rows = json.loads((tmp_path / "r" / "summary.json").read_text())
+    # The status line's best is what `best` may pick: completed with healthy masks, those before the kill too.
+    healthy = [
+        x["last_val_accuracy"] for x in rows if x["status"] == "completed" and x["detector.kind"] == "healthy"
+    ]
+    best_said = f"{max(healthy):.3f}" if healthy else "-"
+    assert re.search(rf"\| 0 running, 4 done: .*; best healthy {re.escape(best_said)}$", r.stdout, re.M), (
+        r.stdout
+    )
     # The trial Tune did not know is kept in the summary as lost, with the epoch it trained, and is not picked.
     (lost,) = [row for row in rows if row["trial_id"] == "0badf00d"]
     rows.remove(lost)

@@ -177,7 +177,7 @@ def _progress_callback(keys: list[str]) -> Any:
             best = f"{self.best:.3f}" if self.best > -math.inf else "-"
             return (
                 f"{len(self.epochs)} running, {len(self.ended)} done{': ' + counts if counts else ''}; "
-                f"best completed {best}"
+                f"best healthy {best}"
             )
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -235,8 +235,12 @@ def _progress_callback(keys: list[str]) -> Any:
             status, reason = run_status(trial.last_result, error, METRIC)
             self.ended.append(status)
             acc = (trial.last_result or {}).get(METRIC)
-            if status == "completed" and acc is not None:
-                self.best = max(self.best, acc)
+            if (
+                status == "completed"
+                and acc is not None
+                and trial.last_result.get("detector.kind") == "healthy"
+            ):
+                self.best = max(self.best, acc)  # what `best` may pick
             return status, reason, acc
 
         def _done(self, trial: Any, error: bool) -> None:
