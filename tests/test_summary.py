@@ -109,3 +109,33 @@ def test_the_study_file_holds_the_study_and_one_that_cannot_be_written_is_named(
         (t.params, t.value, t.state) for t in study.trials
     ]
     assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 'study.db'}") == ["s"]
+
+
+def test_the_summary_is_written_whole_and_a_broken_one_is_named(tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    from tune_attn.leaderboard import SweepError, read_sweep
+    from tune_attn.tune.summary import write_table
+
+    rows = [{"trial_id": "a", "status": "pruned:flat", "number": 0}, {"trial_id": "b", "status": "error"}]
+    write_table(tmp_path, rows)
+    assert json.loads((tmp_path / "summary.json").read_text()) == rows
+    assert (tmp_path / "summary.csv").read_text().splitlines() == [
+        "trial_id,status,number",
+        "a,pruned:flat,0",
+        "b,error,",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "summary.csv",
+        "summary.json",
+    ]  # no temporary file left
+    assert [r["status"] for r in read_sweep(tmp_path)] == ["pruned:flat", "error"]
+    # Cut short (a copy broken on the way, a disk that filled): named, with what to do, not a bare JSON error.
+    text = (tmp_path / "summary.json").read_text()
+    (tmp_path / "summary.json").write_text(text[: len(text) // 2])
+    with pytest.raises(
+        SweepError, match=r"summary.json: not a sweep summary \(.*\); the sweep writes it at its end"
+    ):
+        read_sweep(tmp_path)

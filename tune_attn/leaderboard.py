@@ -171,7 +171,13 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
     driver = running_driver(folder)  # None: not known (a copy, a URI); "": no driver runs the sweep
     final = {}
     if (folder / "summary.json").is_file():
-        final = {r["trial_id"]: r for r in json.loads((folder / "summary.json").read_text())}
+        try:
+            final = {r["trial_id"]: r for r in json.loads((folder / "summary.json").read_text())}
+        except (ValueError, TypeError, KeyError) as exc:
+            raise SweepError(
+                f"{folder / 'summary.json'}: not a sweep summary ({exc}); the sweep writes it at its end: run it "
+                "again with --resume to write it anew, or move it away to list the trials from their folders"
+            ) from None
     rows = []
     for run in sorted(folder.glob("trial_*/run")):
         lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []

@@ -78,14 +78,19 @@ def pruned_ahead_note(rows: list[dict[str, Any]], path: str) -> str | None:
 
 
 def write_table(folder: Path, rows: list[dict[str, Any]]) -> None:
-    """summary.json and summary.csv in ``folder``."""
+    """summary.json and summary.csv in ``folder``, each written beside and moved into place: a reader (`tune-attn
+    best`) never finds half a file, even when a second Ctrl+C ends the sweep while it writes them."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "summary.json").write_text(json.dumps(rows, indent=1, default=str))
+    tmp = folder / f".summary.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(rows, indent=1, default=str))
+    os.replace(tmp, folder / "summary.json")
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with (folder / "summary.csv").open("w", newline="") as fh:
+    tmp = folder / f".summary.csv.{os.getpid()}.tmp"
+    with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, folder / "summary.csv")
 
 
 STUDY_FILE = "study.db"
