@@ -429,11 +429,13 @@ def test_predict_goes_in_batches_through_folders_and_past_unreadable_images(
         pixels = np.random.default_rng(i).random((40, 50, 3)) * 255
         Image.fromarray(pixels.astype(np.uint8)).save(folder / f"img{i}.png")
     (folder / "notes.txt").write_text("not an image")
-    (folder / "img9.attention.png").write_bytes(
-        (folder / "img0.png").read_bytes()
-    )  # an earlier run's overlay
+    overlay = (folder / "img0.png").read_bytes()
+    (folder / "img9.attention.png").write_bytes(overlay)  # as an earlier run left it: not predicted
+    (folder / "sub").mkdir()
+    (folder / "img4.png").rename(folder / "sub" / "img4.png")  # sub-folders are read too
     images = image_files([folder])
-    assert [p.name for p in images] == [f"img{i}.png" for i in range(5)]
+    names = [p.relative_to(folder).as_posix() for p in images]
+    assert names == [f"img{i}.png" for i in range(4)] + ["sub/img4.png"]
 
     # In batches of 2 (the last one short) as in one: the same classes and probabilities.
     whole = list(predict(bundle, images, tmp_path / "whole"))
@@ -451,7 +453,8 @@ def test_predict_goes_in_batches_through_folders_and_past_unreadable_images(
     assert r.returncode == 1, r.stderr
     assert [line.split("\t")[0] for line in r.stdout.splitlines()] == [str(p) for p in images]
     assert f"{bad}: cannot read the image" in r.stderr and "1 of 6 images could not be read" in r.stderr
-    assert all((folder / f"img{i}.attention.png").is_file() for i in range(5))
+    assert all((folder / f"img{i}.attention.png").is_file() for i in range(4))
+    assert (folder / "sub" / "img4.attention.png").is_file()
 
     # Two images whose overlays would be one file are refused before any work; so is an overlay over an image.
     (folder / "img0.jpg").write_bytes((folder / "img0.png").read_bytes())

@@ -280,15 +280,17 @@ PREDICT_BATCH = 64
 
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The images named: a file as given; a folder's image files (by suffix, sorted; not its ``*.attention.png``
-    overlays, so that predicting on a folder again does not predict its overlays)."""
+    """The images named: a file as given; a folder's image files, in its sub-folders too (by suffix, sorted; not
+    the ``*.attention.png`` overlays, so that predicting on a folder again does not predict its overlays)."""
     out: list[Path] = []
     for path in map(Path, paths):
         if not path.is_dir():
             out.append(path)
             continue
         found = sorted(
-            f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.endswith(OVERLAY)
+            f
+            for f in path.rglob("*")
+            if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.endswith(OVERLAY) and f.is_file()
         )
         if not found:
             raise DatasetError(
