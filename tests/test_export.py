@@ -474,3 +474,23 @@ def test_predict_goes_in_batches_through_folders_and_past_unreadable_images(
     (tmp_path / "taken" / "img1.attention.png").mkdir(parents=True)
     with pytest.raises(OSError, match=r"taken/img1.attention.png: cannot write the overlay"):
         list(predict(bundle, images, tmp_path / "taken"))
+
+
+def test_evaluate_checks_a_bundle_against_what_it_records(sweep: Path, tmp_path: Path) -> None:
+    pick = rank(read_sweep(sweep))[1]
+    assert pick is not None
+    bundle = export_bundle(pick, tmp_path / "bundle", sweep)
+    r = _cli("evaluate", str(bundle), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"epoch {pick['epochs']}  val_loss " in r.stdout
+    assert f"val_accuracy {pick['last_val_accuracy']:.4f}\n" in r.stdout and "note" not in r.stdout, r.stdout
+    # A bundle whose files do not agree (here: its description edited) is said to be so.
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["metrics"]["last_val_accuracy"] = pick["last_val_accuracy"] + 0.25
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    r = _cli("evaluate", str(bundle), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (
+        f"note: the bundle records val_accuracy {pick['last_val_accuracy'] + 0.25:.3f} for trial "
+        f"{pick['trial_id']} at epoch {pick['epochs']}; its weights give another"
+    ) in r.stdout, r.stdout

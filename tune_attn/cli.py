@@ -647,25 +647,45 @@ def keys() -> None:
 
 
 @app.command()
-def evaluate(run: Annotated[Path, typer.Argument(help="A run folder (or its checkpoint.pt).")]) -> None:
-    """Re-evaluate a saved run on its validation set: accuracy and mask statistics."""
+def evaluate(
+    run: Annotated[
+        Path,
+        typer.Argument(help="A run folder (or its checkpoint.pt), or a bundle folder written by export."),
+    ],
+) -> None:
+    """Re-evaluate a saved run, or a bundle (before deploying it), on its validation set: accuracy and mask
+    statistics."""
     from tune_attn.config import from_dict
     from tune_attn.engine import Trainer
+    from tune_attn.export import BUNDLE_DESCRIPTION, load_bundle
     from tune_attn.run import CHECKPOINT, load_checkpoint
 
-    path = run / CHECKPOINT if run.is_dir() else run
+    bundle = None
     try:
-        state = load_checkpoint(path)
-        cfg = from_dict(state["config"], source=str(path))
+        if (run / BUNDLE_DESCRIPTION).is_file():
+            bundle = load_bundle(run)
+            cfg, weights, epoch = bundle.cfg, bundle.model.state_dict(), bundle.meta.get("epoch")
+        else:
+            path = run / CHECKPOINT if run.is_dir() else run
+            state = load_checkpoint(path)
+            cfg, weights, epoch = from_dict(state["config"], source=str(path)), state["model"], state["epoch"]
         trainer = Trainer(cfg)
-        trainer.model.load_state_dict(state["model"])
-    except (FileNotFoundError, ValueError) as exc:
+        trainer.model.load_state_dict(weights)
+    except (FileNotFoundError, ValueError) as exc:  # BundleError too
         raise _fail(str(exc)) from None
     val_loss, acc, masks = trainer.evaluate()
     from tune_attn.masks import mask_statistics
 
     stats = mask_statistics(masks, trainer.probe_objects, trainer.probe_parts, trainer.data.val.part_names)
-    console.print(f"epoch {state['epoch']}  val_loss {val_loss:.4f}  val_accuracy {acc:.4f}", highlight=False)
+    console.print(f"epoch {epoch}  val_loss {val_loss:.4f}  val_accuracy {acc:.4f}", highlight=False)
+    recorded = bundle.meta.get("metrics", {}).get("last_val_accuracy") if bundle is not None else None
+    if isinstance(recorded, float) and abs(recorded - acc) > 0.005:  # another device may move a sample or two
+        trial = bundle.meta.get("provenance", {}).get("trial_id") if bundle is not None else None
+        console.print(
+            f"note: the bundle records val_accuracy {recorded:.3f} for trial {trial} at epoch {epoch}; its weights "
+            "give another: they may not be that trial's (a bundle put together by hand), or the data set changed",
+            highlight=False,
+        )
     for key, value in stats.flat().items():
         console.print(f"  {key} {value:.4f}", highlight=False)
 

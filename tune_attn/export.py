@@ -37,7 +37,8 @@ from tune_attn.run import CHECKPOINT, load_checkpoint, panel_path
 from tune_attn.tune.options import SWEEP_RECORD
 
 BUNDLE_FORMAT = 1
-BUNDLE_FILES = ("config.yaml", "weights.pt", "model.pt2", "bundle.json")
+BUNDLE_DESCRIPTION = "bundle.json"
+BUNDLE_FILES = ("config.yaml", "weights.pt", "model.pt2", BUNDLE_DESCRIPTION)
 """The files :func:`load_bundle` needs."""
 WRITTEN = (*BUNDLE_FILES, "panel.png", "timeline.png", "MODEL_CARD.md")
 """Every file an export writes: a folder with nothing else in it may be filled with a new bundle."""
