@@ -543,10 +543,8 @@ def predict(
             if p.error:
                 unread += 1
                 typer.echo(p.error, err=True)
-            else:
-                typer.echo(
-                    f"{p.image}\t{p.label}\t{p.probability:.4f}\t{p.overlay}"
-                )  # tab-separated, for scripts
+            else:  # tab-separated, for scripts
+                typer.echo(f"{p.image}\t{p.label}\t{p.probability:.4f}\t{p.overlay}")
     except (BundleError, DatasetError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     if unread:
@@ -678,9 +676,10 @@ def evaluate(
 
     stats = mask_statistics(masks, trainer.probe_objects, trainer.probe_parts, trainer.data.val.part_names)
     console.print(f"epoch {epoch}  val_loss {val_loss:.4f}  val_accuracy {acc:.4f}", highlight=False)
+    # Half a point apart at least: another device's numerics may move a sample or two, not a whole trial.
     recorded = bundle.meta.get("metrics", {}).get("last_val_accuracy") if bundle is not None else None
-    if isinstance(recorded, float) and abs(recorded - acc) > 0.005:  # another device may move a sample or two
-        trial = bundle.meta.get("provenance", {}).get("trial_id") if bundle is not None else None
+    if bundle is not None and isinstance(recorded, float) and abs(recorded - acc) > 0.005:
+        trial = bundle.meta.get("provenance", {}).get("trial_id")
         console.print(
             f"note: the bundle records val_accuracy {recorded:.3f} for trial {trial} at epoch {epoch}; its weights "
             "give another: they may not be that trial's (a bundle put together by hand), or the data set changed",
