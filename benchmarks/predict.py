@@ -75,12 +75,19 @@ def main() -> None:
         for i in range(args.images):
             pixels = (rng.random((size, size, 3)) * 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{i:06d}.png")
+        runs = []
         for label, batch in ((f"batches of {PREDICT_BATCH}", PREDICT_BATCH), ("one batch", args.images)):
             r = run(args.bundle, folder, Path(tmp) / label.replace(" ", "_"), batch)
+            runs.append(r)
             print(
                 f"{label:>14}: {r['images']} images of {size} px, {1000 * r['seconds'] / r['images']:.1f} ms per image "
                 f"({100 * r['drawing'] / r['seconds']:.0f} % drawing the overlays), peak memory {r['peak_gb']:.2f} GB"
             )
+        batched, whole = runs
+        print(
+            f"ratio batches / one batch: time {batched['seconds'] / whole['seconds']:.2f}, "
+            f"peak memory {batched['peak_gb'] / whole['peak_gb']:.2f}"
+        )
 
 
 if __name__ == "__main__":
