@@ -3,8 +3,8 @@
 Writes N random images into a temporary folder, then, each in a fresh process, runs
 :func:`tune_attn.export.predict` on them with the given bundle: once in batches of
 :data:`~tune_attn.export.PREDICT_BATCH` (what the command does) and once with every image in one batch (what it
-did before). Prints the milliseconds per image, the share of that spent drawing the overlays, and each run's
-peak resident memory.
+did before), and in batches without overlays (``--no-overlays``). Prints the milliseconds per image, the share
+of that spent drawing the overlays, each run's peak resident memory, and their ratios.
 
     .venv/bin/python benchmarks/predict.py --bundle BUNDLE [--images 2000]
 """
@@ -28,13 +28,14 @@ from tune_attn import panels
 from tune_attn.export import image_files, load_bundle, predict
 
 bundle, folder, overlays, batch = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+draw = sys.argv[5] == "draw"
 drawing = [0.0]
-draw = panels.mask_panel
+original = panels.mask_panel
 
 
 def timed(*args, **kwargs):
     t = time.perf_counter()
-    out = draw(*args, **kwargs)
+    out = original(*args, **kwargs)
     drawing[0] += time.perf_counter() - t
     return out
 
@@ -43,16 +44,16 @@ panels.mask_panel = timed
 loaded = load_bundle(bundle)
 images = image_files([folder])
 start = time.perf_counter()
-n = sum(1 for p in predict(loaded, images, overlays, batch_size=batch) if not p.error)
+n = sum(1 for p in predict(loaded, images, overlays, batch_size=batch, draw=draw) if not p.error)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB -> GiB (about)
 print(json.dumps({"images": n, "seconds": seconds, "drawing": drawing[0], "peak_gb": peak}))
 """
 
 
-def run(bundle: str, folder: Path, overlays: Path, batch: int) -> dict[str, float]:
+def run(bundle: str, folder: Path, overlays: Path, batch: int, draw: bool = True) -> dict[str, float]:
     r = subprocess.run(
-        [sys.executable, "-c", RUN, bundle, str(folder), str(overlays), str(batch)],
+        [sys.executable, "-c", RUN, bundle, str(folder), str(overlays), str(batch), "draw" if draw else "no"],
         capture_output=True,
         text=True,
         check=True,
@@ -87,6 +88,11 @@ def main() -> None:
         print(
             f"ratio batches / one batch: time {batched['seconds'] / whole['seconds']:.2f}, "
             f"peak memory {batched['peak_gb'] / whole['peak_gb']:.2f}"
+        )
+        bare = run(args.bundle, folder, Path(tmp) / "none", PREDICT_BATCH, draw=False)
+        print(
+            f"--no-overlays : {1000 * bare['seconds'] / bare['images']:.1f} ms per image, peak memory "
+            f"{bare['peak_gb']:.2f} GB; ratio to batches with overlays: time {bare['seconds'] / batched['seconds']:.2f}"
         )
 
 

@@ -445,6 +445,16 @@ def test_predict_goes_in_batches_through_folders_and_past_unreadable_images(
     assert sorted(f.name for f in (tmp_path / "batched").iterdir()) == [
         f"img{i}.attention.png" for i in range(5)
     ]
+    # Classifying only: the same, and no overlay drawn anywhere.
+    bare = list(predict(bundle, images, tmp_path / "bare", draw=False))
+    assert [(p.image, p.label, p.overlay) for p in bare] == [(p.image, p.label, None) for p in whole]
+    assert [p.probability for p in bare] == pytest.approx([p.probability for p in whole], abs=1e-5)
+    earlier = [folder / "img9.attention.png"]  # the one put there above
+    assert not (tmp_path / "bare").exists() and list(folder.rglob("*.attention.png")) == earlier
+    r = _cli("predict", str(tmp_path / "bundle"), str(folder), "--no-overlays", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [line.split("\t")[3] for line in r.stdout.splitlines()] == ["-"] * 5
+    assert list(folder.rglob("*.attention.png")) == earlier
 
     # An unreadable image is named and skipped; the others are predicted; exit code 1.
     bad = tmp_path / "bad.png"

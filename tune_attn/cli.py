@@ -526,6 +526,10 @@ def predict(
             help="Write the <image>.attention.png overlays into this folder, not next to each image."
         ),
     ] = None,
+    no_overlays: Annotated[
+        bool,
+        typer.Option("--no-overlays", help="Classify only: no overlay (the overlays take 9/10 of the time)."),
+    ] = False,
 ) -> None:
     """Class and probability per image, on the CPU, a line each as they are done; writes <image>.attention.png
     next to each image (or into --overlays). An image that cannot be read is named on stderr, the others go on
@@ -536,15 +540,16 @@ def predict(
 
     try:
         paths = image_files(images)
-        overlay_paths(paths, overlays)  # refused before the bundle loads
+        if not no_overlays:
+            overlay_paths(paths, overlays)  # refused before the bundle loads
         loaded = load_bundle(bundle)
         unread = 0
-        for p in run_predict(loaded, paths, overlays):
+        for p in run_predict(loaded, paths, overlays, draw=not no_overlays):
             if p.error:
                 unread += 1
                 typer.echo(p.error, err=True)
             else:  # tab-separated, for scripts
-                typer.echo(f"{p.image}\t{p.label}\t{p.probability:.4f}\t{p.overlay}")
+                typer.echo(f"{p.image}\t{p.label}\t{p.probability:.4f}\t{p.overlay or '-'}")
     except (BundleError, DatasetError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     if unread:
