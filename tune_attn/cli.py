@@ -535,13 +535,11 @@ def predict(
     next to each image (or into --overlays). An image that cannot be read is named on stderr, the others go on
     (exit code 1 at the end)."""
     from tune_attn.data import DatasetError
-    from tune_attn.export import BundleError, image_files, load_bundle, overlay_paths
+    from tune_attn.export import BundleError, image_files, load_bundle
     from tune_attn.export import predict as run_predict
 
     try:
         paths = image_files(images)
-        if not no_overlays:
-            overlay_paths(paths, overlays)  # refused before the bundle loads
         loaded = load_bundle(bundle)
         unread = 0
         for p in run_predict(loaded, paths, overlays, draw=not no_overlays):
