@@ -793,9 +793,20 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path: Pat
     assert lost_run.exited and lost_run.tags == ["lost"] and lost_run.run.run_group == "r"
     assert lost_run.summary["status"] == "lost" and lost_run.summary["reason"] == lost["reason"]
     assert lost_run.config["trial_id"] == "0badf00d" and lost_run.config["train"]["epochs"] == 3
+    # The kill can also land after the next trial trained an epoch but before Tune saved that it had started (a
+    # race its 1.5 s can win on a loaded machine: seen once in CI): a real lost trial, told as such, whose config
+    # the resumed search proposed again.
+    really_lost = [row for row in rows if row["status"] == "lost"]
+    rows = [row for row in rows if row["status"] != "lost"]
+    for row in really_lost:
+        assert re.fullmatch(
+            r"stopped after epoch \d of 3: it started after the sweep last saved its state, and its driver died, so "
+            r"the resumed sweep did not know it(; its config ran again as trial \w+)?",
+            row["reason"],
+        ), row
     assert len(rows) == 4  # the search carried on to the requested number of trials
     n_completed = sum(row["status"] == "completed" for row in rows)
-    ended = {"completed": n_completed, "lost": 1, "pruned": 4 - n_completed}
+    ended = {"completed": n_completed, "lost": 1 + len(really_lost), "pruned": 4 - n_completed}
     said = ", ".join(f"{n} {kind}" for kind, n in ended.items() if n)
     assert f"sweep finished: {said}\n" in r.stdout, r.stdout  # all 4 and the lost one, by kind
     ids = {row["trial_id"] for row in rows}
