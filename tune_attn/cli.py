@@ -456,7 +456,8 @@ def export_(
     min_object_mass: MinObjectOpt = None,
 ) -> None:
     """Write a deployable bundle (config, weights, torch.export model, panel, model card) of a sweep's trial."""
-    from tune_attn.leaderboard import SweepError, find_trial, pickable, rank, read_sweep_at
+    from tune_attn.leaderboard import SweepError, find_trial, rank, read_sweep_at
+    from tune_attn.status import pickable
 
     try:
         rows = read_sweep_at(experiment)
@@ -558,7 +559,7 @@ def _best_line(rows: list[dict[str, Any]]) -> str:
     """The end of a sweep's word on its best trial: the one `best` picks (completed, healthy masks at the end),
     and the most accurate completed trial where that one is not it (a --no-prune sweep completes degenerate
     trials)."""
-    from tune_attn.leaderboard import pickable
+    from tune_attn.status import pickable
 
     def most_accurate(rs: list[dict[str, Any]]) -> dict[str, Any] | None:
         return max(rs, key=lambda r: r["last_val_accuracy"], default=None)

@@ -28,6 +28,7 @@ from tune_attn.status import (
     METRIC,
     interrupted_reason,
     is_last_epoch,
+    pickable,
     run_status,
 )
 from tune_attn.tune.options import SWEEP_RECORD, resume_command, running_driver
@@ -259,11 +260,6 @@ def searched_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
 def was_drawn(row: dict[str, Any], key: str) -> bool:
     """Whether ``key`` was drawn for this trial (always true for a sweep without a recorded space)."""
     return row.get("drawn") is None or key in row["drawn"]
-
-
-def pickable(row: dict[str, Any]) -> bool:
-    """Whether :func:`rank` may pick the trial: it completed, with healthy masks at the end."""
-    return row["status"] == "completed" and row.get("detector.kind") == "healthy"
 
 
 def rank(

@@ -30,6 +30,13 @@ LOST_MARK = "lost.json"
 (so that ``tune-attn best`` tells it apart while the resumed sweep runs)."""
 
 
+def pickable(row: dict[str, Any]) -> bool:
+    """Whether a trial (``status`` and ``detector.kind``, as the summary rows hold them) may be picked as a sweep's
+    best: it completed, with healthy masks at the end. ``tune-attn best``, the sweep's progress and its last
+    word all ask this."""
+    return row["status"] == "completed" and row.get("detector.kind") == "healthy"
+
+
 def interrupted_when(last: dict[str, Any] | None) -> str:
     """When a run whose last epoch's metrics were ``last`` was interrupted: ``after epoch 3 of 12``."""
     epoch = (last or {}).get("epoch")

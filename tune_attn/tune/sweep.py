@@ -29,6 +29,7 @@ from tune_attn.status import (
     LOST,
     METRIC,
     interrupted_reason,
+    pickable,
     run_status,
 )
 from tune_attn.tracking import WandbRun, offline_runs, run_id, stop_service, trial_run_id
@@ -235,11 +236,8 @@ def _progress_callback(keys: list[str]) -> Any:
             status, reason = run_status(trial.last_result, error, METRIC)
             self.ended.append(status)
             acc = (trial.last_result or {}).get(METRIC)
-            if (
-                status == "completed"
-                and acc is not None
-                and trial.last_result.get("detector.kind") == "healthy"
-            ):
+            kind = (trial.last_result or {}).get("detector.kind")
+            if acc is not None and pickable({"status": status, "detector.kind": kind}):
                 self.best = max(self.best, acc)  # what `best` may pick
             return status, reason, acc
 
