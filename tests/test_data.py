@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from tune_attn.config import DataConfig
 from tune_attn.data import DatasetError, build_data, iterate_batches, split_indices, synthetic
-from tune_attn.data.folders import load_cifar10, load_imagefolder, load_pets, pets_breed_name
+from tune_attn.data.folders import load_cifar10, load_imagefolder, load_pets, load_rgb, pets_breed_name
 
 
 # ---- the embedded synthetic set -----------------------------------------------------------------------
@@ -152,6 +152,54 @@ def test_pets_loader_reads_images_labels_and_trimaps(tmp_path: Path) -> None:
     assert len(splits.train) + len(splits.val) == 9 and len(splits.val) == 3
     assert splits.val.has_object_masks and splits.val.masks(0)[0].shape == (32, 32)
     assert pets_breed_name("american_pit_bull_terrier_12") == "American Pit Bull Terrier"
+
+
+def _sideways(path: Path, upright: np.ndarray, turn: int = 6) -> None:
+    """Save ``upright`` (H, W, 3) as a phone does when it is held sideways: the pixels as the sensor has them
+    (turned a quarter), and an EXIF orientation that tells viewers to turn them back."""
+    exif = Image.Exif()
+    exif[0x0112] = turn  # 6: turn the stored pixels 90 degrees clockwise to show them
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(path, exif=exif.tobytes(), quality=95)
+
+
+def test_photos_load_as_viewers_show_them_upright_16_bit_grey_too_and_trimaps_turn_alike(
+    tmp_path: Path,
+) -> None:
+    # A red top half over a blue bottom half, stored sideways with EXIF orientation 6.
+    photo = np.zeros((48, 36, 3), np.uint8)
+    photo[:24] = (255, 0, 0)
+    photo[24:] = (0, 0, 255)
+    root = make_fake_pets(tmp_path, per_class=1)
+    image = root / "oxford-iiit-pet" / "images" / "Abyssinian_1.jpg"
+    _sideways(image, photo)
+    # Its trimap lies over the stored (sideways) pixels: the pet is the stored left half, the shown top half.
+    tri = np.full((36, 48), 2, np.uint8)
+    tri[:, :24] = 1
+    Image.fromarray(tri).save(root / "oxford-iiit-pet" / "annotations" / "trimaps" / "Abyssinian_1.png")
+    ds, _ = load_pets(root, 16)
+    i = [f.name for f in ds.files].index("Abyssinian_1.jpg")
+    img = ds[i][0].permute(1, 2, 0).numpy().astype(int)  # (16, 16, 3)
+    assert (img[:6, :, 0] > 200).all() and (img[:6, :, 2] < 60).all()  # red on top, as shown
+    assert (img[-6:, :, 2] > 200).all() and (img[-6:, :, 0] < 60).all()  # blue at the bottom
+    obj = ds.masks(i)[0]
+    assert obj[:8].mean() == 1.0 and obj[8:].mean() == 0.0  # the pet's mask on the top half with it
+    # All eight orientations: as PIL's exif_transpose shows them (to within a unit of rounding).
+    rng = np.random.default_rng(0)
+    pixels = Image.fromarray(rng.integers(0, 255, (30, 20, 3), dtype=np.uint8))
+    for turn in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = turn
+        pixels.save(tmp_path / f"o{turn}.png", exif=exif.tobytes())
+        with Image.open(tmp_path / f"o{turn}.png") as im:
+            shown = ImageOps.exif_transpose(im).resize((12, 12), Image.Resampling.BILINEAR)
+        got = load_rgb(tmp_path / f"o{turn}.png", 12).permute(1, 2, 0).numpy().astype(int)
+        assert np.abs(got - np.asarray(shown, dtype=int)).max() <= 1, turn
+    # A 16-bit grey PNG reads as its 8-bit grey, not clipped to white.
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    grey = load_rgb(tmp_path / "grey16.png", 8).numpy().astype(int)  # (3, 8, 8)
+    assert grey[0, 0, 0] < 30 and grey[0, -1, -1] > 225 and 100 < grey.mean() < 155  # (clipped: all 255)
+    assert (grey[0] == grey[1]).all() and (grey[1] == grey[2]).all()
 
 
 def test_image_files_are_decoded_once_while_they_fit_the_memory_cache(tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ def export_bundle(
             "format": BUNDLE_FORMAT,
             "class_names": names,
             "image_size": size,
-            "preprocessing": f"RGB, resized to {size} x {size} (bilinear), pixels scaled to [0, 1]; the model "
+            "preprocessing": f"RGB, turned upright as its EXIF orientation says, resized to {size} x {size} (bilinear), pixels scaled to [0, 1]; the model "
             "normalises them itself",
             "outputs": {
                 "logits": "(B, classes)",

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from tune_attn.data.base import AttnDataset, DatasetError, TensorImages
 
@@ -29,13 +29,46 @@ IMAGEFOLDER_LAYOUT = """expected an ImageFolder tree: ROOT/<class name>/<image f
 image files ending in """ + ", ".join(IMAGE_SUFFIXES)
 
 
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+"""EXIF orientation -> the turn that shows the stored pixels upright (as ``PIL.ImageOps.exif_transpose``)."""
+
+
+def orientation(im: Image.Image) -> int:
+    """The EXIF orientation of an open image: 1 upright, 2-8 turned or mirrored (a phone's photo held sideways)."""
+    value = im.getexif().get(ExifTags.Base.Orientation, 1)
+    return value if isinstance(value, int) else 1
+
+
+def upright(im: Image.Image, turn: int) -> Image.Image:
+    """``im`` turned as EXIF orientation ``turn`` says; turned after the resize to a square, it
+    is the same (to within a unit of rounding) as turned before, at a fraction of the cost for a large photo."""
+    method = _UPRIGHT.get(turn)
+    return im if method is None else im.transpose(method)
+
+
+def _rgb(im: Image.Image) -> Image.Image:
+    """An open image in RGB; 16-bit grey (a 16-bit PNG or TIFF) scaled to 8 bits, where PIL's own conversion
+    clips every value above 255 and leaves the image white."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im, dtype=np.float64).clip(0, 65535) / 257.0  # (H, W) in [0, 255]
+        im = Image.fromarray(np.rint(grey).astype(np.uint8))
+    return im.convert("RGB")
+
+
 def load_rgb(path: Path, size: int) -> torch.Tensor:
-    """Read an image file as uint8 (3, size, size)."""
+    """Read an image file as uint8 (3, size, size), upright as an image viewer shows it (its EXIF orientation)."""
     try:
         with Image.open(path) as im:
-            arr = np.asarray(
-                im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8
-            )
+            square = _rgb(im).resize((size, size), Image.Resampling.BILINEAR)
+            arr = np.asarray(upright(square, orientation(im)), dtype=np.uint8)  # (size, size, 3)
     except (OSError, UnidentifiedImageError) as exc:
         raise DatasetError(f"{path}: cannot read the image ({exc})") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
@@ -123,8 +156,11 @@ class FileImages(AttnDataset):
             return super().masks(i)
         path = self.trimaps[i]
         try:
+            # The trimap lies over the image's stored pixels: it turns upright with them.
+            with Image.open(self.files[i]) as image:
+                turn = orientation(image)
             with Image.open(path) as im:
-                tri = np.asarray(im.resize((self.size, self.size), Image.Resampling.NEAREST))
+                tri = np.asarray(upright(im.resize((self.size, self.size), Image.Resampling.NEAREST), turn))
         except (OSError, UnidentifiedImageError) as exc:
             raise DatasetError(f"{path}: cannot read the trimap ({exc})") from None
         obj = (tri != 2).astype(np.float32)  # 1 = pet, 3 = its border, 2 = background
