@@ -352,6 +352,11 @@ def test_imagefolder_loader(tmp_path: Path) -> None:
         for i in range(3):
             _jpg(tmp_path / cls / f"{i}.png", colour)
     (tmp_path / "notes.txt").write_text("ignored")
+    # Hidden files are no data: a Mac's AppleDouble file beside each photo copied from it (no image, but
+    # named .jpg), a notebook's checkpoints folder, a hidden class folder.
+    (tmp_path / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07 Mac OS X resource fork")
+    _jpg(tmp_path / "dog" / ".ipynb_checkpoints" / "0-checkpoint.png", (0, 0, 0))
+    _jpg(tmp_path / ".trash" / "0.png", (0, 0, 0))
     ds, names = load_imagefolder(tmp_path, 32)
     assert names == ("cat", "dog") and len(ds) == 6
     img, label = ds[5]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from PIL import Image
 
 from tests.conftest import heavy_imports_after
 from tune_attn.export import BundleError, export_bundle, image_files, load_bundle, overlay_paths, predict
-from tune_attn.leaderboard import SweepError, rank, read_sweep, searched_keys, was_drawn
+from tune_attn.leaderboard import SweepError, rank, read_sweep, searched_keys, was_drawn, why_no_pick
 from tune_attn.run import load_checkpoint
 from tune_attn.tune.options import DRIVER_LOCK, SweepOptions, sole_driver
 from tune_attn.tune.sweep import run_sweep
@@ -68,6 +69,19 @@ def test_the_pick_is_the_best_completed_trial_with_healthy_masks(sweep: Path) ->
     assert any(r["status"].startswith("pruned:") for r in rows)
     # A quality floor no trial reaches leaves nothing to pick; bad options are refused.
     assert rank(rows, min_object_mass=1.0)[1] is None
+    # ... and why is told: the most object mass there was, or how the trials ended.
+    most = max(r["mask.object_mass"] for r in eligible)
+    assert why_no_pick(rows, 1.0) == (
+        f"the most mass on the object among the {len(eligible)} trials that completed with healthy masks is "
+        f"{most:.3f} ({next(r['trial_id'] for r in eligible if r['mask.object_mass'] == most)}), under "
+        "--min-object-mass 1"
+    )
+    unpickable = [r for r in rows if r not in eligible]
+    pruned = sum(r["status"].startswith("pruned:") for r in unpickable)
+    told = why_no_pick(unpickable)
+    assert told.startswith(f"{len(unpickable)} trial") and told.endswith("; --show-pruned lists them")
+    assert sum(int(n) for n in re.findall(r"(\d+) pruned:", told)) == pruned
+    assert "--show-pruned" not in why_no_pick(unpickable, show_pruned=True)
     with pytest.raises(ValueError, match="--metric: 'acc' is not valid; choose one of last_val_accuracy"):
         rank(rows, metric="acc")
     with pytest.raises(ValueError, match=r"--min-object-mass: 1.5; must be in \[0, 1\]"):
@@ -433,6 +447,7 @@ def test_predict_goes_in_batches_through_folders_and_past_unreadable_images(
     (folder / "img9.attention.png").write_bytes(overlay)  # as an earlier run left it: not predicted
     (folder / "sub").mkdir()
     (folder / "img4.png").rename(folder / "sub" / "img4.png")  # sub-folders are read too
+    (folder / "._img1.png").write_bytes(b"\x00\x05\x16\x07")  # a Mac's AppleDouble file: hidden, left out
     images = image_files([folder])
     names = [p.relative_to(folder).as_posix() for p in images]
     assert names == [f"img{i}.png" for i in range(4)] + ["sub/img4.png"]

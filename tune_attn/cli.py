@@ -374,7 +374,7 @@ def best(
     export: Annotated[Path | None, typer.Option(help="Export the picked trial's bundle here.")] = None,
 ) -> None:
     """Leaderboard of a sweep and the best trial whose masks are healthy at the end."""
-    from tune_attn.leaderboard import rank, read_sweep_at, searched_keys, sweep_state, was_drawn
+    from tune_attn.leaderboard import rank, read_sweep_at, searched_keys, sweep_state, was_drawn, why_no_pick
 
     try:
         rows = read_sweep_at(experiment)
@@ -396,7 +396,8 @@ def best(
         raise _fail(
             "no trial completed with healthy masks"
             + (" and enough mass on the object" if min_object_mass else "")
-            + (" yet" if state.startswith("the sweep is running") else ""),
+            + (" yet" if state.startswith("the sweep is running") else "")
+            + (f" ({why_no_pick(rows, min_object_mass, show_pruned)})" if rows else ""),
             1,
         )
     console.print(

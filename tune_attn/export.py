@@ -30,7 +30,7 @@ import torch
 from tune_attn import panels
 from tune_attn.config import ConfigError, RunConfig, load_config
 from tune_attn.data.base import DatasetError
-from tune_attn.data.folders import IMAGE_SUFFIXES, load_rgb
+from tune_attn.data.folders import IMAGE_SUFFIXES, is_image_file, load_rgb
 from tune_attn.leaderboard import find_trial, is_uri, read_sweep, run_uri, sweep_folder
 from tune_attn.models.classifier import build_model
 from tune_attn.run import CHECKPOINT, load_checkpoint, panel_path
@@ -282,17 +282,14 @@ PREDICT_BATCH = 64
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
     """The images named: a file as given; a folder's image files, in its sub-folders too (by suffix, sorted; not
-    the ``*.attention.png`` overlays, so that predicting on a folder again does not predict its overlays)."""
+    hidden ones, nor the ``*.attention.png`` overlays, so that predicting on a folder again does not predict its
+    overlays)."""
     out: list[Path] = []
     for path in map(Path, paths):
         if not path.is_dir():
             out.append(path)
             continue
-        found = sorted(
-            f
-            for f in path.rglob("*")
-            if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.endswith(OVERLAY) and f.is_file()
-        )
+        found = sorted(f for f in path.rglob("*") if is_image_file(f, path) and not f.name.endswith(OVERLAY))
         if not found:
             raise DatasetError(
                 f"{path}: a folder without image files (ending in {', '.join(IMAGE_SUFFIXES)})"

@@ -296,6 +296,36 @@ def rank(
     return board, best
 
 
+def why_no_pick(
+    rows: Sequence[dict[str, Any]], min_object_mass: float | None = None, show_pruned: bool = False
+) -> str:
+    """Why :func:`rank` picked nothing, in a line: what the trials' object mass was against ``min_object_mass``,
+    or how the trials ended (``6 trials: 3 pruned:corner, 2 completed with flat masks, 1 error``)."""
+    healthy = [r for r in rows if pickable(r)]
+    if healthy and min_object_mass is not None:
+        masses = [
+            (float(r[QUALITY]), r["trial_id"]) for r in healthy if isinstance(r.get(QUALITY), (int, float))
+        ]
+        if not masses:
+            return f"no trial that completed with healthy masks has a {QUALITY}"
+        most, trial = max(masses)
+        return (
+            f"the most mass on the object among the {len(healthy)} trials that completed with healthy masks is "
+            f"{most:.3f} ({trial}), under --min-object-mass {min_object_mass:g}"
+        )
+    ends: dict[str, int] = {}
+    for r in rows:
+        end = r["status"]
+        if end == "completed":
+            end = f"completed with {r.get('detector.kind') or 'unknown'} masks"
+        ends[end] = ends.get(end, 0) + 1
+    told = ", ".join(f"{n} {end}" for end, n in sorted(ends.items(), key=lambda e: -e[1]))
+    hidden = sum(r["status"] not in ("completed", "running", INTERRUPTED) for r in rows)
+    return f"{len(rows)} trial{'s' * (len(rows) != 1)}: {told}" + (
+        "; --show-pruned lists them" if hidden and not show_pruned else ""
+    )
+
+
 def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
     """One row per sweep in a local ``--storage`` folder, the last started first: its name, when it started
     (ISO), its space file, its trials (how many Tune started, lost ones not counted, and how many it was started

@@ -25,8 +25,12 @@ CIFAR_LAYOUT = """expected the CIFAR-10 python layout:
   ROOT/cifar-10-batches-py/data_batch_1 ... data_batch_5 and batches.meta   (pickled dicts)
 (ROOT may also be the cifar-10-batches-py folder itself)"""
 
-IMAGEFOLDER_LAYOUT = """expected an ImageFolder tree: ROOT/<class name>/<image file>, one sub-folder per class,
-image files ending in """ + ", ".join(IMAGE_SUFFIXES)
+IMAGEFOLDER_LAYOUT = (
+    """expected an ImageFolder tree: ROOT/<class name>/<image file>, one sub-folder per class,
+image files ending in """
+    + ", ".join(IMAGE_SUFFIXES)
+    + " (hidden files and folders, named .*, are left out)"
+)
 
 
 _UPRIGHT = {
@@ -72,6 +76,13 @@ def load_rgb(path: Path, size: int) -> torch.Tensor:
     except (OSError, UnidentifiedImageError) as exc:
         raise DatasetError(f"{path}: cannot read the image ({exc})") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def is_image_file(path: Path, folder: Path) -> bool:
+    """Whether a file found in ``folder`` is one of its images: an image suffix, and not hidden, nor in a hidden
+    folder (a Mac's ``._photo.jpg`` beside each photo copied from it, a notebook's ``.ipynb_checkpoints/``)."""
+    hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+    return path.suffix.lower() in IMAGE_SUFFIXES and not hidden and path.is_file()
 
 
 def check_headers(paths: Sequence[Path]) -> None:
@@ -290,9 +301,7 @@ def load_imagefolder(root: str | Path, size: int) -> tuple[FileImages, tuple[str
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     files, labels = [], []
     for k, name in enumerate(classes):
-        found = sorted(
-            p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
+        found = sorted(p for p in (root / name).rglob("*") if is_image_file(p, root / name))
         files.extend(found)
         labels.extend([k] * len(found))
     if not classes or not files:
