@@ -956,10 +956,12 @@ def test_a_finished_sweep_given_more_trials_runs_only_those_and_its_search_goes_
     sweep("--num-samples", "2", *start)
     first = {row["trial_id"]: row for row in json.loads((folder / "summary.json").read_text())}
     results = {t: (folder / f"trial_{t}" / "result.json").read_bytes() for t in first}
-    # Continued as the tool advises (--name NAME --resume): the flags left at their defaults (8 trials, seed 0)
-    # are not the sweep's, but were not asked for: nothing is said of them, and no trial is added.
-    out = sweep("--resume")
-    assert f"resuming the sweep in {folder}\n" in out and "adding" not in out, out
+    # Continued as the tool advises (--name NAME --resume) with fewer trials than it has: said, not taken; the
+    # flags left at their defaults (seed 0, ...) are not the sweep's, but were not asked for: nothing is said.
+    out = sweep("--resume", "--num-samples", "1")
+    kept = "it keeps the settings it started with, not these: --num-samples 1 (the sweep's: 2)"
+    assert f"resuming the sweep in {folder}; {kept}\n" in out and "adding" not in out, out
+    assert len(json.loads((folder / "summary.json").read_text())) == 2
     # A number of trials above the sweep's, given with its name: only the trial added runs.
     out = sweep("--num-samples", "3")
     assert "adding 1 trial to its 2 (3 in all); the search carries on from every trial it has seen" in out, (
@@ -989,9 +991,6 @@ def test_a_finished_sweep_given_more_trials_runs_only_those_and_its_search_goes_
     assert [t.params for t in study.trials] == [t.params for t in at_once.trials]
     assert [t.value for t in study.trials] == [t.value for t in at_once.trials]
     assert len({t.params["train.weight_decay"] for t in study.trials}) == 3
-    out = sweep("--num-samples", "2")  # fewer than it has: said, not taken
-    assert "not these: --num-samples 2 (the sweep's: 3)" in out and "adding" not in out, out
-    assert len(json.loads((folder / "summary.json").read_text())) == 3
 
 
 @pytest.mark.slow
