@@ -29,6 +29,15 @@ def test_mask_panel_draws_each_head_where_it_looks(tmp_path: Path) -> None:
     pic2 = _load(panels.mask_panel(imgs, masks2, tmp_path / "q.png", "epoch 1 | val acc 0.5"))
     assert np.abs(pic - pic2).mean() > 0.5
     assert not list(tmp_path.glob("p/.*tmp*"))  # no temporary file left
+    # Colours run from 0 to each mask's highest value, so a shallow mask looks like a sharp one: the tile's
+    # caption, its lowest and highest value, tells them apart.
+    shallow = 0.74 + 0.11 * masks  # (2, 2, 4, 4): a sigmoid mask at 0.74 to 0.85
+    pic3 = _load(panels.mask_panel(imgs, shallow, tmp_path / "r.png", "epoch 1 | val acc 0.5"))
+    assert pic3.shape == pic.shape and np.abs(pic - pic3).mean() > 0.1  # the captions differ
+    assert [panels.value_range(m) for m in shallow[0]] == ["0.74\u20130.85", "0.74\u20130.85"]
+    assert panels.value_range(np.array([1.2e-3, 0.031])) == "0.0012\u20130.031"
+    assert panels.value_range(np.array([5.8e-14, 0.15])) == "0\u20130.15"  # a softmax's lowest
+    assert panels.value_range(np.zeros(3)) == "0\u20130"  # a dead mask
 
 
 def test_timeline_and_curves(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,10 @@ def test_train_logs_an_offline_run_with_config_history_panels_and_status(tmp_pat
         for i in range(3):
             sample = h[f"masks/sample_{i}"]
             assert sorted(sample["masks"]) == ["head_0", "head_1"]
+            assert re.fullmatch(  # each head's lowest and highest value
+                rf"epoch {m['epoch']}, sample {i}: head 0 [\d.e-]+\u2013[\d.e-]+, head 1 [\d.e-]+\u2013[\d.e-]+",
+                sample["caption"],
+            ), sample["caption"]
             levels = np.asarray(Image.open(runs[0] / "files" / sample["masks"]["head_0"]["path"]))
             assert levels.shape == (32, 32) and set(np.unique(levels)) <= set(MASK_LEVELS)
     assert run.summary["status"] == "completed" and run.tags == ["completed"]

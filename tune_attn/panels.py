@@ -62,6 +62,15 @@ def _upsample(mask: np.ndarray, size_h: int, size_w: int) -> np.ndarray:
     return np.asarray(im.resize((size_w, size_h), Image.Resampling.BILINEAR), dtype=np.float64)
 
 
+def value_range(mask: np.ndarray) -> str:
+    """A mask's lowest and highest value, ``0.74–0.85`` (``0–0.15`` when the lowest is under a thousandth of the
+    highest, as a softmax's is): the caption of its tile in a panel. Colours run from 0 to the highest value, so
+    a shallow mask (a sigmoid at 0.74 to 0.85 everywhere: ``flat``) still shows where it is highest; the
+    caption says how little that is."""
+    lo, hi = float(mask.min()), float(mask.max())
+    return f"{'0' if lo <= 1e-3 * abs(hi) else f'{lo:.2g}'}\u2013{hi:.2g}"
+
+
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The image (S, S, 3) in [0, 1] with the mask's heat map blended over it; colours scaled to the
     mask's own maximum (so the picture shows where the mask looks, the caption how strong it is)."""
@@ -167,7 +176,7 @@ def mask_panel(
         )
     n, heads = m.shape[:2]
     tiles = [[imgs[i]] + [overlay(imgs[i], m[i, k]) for k in range(heads)] for i in range(n)]
-    captions = {(i, k + 1): f"max {m[i, k].max():.2g}" for i in range(n) for k in range(heads)}
+    captions = {(i, k + 1): value_range(m[i, k]) for i in range(n) for k in range(heads)}
     notes = [f"\n{t}" for t in head_notes] if head_notes is not None else [""] * heads
     col_titles = ["image"] + [f"head {k}{notes[k]}" for k in range(heads)]
     return _figure(tiles, captions, col_titles, list(labels or []), title, path)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tune_attn.config import WandbOptions, first_line
-from tune_attn.panels import MASK_LEVELS, mask_levels
+from tune_attn.panels import MASK_LEVELS, mask_levels, value_range
 from tune_attn.status import METRIC, run_status
 
 if TYPE_CHECKING:  # torch takes ~1.5 s to import, and `tune-attn fetch` needs none of it
@@ -163,7 +163,7 @@ class WandbRun:
             out[f"masks/sample_{i}"] = wandb.Image(
                 image,
                 caption=f"epoch {result.epoch}, sample {i}: "
-                + ", ".join(f"head {k} max {m.max():.2g}" for k, m in enumerate(masks)),
+                + ", ".join(f"head {k} {value_range(m)}" for k, m in enumerate(masks)),
                 masks={
                     f"head_{k}": {"mask_data": mask_levels(m, *image.shape[:2]), "class_labels": MASK_LEVELS}
                     for k, m in enumerate(masks)
