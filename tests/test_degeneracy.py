@@ -123,6 +123,16 @@ def test_heads_quorum() -> None:
     assert any(r.startswith("head 1 corner:") for r in d.reasons)  # told, not pruned
     d = diagnose(mixed, head_quorum=0.5)
     assert d.degenerate and d.kind == "corner"
+    # The reason says how many heads failed, so that "head 1 corner" is not read as that head alone.
+    assert d.reason.startswith("1 of 2 heads corner; head 1 corner: 0.9"), d.reason
+    assert diagnose(corners(32, 3)).reason.startswith("all 3 heads corner; head 0 corner:")
+    two_ways = corners(32, 3)
+    two_ways[:, 2] = 1.0  # the third head flat
+    d = diagnose(two_ways)
+    assert d.kind == "corner" and d.reason.startswith(
+        "all 3 heads degenerate (2 corner, 1 flat); head 0 corner:"
+    )
+    assert not diagnose(corners(32, 1)).reason.startswith("all")  # one head: its reason alone
 
 
 def test_thresholds_are_arguments_and_bad_ones_raise() -> None:

@@ -9,6 +9,7 @@ the kind, the others go into the reasons).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,8 +241,25 @@ def diagnose(masks: Any, config: DetectorConfig | None = None, **overrides: Any)
     else:
         return Diagnosis(False, HEALTHY, reasons, stats)
     first = next(i for i, r in enumerate(reasons) if f"{kind}:" in r)
-    reasons.insert(0, reasons.pop(first))  # the reason that names the kind goes first
-    return Diagnosis(True, kind, reasons, stats)
+    lead = reasons.pop(first)  # the reason that names the kind goes first
+    if (
+        heads > 1 and kind != REDUNDANT
+    ):  # say that it is not that one head alone: "all 3 heads flat; head 0 ..."
+        lead = f"{_heads_told(head_kinds)}; {lead}"
+    return Diagnosis(True, kind, [lead, *reasons], stats)
+
+
+def _heads_told(head_kinds: Sequence[str]) -> str:
+    """How many heads failed, and how: ``all 3 heads flat``, ``2 of 3 heads degenerate (1 corner, 1 flat)``."""
+    sick = [k for k in head_kinds if k != HEALTHY]
+    counts = {k: sick.count(k) for k in sorted(set(sick))}
+    some = "all" if len(sick) == len(head_kinds) else f"{len(sick)} of"
+    how = (
+        next(iter(counts))
+        if len(counts) == 1
+        else f"degenerate ({', '.join(f'{n} {k}' for k, n in counts.items())})"
+    )
+    return f"{some} {len(head_kinds)} heads {how}"
 
 
 @dataclass
