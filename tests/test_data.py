@@ -194,6 +194,13 @@ def test_photos_load_as_viewers_show_them_upright_16_bit_grey_too_and_trimaps_tu
             shown = ImageOps.exif_transpose(im).resize((12, 12), Image.Resampling.BILINEAR)
         got = load_rgb(tmp_path / f"o{turn}.png", 12).permute(1, 2, 0).numpy().astype(int)
         assert np.abs(got - np.asarray(shown, dtype=int)).max() <= 1, turn
+    # A large JPEG photo is decoded at a fraction of its scale (draft): the same picture, to a unit or two.
+    smooth = Image.fromarray(np.random.default_rng(1).integers(0, 255, (15, 20, 3), dtype=np.uint8))
+    smooth.resize((2000, 1500), Image.Resampling.BICUBIC).save(tmp_path / "big.jpg", quality=90)
+    with Image.open(tmp_path / "big.jpg") as im:
+        full = np.asarray(im.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR), dtype=int)
+    drafted = load_rgb(tmp_path / "big.jpg", 64).permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(drafted - full).mean() < 3 and np.abs(drafted - full).max() < 32  # 1.4 and 11 here (of 255)
     # A 16-bit grey PNG reads as its 8-bit grey, not clipped to white.
     ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "grey16.png")
