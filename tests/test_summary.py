@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 
-from tune_attn.tune.summary import count_statuses, importances, pruned_ahead, pruned_ahead_note
+from tune_attn.tune.summary import count_statuses, importances, pruned_ahead, pruned_ahead_note, write_plots
 
 
 def _study(n: int, signal: float = 10.0) -> optuna.Study:
@@ -37,6 +37,31 @@ def test_trials_that_cannot_tell_parameters_apart_give_no_plot_and_no_warning(tm
             assert importances(study, tmp_path / "imp.png") is None
         assert [str(w.message) for w in caught] == []
     assert not (tmp_path / "imp.png").exists()
+
+
+def test_the_sweep_plots_draw_what_the_trials_allow_and_never_raise(tmp_path: Path) -> None:
+    def row(status: str, acc: float | None, wd: float = 1e-3, heads: int = 2) -> dict:
+        return {
+            "status": status,
+            "best_val_accuracy": acc,
+            "train.weight_decay": wd,
+            "model.heads": heads,
+            "model.activation": "relu",
+        }
+
+    said: list[str] = []
+    # Every trial failed before its first epoch (a data set no trial could read): nothing to draw, and no error
+    # (the log axis of an empty plot raised, and the sweep ended with "error:" after its trials had run).
+    failed = [row("error", None), row("error", float("nan"), wd=0.1)]
+    assert write_plots(tmp_path, failed, None, said.append) == [] and said == []
+    assert not list(tmp_path.glob("*.png"))
+    # One trial with an accuracy: both plots, the failed trials left off them.
+    drawn = write_plots(tmp_path, [*failed, row("completed", 0.4)], None, said.append)
+    assert [p.name for p in drawn] == ["accuracy_vs_weight_decay.png", "heads_vs_accuracy.png"] and said == []
+    # A plot that cannot be written is said, and the others go on.
+    assert write_plots(tmp_path / "gone", [row("completed", 0.4)], _study(30), said.append) == []
+    assert len(said) == 3 and all(line.startswith(f"note: {tmp_path / 'gone'}/") for line in said), said
+    assert "not drawn (FileNotFoundError" in said[0], said
 
 
 def test_status_counts_group_pruned_kinds_and_sort_by_kind() -> None:

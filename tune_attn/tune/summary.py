@@ -8,7 +8,7 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -135,14 +135,22 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def accuracy_vs_weight_decay(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Best validation accuracy against weight decay (log), colour = activation, marker = how it ended."""
+def accuracy_vs_weight_decay(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Best validation accuracy against weight decay (log), colour = activation, marker = how it ended; None
+    when no trial has both (every trial failed before its first epoch)."""
+    points = [
+        row
+        for row in rows
+        if isinstance(wd := row.get("train.weight_decay"), (int, float))
+        and wd > 0
+        and math.isfinite(_acc(row))
+    ]
+    if not points:  # a log axis with nothing on it cannot be drawn
+        return None
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.subplots()
-    for row in rows:
-        wd = row.get("train.weight_decay")
-        if not isinstance(wd, (int, float)) or wd <= 0:
-            continue
+    for row in points:
+        wd = row["train.weight_decay"]
         marker, _ = STATUS_STYLE.get(str(row["status"]).split(":")[0], ("o", "grey"))
         colour = ACTIVATION_COLOUR.get(str(row.get("model.activation")), "grey")
         ax.scatter([wd], [_acc(row)], marker=marker, color=colour, s=40)
@@ -164,14 +172,16 @@ def accuracy_vs_weight_decay(rows: list[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def heads_vs_accuracy(rows: list[dict[str, Any]], path: Path) -> Path:
+def heads_vs_accuracy(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Best validation accuracy against the number of heads, marker = how it ended; None when no trial has both."""
+    points = [row for row in rows if isinstance(row.get("model.heads"), int) and math.isfinite(_acc(row))]
+    if not points:
+        return None
     fig = Figure(figsize=(5, 4), dpi=100)
     ax = fig.subplots()
-    for row in rows:
-        heads = row.get("model.heads")
-        if isinstance(heads, int):
-            marker, colour = STATUS_STYLE.get(str(row["status"]).split(":")[0], ("o", "grey"))
-            ax.scatter([heads], [_acc(row)], marker=marker, color=colour, s=40)
+    for row in points:
+        marker, colour = STATUS_STYLE.get(str(row["status"]).split(":")[0], ("o", "grey"))
+        ax.scatter([row["model.heads"]], [_acc(row)], marker=marker, color=colour, s=40)
     ax.set_xlabel("model.heads")
     ax.set_ylabel("best val_accuracy")
     ax.set_title("heads against accuracy (x = pruned)", fontsize=9)
@@ -201,17 +211,26 @@ def importances(study: Any, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def write_plots(folder: Path, rows: list[dict[str, Any]], study: Any) -> list[Path]:
+def write_plots(
+    folder: Path, rows: list[dict[str, Any]], study: Any, echo: Callable[[str], None] = print
+) -> list[Path]:
     """The sweep plots that the rows allow (lost trials left out: see :data:`~tune_attn.status.LOST`); returns
-    the files written."""
+    the files written. A plot that cannot be drawn or written is said with ``echo`` and left out: the plots come
+    after the summary, and never take the end of a sweep down."""
     rows = [r for r in rows if r["status"] != LOST]
-    out = [
-        p
-        for p in (
-            accuracy_vs_weight_decay(rows, folder / "accuracy_vs_weight_decay.png"),
-            heads_vs_accuracy(rows, folder / "heads_vs_accuracy.png"),
-        )
-        if p
+    plots: list[tuple[str, Callable[[Path], Path | None]]] = [
+        ("accuracy_vs_weight_decay.png", lambda p: accuracy_vs_weight_decay(rows, p)),
+        ("heads_vs_accuracy.png", lambda p: heads_vs_accuracy(rows, p)),
     ]
-    imp = importances(study, folder / "param_importances.png") if study is not None else None
-    return out + ([imp] if imp else [])
+    if study is not None:
+        plots.append(("param_importances.png", lambda p: importances(study, p)))
+    out = []
+    for name, draw in plots:
+        try:
+            drawn = draw(folder / name)
+        except Exception as exc:  # matplotlib's errors have no common base; a full disk is an OSError
+            echo(f"note: {folder / name} not drawn ({type(exc).__name__}: {exc})")
+            continue
+        if drawn is not None:
+            out.append(drawn)
+    return out

@@ -891,7 +891,7 @@ def _drive(
         write_table(Path(path), rows)
         _study_file(Path(path), study, options.name, echo)
         _tell_wandb_lost(wandb, options.name, rows)
-        plots = write_plots(Path(path), rows, study)
+        plots = write_plots(Path(path), rows, study, echo)
         log_sweep_run(wandb, Path(path), options, space, rows, plots, echo)
         result.wandb_runs = offline_runs(path)
     else:  # a URI (s3://, gs://, ...): write the summary here, then upload it next to Ray's files
@@ -908,7 +908,7 @@ def _drive(
         with tempfile.TemporaryDirectory() as tmp:
             write_table(Path(tmp), rows)
             _study_file(Path(tmp), study, options.name, echo)
-            plots = write_plots(Path(tmp), rows, study)
+            plots = write_plots(Path(tmp), rows, study, echo)
             write_provenance(Path(tmp), space, options, space_file, started or began)
             log_sweep_run(wandb, Path(tmp), options, space, rows, plots, echo, stage=False)
             pyarrow.fs.copy_files(tmp, path)
