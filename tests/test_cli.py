@@ -53,6 +53,25 @@ def test_train_writes_a_run_and_resume_and_evaluate_work(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+def test_a_relative_data_root_is_recorded_absolute_so_the_run_is_read_from_anywhere(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (40, 30), (40 * i, 100 if cls == "cat" else 200, 0)).save(
+                tmp_path / "photos" / cls / f"{i}.png"
+            )
+    args = _sets("data.name=imagefolder", "data.root=photos", "data.val_fraction=0.3", "train.epochs=1")
+    r = _cli("train", *args, "--out", "run", "--wandb", "off", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"root: {tmp_path / 'photos'}\n" in (tmp_path / "run" / "config.yaml").read_text()
+    r = _cli("evaluate", str(tmp_path / "run"), cwd=ROOT)  # elsewhere, where "photos" names no folder
+    assert r.returncode == 0, r.stderr
+    assert "val_accuracy" in r.stdout
+
+
+@pytest.mark.slow
 def test_train_stopped_with_ctrl_c_says_how_to_go_on(tmp_path: Path) -> None:
     import re
     import shlex

@@ -155,3 +155,10 @@ def test_data_roots_are_the_folders_trials_may_read() -> None:
     }
     assert roots(either) == ["/d"]
     assert roots({"data.name": "synthetic", "data.root": "/unused"}) == []  # synthetic reads no folder
+    # A relative root is made absolute from where the sweep started; ~ is the home folder.
+    home = str(Path.home() / "c")
+    for given, absolute in (("a", "/work/x/a"), ("d/../e", "/work/x/e"), ("~/c", home), ("/b", "/b")):
+        space = SearchSpace.from_dict({**either, "data.root": given})
+        assert space.relative_data_roots() == ([given] if given[0] not in "~/" else [])
+        space.resolve_data_roots(Path("/work/x"))
+        assert space.data_roots() == [absolute] and space.relative_data_roots() == []

@@ -285,6 +285,25 @@ def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:
         f"{space}: data.name imagefolder, data.root {tmp_path / 'images'}: 1 of 5 files are not readable images: "
         f"{tmp_path / 'images' / 'dog' / '2.jpg'} (not an image)"
     ) in stderr
+    # A relative data.root is taken from where the sweep was started (the trials run in folders of their own,
+    # where it named no folder: every trial failed); on a cluster it is refused, naming it.
+    relative = tmp_path / "relative_space.yaml"
+    relative.write_text(
+        "data.name: imagefolder\ndata.root: images\nmodel.heads: {type: int, low: 1, high: 2}\n"
+    )
+    code, stderr, heavy = heavy_imports_after(
+        "sweep", "--storage", str(tmp_path), str(relative), cwd=tmp_path
+    )
+    assert (
+        code == 2 and f"{relative}: data.name imagefolder, data.root {tmp_path / 'images'}: 1 of 5" in stderr
+    )
+    args = ["sweep", "--storage", str(tmp_path), str(relative), "--address", "127.0.0.2:1"]
+    code, stderr, heavy = heavy_imports_after(*args, cwd=tmp_path)
+    assert (code, heavy) == (2, []), stderr
+    assert (
+        f"{relative}: data.root images is a relative path, but with --address 127.0.0.2:1 the trials"
+        in stderr
+    )
 
 
 @pytest.mark.slow

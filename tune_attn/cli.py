@@ -14,7 +14,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tune_attn.config import WandbOptions, check_folder, describe_keys, load_config, shown_value
+from tune_attn.config import (
+    WandbOptions,
+    absolute_root,
+    check_folder,
+    describe_keys,
+    load_config,
+    shown_value,
+)
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Hyperparameter search for attention CNNs."
@@ -69,6 +76,8 @@ def train(
     out = out or Path("runs") / f"train-{dt.datetime.now():%Y%m%d-%H%M%S}"
     try:
         cfg = load_config(config, set_ or [])
+        # Recorded absolute in the run's config.yaml: a bundle of it, or `--config` of it, is read elsewhere.
+        cfg.data.root = absolute_root(cfg.data.root)
         check_folder(out, "--out")
         wandb_options = WandbOptions(wandb, wandb_project, wandb_entity)
     except ValueError as exc:  # ConfigError too

@@ -462,6 +462,16 @@ def shown_value(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else ("-" if value is None else str(value))
 
 
+def absolute_root(root: str | None, base: Path | None = None) -> str | None:
+    """A ``data.root`` as an absolute path: ``~`` expanded, a relative one taken from ``base`` (default: the
+    working directory, where the command was typed). A sweep's trials run in folders of their own and a bundle's
+    config is read elsewhere, where a relative root would name another folder, or none."""
+    if not root:
+        return root
+    path = os.path.expanduser(root)
+    return os.path.normpath(path if os.path.isabs(path) else os.path.join(base or Path.cwd(), path))
+
+
 def check_folder(folder: Path, flag: str, other: str = "") -> None:
     """Fail with a ValueError that names ``folder`` (given as ``flag``) when it could not be made or written,
     before any work starts (nothing is made here); ``other``: what else would do (", or ..." in the message)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -87,4 +89,6 @@ def build_data(cfg: DataConfig) -> DataSplits:
     """The train / validation sets named by ``cfg.name``."""
     if cfg.name not in DATASETS:
         raise ValueError(f"data.name: {cfg.name!r} is not valid; choose one of {', '.join(DATASETS)}")
+    if cfg.root and cfg.root.startswith("~"):  # a cluster sweep's ~/data: this node's home
+        cfg = dataclasses.replace(cfg, root=os.path.expanduser(cfg.root))
     return DATASETS[cfg.name](cfg)

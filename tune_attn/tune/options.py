@@ -291,6 +291,15 @@ def check_sweep(space_path: str | Path, options: SweepOptions) -> tuple[SearchSp
     flag = "--address"
     if not options.address and os.environ.get("RAY_ADDRESS"):  # as ray.init() does: `ray job submit` sets it
         options, flag = replace(options, address=os.environ["RAY_ADDRESS"]), "RAY_ADDRESS"
+    relative = space.relative_data_roots()
+    if options.address and relative:
+        raise ValueError(
+            f"{space.source}: data.root {relative[0]} is a relative path, but with {flag} {options.address} the "
+            "trials run on the cluster's nodes, each in a folder of its own: give an absolute path (or ~/...) to "
+            "the data set's folder there"
+        )
+    if not options.address:  # from here on, as the trials (which run in folders of their own) will read them
+        space.resolve_data_roots(Path.cwd())
     missing = [] if options.address else missing_folders(space.data_roots())  # a cluster's: once Ray is up
     if missing:
         raise ValueError(

@@ -25,6 +25,7 @@ from typing import Any
 from tune_attn.config import (
     ConfigError,
     RunConfig,
+    absolute_root,
     from_dict,
     parse_overrides,
     read_yaml,
@@ -184,6 +185,18 @@ class SearchSpace:
         if all(name == "synthetic" for name in self.values("data.name")):
             return []
         return sorted({str(root) for root in self.values("data.root") if root})
+
+    def resolve_data_roots(self, base: Path) -> None:
+        """Make this space's ``data.root`` absolute, a relative one taken from ``base`` and ``~`` expanded
+        (:func:`~tune_attn.config.absolute_root`): a local sweep's trials run in folders of their own, where a
+        relative root would name no folder. (A space fixes ``data.root``: :meth:`check` refuses a drawn one.)"""
+        for p in self.params:
+            if p.key == "data.root" and p.kind == "fixed":
+                p.value = absolute_root(p.value, base)
+
+    def relative_data_roots(self) -> list[str]:
+        """The ``data.root`` values of data sets that need one, given relative (not absolute, not ``~/...``)."""
+        return [r for r in self.data_roots() if not r.startswith("~") and not Path(r).is_absolute()]
 
     def values(self, key: str) -> list[Any]:
         """The values ``key`` can take: its fixed value or choices, else the config default."""
