@@ -242,9 +242,8 @@ def diagnose(masks: Any, config: DetectorConfig | None = None, **overrides: Any)
         return Diagnosis(False, HEALTHY, reasons, stats)
     first = next(i for i, r in enumerate(reasons) if f"{kind}:" in r)
     lead = reasons.pop(first)  # the reason that names the kind goes first
-    if (
-        heads > 1 and kind != REDUNDANT
-    ):  # say that it is not that one head alone: "all 3 heads flat; head 0 ..."
+    # Several heads: say that it is not that one head alone ("all 3 heads flat; head 0 flat: ...").
+    if heads > 1 and kind != REDUNDANT:
         lead = f"{_heads_told(head_kinds)}; {lead}"
     return Diagnosis(True, kind, [lead, *reasons], stats)
 

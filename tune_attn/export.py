@@ -93,8 +93,9 @@ def export_bundle(
             "format": BUNDLE_FORMAT,
             "class_names": names,
             "image_size": size,
-            "preprocessing": f"RGB, turned upright as its EXIF orientation says, resized to {size} x {size} (bilinear), pixels scaled to [0, 1]; the model "
-            "normalises them itself",
+            "preprocessing": "RGB, turned upright as its EXIF orientation says (a JPEG over twice the input "
+            f"size decoded at 1/2 to 1/8 scale first), resized to {size} x {size} (bilinear), pixels scaled to "
+            "[0, 1]; the model normalises them itself",
             "outputs": {
                 "logits": "(B, classes)",
                 "masks": f"(B, {cfg.model.heads}, h, w), {cfg.model.activation}",
