@@ -194,7 +194,7 @@ def test_keys_lists_every_key_with_its_doc(tmp_path: Path) -> None:
 
 
 def test_a_sweeps_last_word_names_the_trial_best_picks() -> None:
-    from tune_attn.cli import _best_line
+    from tune_attn.cli import _best_line, _next_step
 
     def row(tid: str, status: str, kind: str, acc: float) -> dict[str, object]:
         return {"trial_id": tid, "status": status, "detector.kind": kind, "last_val_accuracy": acc}
@@ -211,4 +211,13 @@ def test_a_sweeps_last_word_names_the_trial_best_picks() -> None:
         "no completed trial has healthy masks at the end; the most accurate completed trial, b (0.350), ends "
         "with flat masks"
     )
-    assert _best_line([pruned]) == ""
+    assert _best_line([pruned]) == "no trial completed, so none can be picked"
+    assert _best_line([]) == ""
+    # The last line: the command that exports the pick, or, with none to pick, the one that lists the trials.
+    assert (
+        _next_step([flat, healthy], "runs/s", False)
+        == "pick and export the best config: tune-attn best runs/s --export DIR"
+    )
+    assert _next_step([flat, pruned], "/s", True) == (
+        "review the trials (there), none can be picked yet: tune-attn best /s --show-pruned"
+    )

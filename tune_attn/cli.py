@@ -349,9 +349,7 @@ def sweep(
             highlight=False,
         )
     console.print(
-        f"pick and export the best config{' (there)' if where and '://' not in result.path else ''}: "
-        f"tune-attn best {result.path} --export DIR",
-        highlight=False,
+        _next_step(result.rows, result.path, bool(where) and "://" not in result.path), highlight=False
     )
     if result.interrupted:
         raise typer.Exit(130)  # as a shell reports a command stopped by Ctrl+C
@@ -577,7 +575,7 @@ def _best_line(rows: list[dict[str, Any]]) -> str:
     pick = most_accurate([r for r in rows if pickable(r)])
     top = most_accurate([r for r in rows if r["status"] == "completed"])
     if top is None:
-        return ""
+        return "no trial completed, so none can be picked" if rows else ""
     line = (
         f"best trial (completed, healthy masks): {pick['trial_id']} val_accuracy {pick['last_val_accuracy']:.3f}"
         if pick is not None
@@ -589,6 +587,17 @@ def _best_line(rows: list[dict[str, Any]]) -> str:
             f"{top.get('detector.kind')} masks"
         )
     return line
+
+
+def _next_step(rows: list[dict[str, Any]], path: str, there: bool) -> str:
+    """A sweep's last line: the command that picks and exports its best trial, or, when `best` would have none
+    to pick, the one that lists every trial and how it ended."""
+    from tune_attn.status import pickable
+
+    where = " (there)" if there else ""
+    if any(pickable(r) for r in rows):
+        return f"pick and export the best config{where}: tune-attn best {path} --export DIR"
+    return f"review the trials{where}, none can be picked yet: tune-attn best {path} --show-pruned"
 
 
 def _num(v: object) -> str:
