@@ -69,6 +69,17 @@ def test_a_relative_data_root_is_recorded_absolute_so_the_run_is_read_from_anywh
     r = _cli("evaluate", str(tmp_path / "run"), cwd=ROOT)  # elsewhere, where "photos" names no folder
     assert r.returncode == 0, r.stderr
     assert "val_accuracy" in r.stdout
+    # A run of an earlier version recorded the root as given; resumed from where it ran, it goes on.
+    import torch
+
+    config = tmp_path / "run" / "config.yaml"
+    config.write_text(config.read_text().replace(f"root: {tmp_path / 'photos'}\n", "root: photos\n"))
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    state["config"]["data"]["root"] = "photos"
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    r = _cli("train", "--out", "run", "--resume", "--set", "train.epochs=2", "--wandb", "off", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tune_attn.config import RunConfig
+from tune_attn.config import RunConfig, absolute_root
 from tune_attn.data import DataSplits, build_data, iterate_batches
 from tune_attn.masks import MaskStats, mask_statistics, pool_to_grid
 from tune_attn.models import AttentionClassifier, build_model
@@ -204,10 +204,13 @@ class Trainer:
 
 
 def _without_epochs(cfg: Any) -> Any:
-    """The parts of a config dict that must match on resume (not train.epochs, not the detector)."""
+    """The parts of a config dict that must match on resume (not train.epochs, not the detector); data.root as
+    an absolute path (a run of an earlier version recorded it as given: ``photos``, now made absolute)."""
     if not isinstance(cfg, dict) or not isinstance(cfg.get("train"), dict):
         return cfg
     kept = {k: v for k, v in cfg.items() if k != "detector"}
+    if isinstance(cfg.get("data"), dict):
+        kept["data"] = {**cfg["data"], "root": absolute_root(cfg["data"].get("root"))}
     return {**kept, "train": {k: v for k, v in cfg["train"].items() if k != "epochs"}}
 
 
