@@ -127,6 +127,19 @@ def test_set_fixes_keys_over_the_space_file(tmp_path: Path) -> None:
             "'when' names 'train.optimizer', which is not a key earlier in this space",
         ),
         ({"model.heads": {"type": "int", "low": 1.5, "high": 4}}, "an int needs whole numbers"),
+        # Optuna refused these only once Ray had started, naming neither the file nor the key.
+        (
+            {"model.heads": {"type": "int", "low": 1, "high": 4, "step": 0}},
+            "an int's step must be a whole number >= 1, got 0",
+        ),
+        (
+            {"model.heads": {"type": "int", "low": 1, "high": 4, "step": 2, "log": True}},
+            "an int with log: true needs step 1 and low >= 1 (Optuna's rule), got step 2, low 1",
+        ),
+        (
+            {"model.heads": {"type": "int", "low": 1, "high": 4, "log": "yes"}},
+            "log must be true or false, got 'yes'",
+        ),
         ({"data.image_size": 8}, "data.image_size: 8 is out of range"),
         ([1, 2], "a search space maps config keys"),
     ],

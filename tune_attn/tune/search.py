@@ -250,8 +250,17 @@ def _parse(key: str, spec: Any, where: str, earlier: set[str]) -> Param:
         raise SpaceError(f"{where}{key}: a loguniform needs low > 0, got {low:g}")
     if kind == "int" and (not low.is_integer() or not high.is_integer()):
         raise SpaceError(f"{where}{key}: an int needs whole numbers, got low {low:g}, high {high:g}")
-    step = int(spec.get("step", 1))
-    return Param(key, kind, low=low, high=high, step=step, log=bool(spec.get("log", False)), when=dict(when))
+    step, log = spec.get("step", 1), spec.get("log", False)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+        raise SpaceError(f"{where}{key}: an int's step must be a whole number >= 1, got {step!r}")
+    if not isinstance(log, bool):
+        raise SpaceError(f"{where}{key}: log must be true or false, got {log!r}")
+    if log and (step != 1 or low < 1):
+        raise SpaceError(
+            f"{where}{key}: an int with log: true needs step 1 and low >= 1 (Optuna's rule), got step {step}, "
+            f"low {low:g}"
+        )
+    return Param(key, kind, low=low, high=high, step=step, log=log, when=dict(when))
 
 
 def config_from_flat(flat: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
