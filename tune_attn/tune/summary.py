@@ -3,12 +3,13 @@ study as a SQLite file."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,20 +78,30 @@ def pruned_ahead_note(rows: list[dict[str, Any]], path: str) -> str | None:
     )
 
 
+@contextlib.contextmanager
+def _in_place(target: Path) -> Iterator[Path]:
+    """A temporary file beside ``target`` to write, moved onto ``target`` once written (a reader never finds half
+    a file) and removed when the writing fails."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_table(folder: Path, rows: list[dict[str, Any]]) -> None:
     """summary.json and summary.csv in ``folder``, each written beside and moved into place: a reader (`tune-attn
     best`) never finds half a file, even when a second Ctrl+C ends the sweep while it writes them."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".summary.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(rows, indent=1, default=str))
-    os.replace(tmp, folder / "summary.json")
+    with _in_place(folder / "summary.json") as tmp:
+        tmp.write_text(json.dumps(rows, indent=1, default=str))
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = folder / f".summary.csv.{os.getpid()}.tmp"
-    with tmp.open("w", newline="") as fh:
+    with _in_place(folder / "summary.csv") as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, folder / "summary.csv")
 
 
 STUDY_FILE = "study.db"
@@ -108,20 +119,17 @@ def write_study(folder: Path, study: Any, name: str) -> Path:
     import sqlalchemy.exc
 
     target = folder / STUDY_FILE
-    tmp = folder / f".{STUDY_FILE}.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in RDB ..."
     try:
-        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp.resolve()}")
-        try:
-            copy = optuna.create_study(storage=storage, study_name=name, directions=study.directions)
-            copy.add_trials(study.trials)
-        finally:
-            storage.engine.dispose()
-        os.replace(tmp, target)
+        with _in_place(target) as tmp:
+            storage = optuna.storages.RDBStorage(f"sqlite:///{tmp.resolve()}")
+            try:
+                copy = optuna.create_study(storage=storage, study_name=name, directions=study.directions)
+                copy.add_trials(study.trials)
+            finally:
+                storage.engine.dispose()
     except (OSError, sqlalchemy.exc.SQLAlchemyError) as exc:  # a full disk, a folder in the way, ...
-        tmp.unlink(missing_ok=True)
         raise OSError(f"{target}: {str(exc).splitlines()[0]}") from exc
     finally:
         optuna.logging.set_verbosity(verbosity)
