@@ -60,6 +60,7 @@ def test_yaml_and_overrides_with_type_coercion(tmp_path: Path) -> None:
             ["model.padding=circle"],
             "model.padding: 'circle' is not valid; choose one of zeros, reflect, replicate",
         ),
+        (["data.val_fraction=0"], "data.val_fraction: 0.0 leaves no validation set"),
         (["detector.patience=0"], "detector.patience: 0 is out of range"),
         (["detector.point_peak=1.5"], "detector.point_peak: 1.5 is out of range; valid: 0 < point_peak <= 1"),
         (["model.backbone=resnet18", "data.image_size=64"], "use data.image_size >= 128"),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -364,13 +365,57 @@ def test_imagefolder_loader(tmp_path: Path) -> None:
     (tmp_path / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07 Mac OS X resource fork")
     _jpg(tmp_path / "dog" / ".ipynb_checkpoints" / "0-checkpoint.png", (0, 0, 0))
     _jpg(tmp_path / ".trash" / "0.png", (0, 0, 0))
-    ds, names = load_imagefolder(tmp_path, 32)
-    assert names == ("cat", "dog") and len(ds) == 6
+    ds, names, val_idx = load_imagefolder(tmp_path, 32)
+    assert names == ("cat", "dog") and len(ds) == 6 and val_idx is None
     img, label = ds[5]
     assert label == 1 and img.shape == (3, 32, 32) and int(img[1].float().mean()) > 150
     splits = build_data(DataConfig(name="imagefolder", root=str(tmp_path), image_size=32, val_fraction=0.34))
     xb, yb = next(iterate_batches(splits.train, 8, shuffle=False))
     assert xb.shape == (4, 3, 32, 32)
+
+
+def test_an_imagefolder_tree_split_in_folders_validates_on_its_val_folder(tmp_path: Path) -> None:
+    # The layout most photo sets come in: ROOT/train/<class>/..., ROOT/val/<class>/... (read as a tree of
+    # classes, its classes were "train" and "val"). Any case; val also valid or validation; test is not read.
+    colours = {"bird": (0, 0, 200), "cat": (200, 0, 0), "dog": (0, 200, 0)}
+    for split, n in (("Train", 4), ("valid", 2), ("test", 3)):
+        for cls, colour in colours.items():
+            if split == "valid" and cls == "bird":
+                continue  # a class the validation folder lacks is fine
+            for i in range(n):
+                _jpg(tmp_path / split / cls / f"{i}.png", colour)
+    ds, names, val_idx = load_imagefolder(tmp_path, 32)
+    assert names == ("bird", "cat", "dog") and len(ds) == 12 + 4
+    assert val_idx is not None and val_idx.tolist() == list(range(12, 16))
+    assert [f.parent.parent.name for f in ds.files] == ["Train"] * 12 + ["valid"] * 4
+    assert [ds.labels[i] for i in val_idx] == [1, 1, 2, 2]
+    splits = build_data(DataConfig(name="imagefolder", root=str(tmp_path), image_size=32, val_fraction=0.5))
+    assert (len(splits.train), len(splits.val), splits.info["val"]) == (12, 4, "its val folder")
+    val_labels = [splits.val[i][1] for i in range(len(splits.val))]
+    assert val_labels == [1, 1, 2, 2] and int(splits.val[2][0][1].float().mean()) > 150  # dog: green
+    # Without a val folder, the validation images are a val_fraction share of train's; test stays unread.
+    shutil.rmtree(tmp_path / "valid")
+    ds, _, val_idx = load_imagefolder(tmp_path, 32)
+    assert val_idx is None and len(ds) == 12 and {f.parent.parent.name for f in ds.files} == {"Train"}
+    splits = build_data(DataConfig(name="imagefolder", root=str(tmp_path), image_size=32, val_fraction=0.25))
+    assert (len(splits.train), len(splits.val), "val" in splits.info) == (9, 3, False)
+    # A validation class that train does not have, or two validation folders, are refused, named.
+    _jpg(tmp_path / "val" / "fish" / "0.png", (9, 9, 9))
+    with pytest.raises(
+        DatasetError, match=r"val has class folders that .*Train does not have: fish; classes are"
+    ):
+        load_imagefolder(tmp_path, 32)
+    (tmp_path / "val" / "fish" / "0.png").rename(tmp_path / "val" / "fish.png")
+    (tmp_path / "val" / "fish").rmdir()
+    _jpg(tmp_path / "validation" / "cat" / "0.png", (200, 0, 0))
+    with pytest.raises(DatasetError, match="holds two val folders, val and validation; keep one"):
+        load_imagefolder(tmp_path, 32)
+    # A folder that is no split name beside train: a tree of classes, "Train" one of them.
+    shutil.rmtree(tmp_path / "validation")
+    shutil.rmtree(tmp_path / "val")
+    _jpg(tmp_path / "cat" / "0.png", (200, 0, 0))
+    _, names, val_idx = load_imagefolder(tmp_path, 32)
+    assert names == ("Train", "cat", "test") and val_idx is None
 
 
 def test_imagefolder_errors(tmp_path: Path) -> None:
@@ -395,6 +440,6 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
     (tmp_path / "dog" / "c.png").unlink()
     whole = (tmp_path / "dog" / "b.jpg").read_bytes()
     (tmp_path / "dog" / "b.jpg").write_bytes(whole[: len(whole) // 2])
-    ds, _ = load_imagefolder(tmp_path, 32)
+    ds, _, _ = load_imagefolder(tmp_path, 32)
     with pytest.raises(DatasetError, match=r"b\.jpg: cannot read the image"):
         ds[1]

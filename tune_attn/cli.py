@@ -95,9 +95,10 @@ def train(
         trainer = Trainer(cfg)
     except (DatasetError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    held_out = f" from {trainer.data.info['val']}" if "val" in trainer.data.info else ""
     console.print(
         f"training {cfg.model.backbone} + {cfg.model.activation} x{cfg.model.heads} on {cfg.data.name} "
-        f"({len(trainer.data.train)} train / {len(trainer.data.val)} val, {trainer.data.num_classes} classes) "
+        f"({len(trainer.data.train)} train / {len(trainer.data.val)} val{held_out}, {trainer.data.num_classes} classes) "
         f"on {trainer.device} -> {out}",
         highlight=False,
     )

@@ -59,7 +59,8 @@ def _check_range(key: str, value: float, low: float | None = None, high: float |
 class DataConfig:
     name: str = "synthetic"
     """Data set: ``synthetic`` (embedded synthetic pets, no download), ``pets`` (Oxford-IIIT Pet),
-    ``cifar10`` (python-pickle layout) or ``imagefolder`` (one sub-folder per class)."""
+    ``cifar10`` (python-pickle layout) or ``imagefolder`` (one sub-folder per class, or ``train`` / ``val`` folders
+    of those)."""
     root: str | None = None
     """Local folder of a real data set (never downloaded); unused for ``synthetic``."""
     image_size: int = 64
@@ -69,7 +70,9 @@ class DataConfig:
     num_val: int = 1000
     """Synthetic set: number of validation images."""
     val_fraction: float = 0.1
-    """Real data sets: fraction of the training images held out for validation (split with ``seed``)."""
+    """Real data sets: fraction of the training images held out for validation (split with ``seed``); an
+    ``imagefolder`` tree split in folders (``ROOT/train/<class>/...``, ``ROOT/val/<class>/...``) validates on
+    its ``val`` folder instead."""
     seed: int = 0
     """Seed of the synthetic images and of the train / validation split."""
     cache_dir: str | None = None
@@ -88,6 +91,11 @@ class DataConfig:
         elif not self.root:
             raise ConfigError(
                 f"data.root: data set {self.name!r} needs data.root, the local folder holding it"
+            )
+        if self.val_fraction <= 0:
+            raise ConfigError(
+                f"data.val_fraction: {self.val_fraction!r} leaves no validation set, on which the accuracy, the mask "
+                "panels and the detector are measured; valid: 0 < val_fraction <= 0.9"
             )
         _check_range("data.val_fraction", self.val_fraction, 0.0, 0.9)
         _check_range("data.memory_cache_mb", self.memory_cache_mb, 0)

@@ -59,29 +59,48 @@ def _from_folder(
     def build(cfg: DataConfig) -> DataSplits:
         assert cfg.root is not None  # checked by DataConfig
         full, names = loader(cfg.root, cfg.image_size)
-        if isinstance(full, FileImages):
-            full.keep_decoded(cfg.memory_cache_mb * 2**20)
-        if len(full) < 2:
-            raise DatasetError(f"data.root: {cfg.root} holds {len(full)} image(s); need at least 2 to split")
-        train_idx, val_idx = split_indices(len(full), cfg.val_fraction, cfg.seed)
-        return DataSplits(
-            subset(full, train_idx),
-            subset(full, val_idx),
-            names,
-            cfg.image_size,
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            {"name": cfg.name, "root": str(cfg.root)},
-        )
+        return _split(cfg, full, names, None)
 
     return build
+
+
+def _imagefolder(cfg: DataConfig) -> DataSplits:
+    assert cfg.root is not None  # checked by DataConfig
+    full, names, val_idx = load_imagefolder(cfg.root, cfg.image_size)
+    return _split(cfg, full, names, val_idx)
+
+
+def _split(
+    cfg: DataConfig, full: AttnDataset, names: tuple[str, ...], val_idx: np.ndarray | None
+) -> DataSplits:
+    """A folder's set split into train / validation: its own validation images ``val_idx`` where it has them
+    (an ImageFolder tree's ``val`` folder), else a ``data.val_fraction`` share drawn with ``data.seed``."""
+    if isinstance(full, FileImages):
+        full.keep_decoded(cfg.memory_cache_mb * 2**20)
+    info = {"name": cfg.name, "root": str(cfg.root)}
+    if val_idx is not None:
+        train_idx = np.setdiff1d(np.arange(len(full)), val_idx)
+        info["val"] = "its val folder"
+    elif len(full) < 2:
+        raise DatasetError(f"data.root: {cfg.root} holds {len(full)} image(s); need at least 2 to split")
+    else:
+        train_idx, val_idx = split_indices(len(full), cfg.val_fraction, cfg.seed)
+    return DataSplits(
+        subset(full, train_idx),
+        subset(full, val_idx),
+        names,
+        cfg.image_size,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        info,
+    )
 
 
 DATASETS: dict[str, Callable[[DataConfig], DataSplits]] = {
     "synthetic": _synthetic,
     "pets": _from_folder(load_pets),
     "cifar10": _from_folder(load_cifar10),
-    "imagefolder": _from_folder(load_imagefolder),
+    "imagefolder": _imagefolder,
 }
 
 

@@ -29,8 +29,12 @@ IMAGEFOLDER_LAYOUT = (
     """expected an ImageFolder tree: ROOT/<class name>/<image file>, one sub-folder per class,
 image files ending in """
     + ", ".join(IMAGE_SUFFIXES)
-    + " (hidden files and folders, named .*, are left out)"
+    + " (hidden files and folders, named .*, are left out); or split in folders, ROOT/train/<class name>/<image file>"
+    " and ROOT/val/<class name>/<image file> (val also valid or validation; a test folder is not read)"
 )
+
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+"""Folder names (any case) of an ImageFolder tree split in folders -> the split they hold."""
 
 
 _UPRIGHT = {
@@ -297,25 +301,78 @@ def load_cifar10(root: str | Path, size: int) -> tuple[TensorImages, tuple[str, 
     return TensorImages(arr, np.asarray(labels)), names
 
 
-def load_imagefolder(root: str | Path, size: int) -> tuple[FileImages, tuple[str, ...]]:
-    """Any ``ROOT/<class>/<image>`` tree; class ids follow the sorted folder names."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"data.root: {root} is not a folder; imagefolder: {IMAGEFOLDER_LAYOUT}")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files, labels = [], []
-    for k, name in enumerate(classes):
-        found = sorted(p for p in (root / name).rglob("*") if is_image_file(p, root / name))
-        files.extend(found)
-        labels.extend([k] * len(found))
-    if not classes or not files:
+def split_folders(root: Path) -> dict[str, Path] | None:
+    """The split folders of an ImageFolder tree laid out ``ROOT/train/<class>/...``, ``ROOT/val/<class>/...``
+    (by split: ``train``, ``val``, ``test``), or None for a ``ROOT/<class>/...`` tree. A tree is split when its
+    folders are all split names (:data:`SPLIT_FOLDERS`, any case) and one of them is ``train``."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    kinds = [SPLIT_FOLDERS.get(p.name.lower()) for p in folders]
+    if "train" not in kinds or None in kinds:
+        return None
+    found: dict[str, Path] = {}
+    for folder, kind in zip(folders, kinds, strict=True):
+        assert kind is not None
+        if kind in found:
+            raise DatasetError(
+                f"data.root: {root} holds two {kind} folders, {found[kind].name} and {folder.name}; keep one"
+            )
+        found[kind] = folder
+    return found
+
+
+def _class_tree(
+    root: Path, train: tuple[Path, tuple[str, ...]] | None = None
+) -> tuple[list[Path], list[int], tuple[str, ...]]:
+    """The image files of ``ROOT/<class>/...``, their labels and the sorted class names; with ``train`` (the
+    train folder of a tree split in folders, and its classes), labels follow the train folder's classes, and a
+    class folder it does not have is refused."""
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = tuple(found) if train is None else train[1]
+    unknown = [c for c in found if c not in names]
+    if train is not None and unknown:
+        raise DatasetError(
+            f"data.root: {root} has class folders that {train[0]} does not have: {', '.join(unknown)}; "
+            f"classes are the train folder's: {', '.join(names)}"
+        )
+    files: list[Path] = []
+    labels: list[int] = []
+    for k, name in enumerate(names):
+        if name not in found:
+            continue
+        images = sorted(p for p in (root / name).rglob("*") if is_image_file(p, root / name))
+        files.extend(images)
+        labels.extend([k] * len(images))
+    if not found or not files:
         raise DatasetError(
             f"data.root: {root} holds no class folders with images; imagefolder: {IMAGEFOLDER_LAYOUT}"
         )
-    empty = [c for c, n in zip(classes, np.bincount(labels, minlength=len(classes)), strict=True) if n == 0]
+    counts = np.bincount(labels, minlength=len(names))
+    empty = [c for k, c in enumerate(names) if c in found and counts[k] == 0]
     if empty:
         raise DatasetError(
-            f"data.root: class folders without images: {', '.join(empty)}; {IMAGEFOLDER_LAYOUT}"
+            f"data.root: {root}: class folders without images: {', '.join(empty)}; {IMAGEFOLDER_LAYOUT}"
         )
+    return files, labels, names
+
+
+def load_imagefolder(root: str | Path, size: int) -> tuple[FileImages, tuple[str, ...], np.ndarray | None]:
+    """Any ``ROOT/<class>/<image>`` tree, class ids following the sorted folder names; the third value is None
+    (the set is split by ``data.val_fraction``). A tree split in folders (:func:`split_folders`) gives its
+    ``train`` and ``val`` images, classes from ``train``, and the indices of the ``val`` ones as the third value
+    (None where there is no ``val`` folder); its ``test`` folder is not read."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data.root: {root} is not a folder; imagefolder: {IMAGEFOLDER_LAYOUT}")
+    splits = split_folders(root)
+    if splits is None:
+        files, labels, classes = _class_tree(root)
+        val_idx = None
+    else:
+        files, labels, classes = _class_tree(splits["train"])
+        val_idx = None
+        if "val" in splits:
+            val_files, val_labels, _ = _class_tree(splits["val"], (splits["train"], classes))
+            val_idx = np.arange(len(files), len(files) + len(val_files))
+            files, labels = files + val_files, labels + val_labels
     check_headers(files)
-    return FileImages(files, labels, size), tuple(classes)
+    return FileImages(files, labels, size), classes, val_idx
