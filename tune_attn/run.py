@@ -13,7 +13,6 @@ Layout of a run folder::
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from tune_attn import panels
 from tune_attn.config import RunConfig, save_config
 from tune_attn.degeneracy import DegeneracyMonitor, Verdict
 from tune_attn.engine import BatchCallback, EpochResult, Trainer
+from tune_attn.files import in_place
 from tune_attn.masks import MaskStats
 
 CHECKPOINT = "checkpoint.pt"
@@ -71,10 +71,8 @@ def head_notes(stats: MaskStats) -> list[str] | None:
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with in_place(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tune_attn.files import in_place
+
 EARS = ("pointed", "round", "floppy")
 PATTERNS = ("plain", "striped", "spotted")
 TAILS = ("long", "bob")
@@ -196,9 +198,8 @@ def load_or_generate(
     arrays = generate(n, size, seed)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **{f: getattr(arrays, f) for f in SyntheticArrays.__annotations__})
-        os.replace(tmp, path)
+        with in_place(path) as tmp, tmp.open("wb") as fh:
+            np.savez(fh, **{f: getattr(arrays, f) for f in SyntheticArrays.__annotations__})
     except OSError:
         pass  # a read-only cache folder costs time, not correctness
     return arrays

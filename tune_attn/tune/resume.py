@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_attn.config import flat_keys
+from tune_attn.files import in_place
 from tune_attn.status import LOST, LOST_MARK, METRIC, interrupted_when
 from tune_attn.tune.options import RESUME_KEEPS, SWEEP_RECORD, SweepOptions, plain, recorded
 from tune_attn.tune.search import SearchSpace
@@ -97,9 +98,8 @@ def add_trials(path: str, total: int) -> int:
         with fs.open_output_stream(states[-1]) as f:
             f.write(cloudpickle.dumps(state))
         return had
-    tmp = Path(states[-1]).with_name(f".{Path(states[-1]).name}.tmp")
-    tmp.write_bytes(cloudpickle.dumps(state))
-    os.replace(tmp, states[-1])  # atomic, as Tune writes it
+    with in_place(states[-1]) as tmp:  # atomic, as Tune writes it
+        tmp.write_bytes(cloudpickle.dumps(state))
     record_file = Path(path) / SWEEP_RECORD  # a URI's is written again at the end
     with contextlib.suppress(OSError, ValueError, KeyError):
         record = json.loads(record_file.read_text())

@@ -26,6 +26,7 @@ from typing import Any
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from tune_attn.files import in_place
 from tune_attn.status import run_status
 
 RAY_TRIAL_ID = "ray_trial_id"
@@ -63,9 +64,8 @@ class DegeneracyAwareOptunaSearch(OptunaSearch):
 
     def save(self, checkpoint_path: str) -> None:
         """Like OptunaSearch.save, but atomic: a driver killed mid-write leaves the previous state intact."""
-        tmp = f"{checkpoint_path}.{os.getpid()}.tmp"
-        super().save(tmp)
-        os.replace(tmp, checkpoint_path)
+        with in_place(checkpoint_path) as tmp:
+            super().save(str(tmp))
 
     @property
     def study(self) -> Any:

@@ -3,19 +3,18 @@ study as a SQLite file."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
-import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from tune_attn.files import in_place
 from tune_attn.status import LOST
 
 SUMMARY_FIGURES = (
@@ -78,27 +77,14 @@ def pruned_ahead_note(rows: list[dict[str, Any]], path: str) -> str | None:
     )
 
 
-@contextlib.contextmanager
-def _in_place(target: Path) -> Iterator[Path]:
-    """A temporary file beside ``target`` to write, moved onto ``target`` once written (a reader never finds half
-    a file) and removed when the writing fails."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_table(folder: Path, rows: list[dict[str, Any]]) -> None:
     """summary.json and summary.csv in ``folder``, each written beside and moved into place: a reader (`tune-attn
     best`) never finds half a file, even when a second Ctrl+C ends the sweep while it writes them."""
     folder.mkdir(parents=True, exist_ok=True)
-    with _in_place(folder / "summary.json") as tmp:
+    with in_place(folder / "summary.json") as tmp:
         tmp.write_text(json.dumps(rows, indent=1, default=str))
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with _in_place(folder / "summary.csv") as tmp, tmp.open("w", newline="") as fh:
+    with in_place(folder / "summary.csv") as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
@@ -122,7 +108,7 @@ def write_study(folder: Path, study: Any, name: str) -> Path:
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in RDB ..."
     try:
-        with _in_place(target) as tmp:
+        with in_place(target) as tmp:
             storage = optuna.storages.RDBStorage(f"sqlite:///{tmp.resolve()}")
             try:
                 copy = optuna.create_study(storage=storage, study_name=name, directions=study.directions)
