@@ -16,10 +16,20 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import heavy_imports_after
+from tests.conftest import TINY, heavy_imports_after
+from tune_attn.config import load_config
 from tune_attn.export import BundleError, export_bundle, image_files, load_bundle, overlay_paths, predict
-from tune_attn.leaderboard import SweepError, rank, read_sweep, searched_keys, was_drawn, why_no_pick
-from tune_attn.run import load_checkpoint
+from tune_attn.leaderboard import (
+    SweepError,
+    rank,
+    read_run,
+    read_sweep,
+    searched_keys,
+    was_drawn,
+    why_no_pick,
+)
+from tune_attn.run import load_checkpoint, run_epochs, train_run
+from tune_attn.status import pickable
 from tune_attn.tune.options import DRIVER_LOCK, SweepOptions, sole_driver
 from tune_attn.tune.sweep import run_sweep
 
@@ -345,6 +355,74 @@ def test_export_predict_and_rerun(sweep: Path, tmp_path: Path) -> None:
     assert again["val_accuracy"] == first["val_accuracy"]
     assert again["train_loss"] == pytest.approx(first["train_loss"], rel=1e-5)
     assert again["mask.entropy"] == pytest.approx(first["mask.entropy"], rel=1e-4)
+
+
+def test_a_train_run_is_exported_as_a_bundle_and_a_trials_run_folder_as_that_trial(
+    sweep: Path, tmp_path: Path
+) -> None:
+    # The config picked, trained again (longer, say) with `tune-attn train`: that run is what gets deployed.
+    run = tmp_path / "run"
+    train_run(load_config(None, TINY), run)
+    r = _cli("predict", "run", "x.png", cwd=tmp_path)
+    assert (
+        r.returncode == 2
+        and "a training run's folder: make a bundle of its model with tune-attn export run" in (r.stderr)
+    ), r.stderr
+    r = _cli("export", "run", "--out", "bundle", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    row = read_run(run)
+    assert row["status"] == "completed" and row["epochs"] == 2
+    assert "exported run run (epoch 2) to bundle" in r.stdout
+    assert ("note: the run is completed with" in r.stdout) == (not pickable(row)), r.stdout
+    bundle = tmp_path / "bundle"
+    meta = json.loads((bundle / "bundle.json").read_text())
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert meta["provenance"] == {"run": str(run.resolve())} and meta["epoch"] == 2
+    assert meta["metrics"]["last_val_accuracy"] == last["val_accuracy"]
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert (
+        f"- `tune-attn train` run `{run.resolve()}` (not a sweep's trial)." in card
+        and "run status completed" in card
+    )
+    state = load_checkpoint(run / "checkpoint.pt")
+    for k, v in load_bundle(bundle).model.state_dict().items():
+        assert torch.equal(v, state["model"][k])
+    r = _cli("evaluate", "bundle", cwd=tmp_path)
+    assert (
+        r.returncode == 0
+        and f"val_accuracy {last['val_accuracy']:.4f}\n" in r.stdout
+        and "note" not in r.stdout
+    )
+    # A run folder has one model: the flags that choose among a sweep's trials are refused.
+    r = _cli("export", "run", "--out", "other", "--trial", "abc", cwd=tmp_path)
+    assert (
+        r.returncode == 2
+        and "a run folder holds one model; --trial" in r.stderr
+        and not (tmp_path / "other").exists()
+    )
+    # A run stopped before its last epoch is exported, and said to be.
+    stopped = tmp_path / "stopped"
+    epochs = run_epochs(load_config(None, [*TINY, "train.epochs=3"]), stopped)
+    next(epochs)
+    epochs.close()
+    r = _cli("export", "stopped", "--out", "b2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (
+        "note: the run is interrupted with" in r.stdout
+        and "after epoch 1 of 3: stopped before its last epoch" in (r.stdout)
+    ), r.stdout
+    assert json.loads((tmp_path / "b2" / "bundle.json").read_text())["epoch"] == 1
+    # A sweep trial's run folder exports as that trial of its sweep, with the sweep's provenance.
+    trial = next(r for r in read_sweep(sweep) if r["run"])
+    r = _cli("export", trial["run"], "--out", "b3", cwd=tmp_path)
+    assert r.returncode == 0 and f"exported trial {trial['trial_id']} to b3" in r.stdout, r.stdout + r.stderr
+    provenance = json.loads((tmp_path / "b3" / "bundle.json").read_text())["provenance"]
+    assert provenance["trial_id"] == trial["trial_id"] and provenance["sweep"] == str(sweep.resolve())
+    r = _cli("export", trial["run"], "--out", "b4", "--trial", "nottheone", cwd=tmp_path)
+    assert (
+        r.returncode == 2
+        and f"the run folder of trial {trial['trial_id']}, not of --trial nottheone" in r.stderr
+    )
 
 
 def test_bad_bundles_are_refused_naming_the_file(sweep: Path, tmp_path: Path) -> None:

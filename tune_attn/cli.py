@@ -456,18 +456,60 @@ def _export(experiment: str, trial: str, out: Path) -> None:
         raise _fail(str(exc)) from None
 
 
+def _export_run(run: str, out: Path) -> None:
+    """Export a `tune-attn train` run folder into ``out``, saying so when its masks or its end are not those of a
+    config `best` would pick; or fail naming why."""
+    from tune_attn.export import BundleError, export_run
+    from tune_attn.leaderboard import read_run
+    from tune_attn.status import pickable
+
+    try:
+        row = read_run(run)
+        if not pickable(row):
+            console.print(
+                f"note: the run is {row['status']} with {row.get('detector.kind') or 'unknown'} masks at the end"
+                + (f" ({row['reason']})" if row["reason"] else "")
+                + ": `best` never picks a sweep's trial like it (its model card says so too)",
+                highlight=False,
+                markup=False,
+            )
+        export_run(run, out)
+    except (BundleError, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"exported run {run} (epoch {row['epochs']}) to {out}", highlight=False)
+
+
 @app.command("export")
 def export_(
-    experiment: Annotated[str, typer.Argument(help="A sweep folder, or its URI (s3://bucket/sweeps/name).")],
+    experiment: Annotated[
+        str,
+        typer.Argument(
+            help="A sweep folder, or its URI (s3://bucket/sweeps/name); or a `tune-attn train` run folder."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Bundle folder to write.")],
     trial: Annotated[str | None, typer.Option(help="Export this trial id instead of the best one.")] = None,
     metric: MetricOpt = "last_val_accuracy",
     min_object_mass: MinObjectOpt = None,
 ) -> None:
-    """Write a deployable bundle (config, weights, torch.export model, panel, model card) of a sweep's trial."""
-    from tune_attn.leaderboard import SweepError, find_trial, rank, read_sweep_at
+    """Write a deployable bundle (config, weights, torch.export model, panel, model card) of a sweep's trial,
+    or of a `tune-attn train` run."""
+    from tune_attn.leaderboard import SweepError, find_trial, is_run_folder, rank, read_sweep_at, trial_of_run
     from tune_attn.status import pickable
 
+    if is_run_folder(experiment):
+        of_trial = trial_of_run(experiment)
+        if of_trial is None:
+            if trial is not None or min_object_mass is not None or metric != "last_val_accuracy":
+                raise _fail(
+                    f"{experiment}: a run folder holds one model; --trial, --metric and --min-object-mass choose "
+                    "among a sweep's trials"
+                )
+            _export_run(experiment, out)
+            return
+        if trial is not None and trial != of_trial[1]:
+            raise _fail(f"{experiment}: the run folder of trial {of_trial[1]}, not of --trial {trial}")
+        experiment, trial = str(of_trial[0]), of_trial[1]  # a sweep trial's run folder: that trial
     try:
         rows = read_sweep_at(experiment)
         row = find_trial(rows, trial) if trial else rank(rows, metric, min_object_mass)[1]
@@ -703,10 +745,13 @@ def evaluate(
     # Half a point apart at least: another device's numerics may move a sample or two, not a whole trial.
     recorded = bundle.meta.get("metrics", {}).get("last_val_accuracy") if bundle is not None else None
     if bundle is not None and isinstance(recorded, float) and abs(recorded - acc) > 0.005:
-        trial = bundle.meta.get("provenance", {}).get("trial_id")
+        provenance = bundle.meta.get("provenance", {})
+        source = (
+            f"trial {provenance['trial_id']}" if "trial_id" in provenance else f"run {provenance.get('run')}"
+        )
         console.print(
-            f"note: the bundle records val_accuracy {recorded:.3f} for trial {trial} at epoch {epoch}; its weights "
-            "give another: they may not be that trial's (a bundle put together by hand), or the data set changed",
+            f"note: the bundle records val_accuracy {recorded:.3f} for {source} at epoch {epoch}; its weights "
+            "give another: they may not be that model's (a bundle put together by hand), or the data set changed",
             highlight=False,
         )
     for key, value in stats.flat().items():

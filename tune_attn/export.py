@@ -31,7 +31,15 @@ from tune_attn import panels
 from tune_attn.config import ConfigError, RunConfig, load_config
 from tune_attn.data.base import DatasetError
 from tune_attn.data.folders import IMAGE_SUFFIXES, is_image_file, load_rgb
-from tune_attn.leaderboard import find_trial, is_uri, read_sweep, run_uri, sweep_folder
+from tune_attn.leaderboard import (
+    find_trial,
+    is_run_folder,
+    is_uri,
+    read_run,
+    read_sweep,
+    run_uri,
+    sweep_folder,
+)
 from tune_attn.models.classifier import build_model
 from tune_attn.run import CHECKPOINT, load_checkpoint, panel_path
 from tune_attn.tune.options import SWEEP_RECORD
@@ -57,6 +65,13 @@ def export_trial(experiment: str | Path, trial_id: str, out: str | Path) -> Path
     with sweep_folder(experiment, trial_id) as folder:
         row = find_trial(read_sweep(folder), trial_id)
         return export_bundle(row, out, folder, source=str(experiment) if is_uri(experiment) else None)
+
+
+def export_run(run: str | Path, out: str | Path) -> Path:
+    """Export the model of one ``tune-attn train`` run folder (its last checkpoint) into ``out``; see
+    :func:`export_bundle`."""
+    check_out(Path(out))
+    return export_bundle(read_run(run), out)
 
 
 def export_bundle(
@@ -155,6 +170,8 @@ def _in_place_of(out: Path) -> Iterator[Path]:
 def _provenance(
     row: dict[str, Any], experiment: str | Path | None, source: str | None = None
 ) -> dict[str, Any]:
+    if row["trial_id"] is None:  # a tune-attn train run's
+        return {"run": str(Path(row["run"]).resolve())}
     run = run_uri(source, row["trial_id"]) if source else row["run"]
     out: dict[str, Any] = {"trial_id": row["trial_id"], "optuna_trial": row.get("number"), "run": run}
     if experiment is not None:
@@ -197,14 +214,20 @@ def _model_card(cfg: RunConfig, meta: dict[str, Any]) -> str:
         "",
         "## Metrics (validation set, at the exported epoch)",
         f"- Epoch {meta['epoch']}; val accuracy {fmt(m['last_val_accuracy'])} (best epoch {fmt(m['best_val_accuracy'])}); "
-        f"trial status {m['status']}; masks at the end: {m['detector.kind']}.",
+        f"{'trial' if 'trial_id' in p else 'run'} status {m['status']}; masks at the end: {m['detector.kind']}.",
         "",
         "## Attention quality (last epoch)",
         *[f"- `{k}`: {fmt(v)}" for k, v in sorted(a.items())],
         "",
         "## Provenance",
-        f"- Sweep `{p.get('sweep', '?')}`, trial `{p['trial_id']}` (Optuna trial {p.get('optuna_trial')}).",
-        f"- Search space: `{p.get('space_file', '?')}`",
+        *(
+            [
+                f"- Sweep `{p.get('sweep', '?')}`, trial `{p['trial_id']}` (Optuna trial {p.get('optuna_trial')}).",
+                f"- Search space: `{p.get('space_file', '?')}`",
+            ]
+            if "trial_id" in p
+            else [f"- `tune-attn train` run `{p['run']}` (not a sweep's trial)."]
+        ),
         "",
         "## Use",
         "```bash",
@@ -236,9 +259,12 @@ def load_bundle(folder: str | Path) -> Bundle:
         raise BundleError(f"{folder}: no such bundle folder")
     missing = [f for f in BUNDLE_FILES if not (folder / f).is_file()]
     if missing:
-        raise BundleError(
-            f"{folder}: not a tune-attn bundle, missing {', '.join(missing)} (make one with tune-attn export)"
+        how = (
+            f"a training run's folder: make a bundle of its model with tune-attn export {folder} --out BUNDLE"
+            if is_run_folder(folder)
+            else "make one with tune-attn export"
         )
+        raise BundleError(f"{folder}: not a tune-attn bundle, missing {', '.join(missing)} ({how})")
     try:
         meta = json.loads((folder / "bundle.json").read_text())
     except ValueError as exc:

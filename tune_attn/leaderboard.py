@@ -27,6 +27,7 @@ from tune_attn.status import (
     LOST_MARK,
     METRIC,
     interrupted_reason,
+    interrupted_when,
     is_last_epoch,
     pickable,
     run_status,
@@ -181,8 +182,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
             ) from None
     rows = []
     for run in sorted(folder.glob("trial_*/run")):
-        lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
-        history = [json.loads(x) for x in lines if x.strip()]
+        history = _history(run)
         if not history:
             continue
         last = history[-1]
@@ -201,19 +201,13 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
             status, reason = INTERRUPTED, interrupted_reason(last)
         else:
             status, reason = "running", f"epoch {last['epoch']} of {last.get('epochs_budget', '?')}"
-        config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
         row: dict[str, Any] = {
             "trial_id": trial_id,
             "number": (done or {}).get("number"),
             "status": status,
             "reason": reason,
-            "last_val_accuracy": last.get(METRIC),
-            "best_val_accuracy": max(h.get(METRIC, -math.inf) for h in history),
-            "epochs": last.get("epoch"),
-            "detector.kind": last.get("detector.kind"),
+            **_figures(run, history),
         }
-        row.update({k: v for k, v in last.items() if k.startswith("mask.") and ".h" not in k})
-        row["config"] = flat_keys(config)
         row["drawn"] = None if space is None else space.drawn_keys(row["config"])
         row["run"] = str(run)
         rows.append(row)
@@ -236,6 +230,71 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def _history(run: Path) -> list[dict[str, Any]]:
+    """Every finished epoch's metrics of a run folder (its ``metrics.jsonl``), oldest first."""
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
+    return [json.loads(x) for x in lines if x.strip()]
+
+
+def _figures(run: Path, history: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A run's accuracies, epochs, last verdict and mask figures (from its ``history``) and flat config."""
+    last = history[-1]
+    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    return {
+        "last_val_accuracy": last.get(METRIC),
+        "best_val_accuracy": max(h.get(METRIC, -math.inf) for h in history),
+        "epochs": last.get("epoch"),
+        "detector.kind": last.get("detector.kind"),
+        **{k: v for k, v in last.items() if k.startswith("mask.") and ".h" not in k},
+        "config": flat_keys(config),
+    }
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """Whether ``path`` is the folder of one training run (``tune-attn train --out``, or a sweep trial's ``run``):
+    it holds ``checkpoint.pt`` and ``config.yaml``."""
+    path = Path(path)
+    return not is_uri(path) and (path / "checkpoint.pt").is_file() and (path / "config.yaml").is_file()
+
+
+def trial_of_run(run: str | Path) -> tuple[Path, str] | None:
+    """The sweep folder and trial id of a sweep trial's run folder (``SWEEP/trial_<id>/run``); None for another."""
+    run = Path(run).absolute()
+    trial, sweep = run.parent, run.parent.parent
+    if run.name != "run" or not trial.name.startswith("trial_"):
+        return None
+    if not any((sweep / name).exists() for name in (SWEEP_RECORD, "summary.json")):
+        return None
+    return sweep, trial.name.removeprefix("trial_")
+
+
+def read_run(run: str | Path) -> dict[str, Any]:
+    """The row of one ``tune-attn train`` run folder, with the keys of :func:`read_sweep`'s rows: its status from
+    its last epoch (``interrupted`` when it stopped before its epoch budget), ``trial_id`` None."""
+    run = Path(run)
+    history = _history(run)
+    if not history:
+        raise SweepError(f"{run}: no epoch of this run has finished (its metrics.jsonl is empty or missing)")
+    last = history[-1]
+    if is_last_epoch(last):
+        status, reason = run_status(last, False, METRIC)
+    else:
+        status, reason = (
+            INTERRUPTED,
+            f"{interrupted_when(last)}: stopped before its last epoch, or training still; "
+            f"tune-attn train --out {run} --resume goes on",
+        )
+    return {
+        "trial_id": None,
+        "number": None,
+        "status": status,
+        "reason": reason,
+        **_figures(run, history),
+        "drawn": None,
+        "run": str(run),
+    }
 
 
 def _recorded_space(folder: Path) -> SearchSpace | None:
