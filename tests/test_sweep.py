@@ -612,6 +612,33 @@ def test_sweep_options_are_checked_before_ray_starts(tmp_path: Path) -> None:
         run_sweep(COLLAPSE_SPACE, SweepOptions(storage=str(tmp_path / "a-file" / "sweeps")))
     assert [SweepOptions(num_samples=n).tpe_startup_trials() for n in (8, 16, 40, 100)] == [4, 4, 10, 10]
     assert SweepOptions(startup_trials=2).tpe_startup_trials() == 2
+    # --time-budget: a duration as people write one, or seconds.
+    from tune_attn.tune.options import parse_duration, shown_duration
+
+    durations = {
+        "90m": 5400,
+        "1.5h": 5400,
+        "2h30m": 9000,
+        " 2h 30m ": 9000,
+        "3600": 3600,
+        "45s": 45,
+        "1d": 86400,
+    }
+    assert {text: parse_duration(text) for text in durations} == durations
+    assert [shown_duration(s) for s in (45, 750, 5400, 7200, 86400)] == [
+        "45s",
+        "12m30s",
+        "1h30m",
+        "2h",
+        "24h",
+    ]
+    for bad in ("", "2x", "h", "1h 30", "30 2h", "-5m", "1e3"):
+        with pytest.raises(
+            ValueError, match=f"--time-budget: {re.escape(repr(bad))} is not a duration; give a"
+        ):
+            parse_duration(bad)
+    with pytest.raises(ValueError, match="--time-budget: 0.0 seconds; must be > 0"):
+        SweepOptions(time_budget=parse_duration("0"))
 
 
 def test_a_sweep_without_a_name_gets_a_new_one_and_the_sweeps_there_are_listed(tmp_path: Path) -> None:
@@ -1012,6 +1039,45 @@ def test_a_finished_sweep_given_more_trials_runs_only_those_and_its_search_goes_
     assert [t.params for t in study.trials] == [t.params for t in at_once.trials]
     assert [t.value for t in study.trials] == [t.value for t in at_once.trials]
     assert len({t.params["train.weight_decay"] for t in study.trials}) == 3
+
+
+@pytest.mark.slow
+def test_a_sweep_past_its_time_budget_starts_no_trial_and_its_command_runs_the_rest(tmp_path: Path) -> None:
+    import shlex
+
+    # One trial at a time, each longer than the budget (a trial's process starts in ~4 s here, then 8 epochs, not
+    # pruned): the first starts at once (~0.5 s), none after it (a slower machine makes the trial longer too).
+    base = sweep_cmd(tmp_path, "--name", "b", "--num-samples", "3", "--max-concurrent", "1", "--no-prune")
+    base += ["--set", "train.epochs=8", "--wandb", "off"]
+    env = {**os.environ, "COLUMNS": "400"}
+    r = subprocess.run([*base, "--time-budget", "4s"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert len(rows) == 1 and rows[0]["status"] == "completed" and rows[0]["epochs"] == 8, rows
+    assert re.search(
+        r"\ntime budget reached: no trial starts from now on; the 1 running finish \| ", r.stdout
+    ), r.stdout
+    said = re.search(
+        r"\nsweep stopped at its time budget \(4s\): 1 completed; 2 of 3 trials not started\. Run them with: "
+        r"tune-attn (.*)\n",
+        r.stdout,
+    )
+    assert said, r.stdout
+    # Its command resumes it, with the budget again: the trials left run (one more, then the budget again).
+    again = subprocess.run(
+        [sys.executable, "-m", "tune_attn.cli", *shlex.split(said.group(1))],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "2 completed; 1 of 3 trials not started" in again.stdout, again.stdout
+    first = rows[0]
+    rows = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert len(rows) == 2 and first in rows  # the first trial kept as it was
+    study = load_study(str(tmp_path / "b"))
+    assert [(t.number, t.state) for t in study.trials] == [(0, TrialState.COMPLETE), (1, TrialState.COMPLETE)]
 
 
 @pytest.mark.slow

@@ -248,6 +248,13 @@ def sweep(
     progress_every: Annotated[
         float, typer.Option(help="Seconds between status lines while trials train (0: every epoch).")
     ] = 60.0,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Start no trial after this long (90m, 1.5h, 2h30m, or seconds); the running ones finish, and "
+            "--resume runs the rest."
+        ),
+    ] = None,
     wandb: WandbOpt = "offline",
     wandb_project: WandbProjectOpt = "tune-attn",
     wandb_entity: WandbEntityOpt = None,
@@ -258,7 +265,9 @@ def sweep(
         check_sweep,
         claim_new_sweep,
         new_sweep_name,
+        parse_duration,
         release_unused,
+        shown_duration,
         sweeps_in,
     )
 
@@ -288,6 +297,7 @@ def sweep(
             reuse_actors=reuse_actors,
             fixed=tuple(set_ or ()),
             progress_seconds=progress_every,
+            time_budget=None if time_budget is None else parse_duration(time_budget),
             wandb=wandb,
             wandb_project=wandb_project,
             wandb_entity=wandb_entity,
@@ -318,10 +328,18 @@ def sweep(
         if name is None:
             release_unused(options)
     counts = count_statuses(r["status"] for r in result.rows)
-    if result.interrupted:
+    if result.budget_reached and not result.interrupted:
+        assert options.time_budget is not None
         waiting = result.planned - result.started
-        again = [*sys.argv[1:], *(["--name", options.name] if name is None else [])]  # this very sweep
-        again += [] if "--resume" in again else ["--resume"]
+        again = _this_sweep_again(name is None, options.name)
+        console.print(
+            f"sweep stopped at its time budget ({shown_duration(options.time_budget)}): {counts}; "
+            f"{waiting} of {result.planned} trials not started. Run them with: tune-attn {shlex.join(again)}",
+            highlight=False,
+        )
+    elif result.interrupted:
+        waiting = result.planned - result.started
+        again = _this_sweep_again(name is None, options.name)
         console.print(
             f"sweep interrupted: {counts or 'no trial started'}"
             + (f"; {waiting} of {result.planned} trials not started yet" if waiting > 0 else "")
@@ -354,6 +372,13 @@ def sweep(
     )
     if result.interrupted:
         raise typer.Exit(130)  # as a shell reports a command stopped by Ctrl+C
+
+
+def _this_sweep_again(named_here: bool, name: str) -> list[str]:
+    """This command's arguments, continuing this very sweep: ``--resume``, and ``--name`` where it got its name
+    here."""
+    again = [*sys.argv[1:], *(["--name", name] if named_here else [])]
+    return again + ([] if "--resume" in again else ["--resume"])
 
 
 MetricOpt = Annotated[

@@ -11,6 +11,7 @@ import datetime
 import itertools
 import json
 import os
+import re
 import shlex
 import socket
 import time
@@ -64,6 +65,10 @@ class SweepOptions:
     ``reuse_actors``): the imports and CUDA's start are paid once per process, not once per trial."""
     progress_seconds: float = 60.0
     """While trials train, a status line at most this often (0: after every epoch reported)."""
+    time_budget: float | None = None
+    """Seconds after this run's start past which the search proposes no trial (``--time-budget``, as Optuna's
+    ``timeout``): the running trials finish, then the sweep ends; ``--resume`` runs the trials left. None: no
+    limit. Not kept by a resumed sweep: it applies to the run it is given to."""
     wandb: str = "offline"
     wandb_project: str = "tune-attn"
     wandb_entity: str | None = None
@@ -86,6 +91,8 @@ class SweepOptions:
             raise ValueError(f"--asha-grace: {self.asha_grace}; must be >= 1 epoch")
         if self.progress_seconds < 0:
             raise ValueError(f"--progress-every: {self.progress_seconds}; must be >= 0 seconds")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"--time-budget: {self.time_budget} seconds; must be > 0")
         if self.max_failures < -1:
             raise ValueError(f"--max-failures: {self.max_failures}; must be >= 0, or -1 for no limit")
         if self.startup_trials is not None and self.startup_trials < 1:
@@ -107,6 +114,37 @@ class SweepOptions:
     def storage_path(self) -> str:
         """An absolute local path, or a URI such as ``s3://bucket/prefix`` as given."""
         return self.storage if "://" in self.storage else str(Path(self.storage).resolve())
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: a number with a unit, ``s``, ``m``, ``h`` or ``d`` (``90m``, ``1.5h``, ``2h30m``), or
+    seconds alone (``3600``); ValueError naming it otherwise."""
+    number = r"(?:\d+(?:\.\d*)?|\.\d+)"
+    lowered = text.lower()
+    if re.fullmatch(rf"\s*{number}\s*", lowered):
+        return float(lowered)
+    if not re.fullmatch(rf"\s*(?:{number}\s*[smhd]\s*)+", lowered):
+        raise ValueError(
+            f"--time-budget: {text!r} is not a duration; give a number with a unit, s, m, h or d (90m, 1.5h, "
+            "2h30m), or seconds alone (3600)"
+        )
+    parts = re.findall(rf"({number})\s*([smhd])", lowered)
+    return sum(float(n) * _UNITS[u or "s"] for n, u in parts)
+
+
+def shown_duration(seconds: float) -> str:
+    """``seconds`` as a person reads them: ``45s``, ``12m30s``, ``1h30m``, ``26h``."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
+    return f"{secs}s"
 
 
 def plain(value: Any) -> Any:

@@ -68,44 +68,75 @@ def _flag_value(value: Any) -> str:
     return "default" if value is None else str(value)
 
 
-def add_trials(path: str, total: int) -> int:
-    """Before a sweep (a local folder or a URI) is restored: raise its number of trials to ``total`` where it
-    has fewer, in Tune's saved search state (the count of trials the search proposes,
-    ``search_gen_state-*.json``: Tune has no option for it) and in a local ``sweep.json``. Returns the number
-    the sweep had."""
+def _search_state(path: str) -> tuple[Any, str, dict[str, Any]] | None:
+    """The file system, file and contents of the search state Tune restores for the sweep at ``path`` (a local
+    folder or a URI): the newest ``search_gen_state-*.json`` by name. None when there is none."""
     import pyarrow.fs
     import ray.cloudpickle as cloudpickle
 
     fs, root = pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
     found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     states = sorted(f.path for f in found if re.fullmatch(r"search_gen_state-.*\.json", f.base_name))
-    if not states:  # the newest by name is the one Tune restores
+    if not states:
+        return None
+    with fs.open_input_stream(states[-1]) as f:
+        return fs, states[-1], cloudpickle.loads(f.read())
+
+
+def _write_search_state(fs: Any, file: str, state: dict[str, Any]) -> None:
+    import pyarrow.fs
+    import ray.cloudpickle as cloudpickle
+
+    if not isinstance(fs, pyarrow.fs.LocalFileSystem):  # an object store writes an object whole
+        with fs.open_output_stream(file) as f:
+            f.write(cloudpickle.dumps(state))
+        return
+    with in_place(file) as tmp:  # atomic, as Tune writes it
+        tmp.write_bytes(cloudpickle.dumps(state))
+
+
+def add_trials(path: str, total: int) -> int:
+    """Before a sweep (a local folder or a URI) is restored: raise its number of trials to ``total`` where it
+    has fewer, in Tune's saved search state (the count of trials the search proposes,
+    ``search_gen_state-*.json``: Tune has no option for it) and in a local ``sweep.json``. Returns the number
+    the sweep had."""
+    saved = _search_state(path)
+    if saved is None:
         raise ValueError(
             f"{path}: no saved search state (search_gen_state-*.json), so no trials can be added"
         )
-    with fs.open_input_stream(states[-1]) as f:
-        state = cloudpickle.loads(f.read())
+    fs, file, state = saved
     if not isinstance(state, dict) or not isinstance(state.get("total_samples"), int):
         raise ValueError(
-            f"{states[-1]}: this Ray version's search state has no number of trials (total_samples) to raise; "
+            f"{file}: this Ray version's search state has no number of trials (total_samples) to raise; "
             "start a new sweep instead"
         )
     had = int(state["total_samples"])
     if total <= had:
         return had
     state.update(total_samples=total, finished=False)
-    if "://" in path:  # an object store writes an object whole
-        with fs.open_output_stream(states[-1]) as f:
-            f.write(cloudpickle.dumps(state))
+    _write_search_state(fs, file, state)
+    if "://" in path:  # a URI's sweep.json is written again at the end
         return had
-    with in_place(states[-1]) as tmp:  # atomic, as Tune writes it
-        tmp.write_bytes(cloudpickle.dumps(state))
-    record_file = Path(path) / SWEEP_RECORD  # a URI's is written again at the end
+    record_file = Path(path) / SWEEP_RECORD
     with contextlib.suppress(OSError, ValueError, KeyError):
         record = json.loads(record_file.read_text())
         record["options"]["num_samples"] = total
         record_file.write_text(json.dumps(record, indent=1, default=str))
     return had
+
+
+def reopen_search(path: str) -> bool:
+    """Before a sweep is restored: a search that ended at its time budget (the searcher said it had finished,
+    which Tune saved) proposes trials again, so the resumed sweep runs those it had not started. Returns whether
+    it had ended so."""
+    saved = _search_state(path)
+    if saved is None or not isinstance(saved[2], dict) or not saved[2].get("finished"):
+        return False
+    fs, file, state = saved
+    state["finished"] = False
+    _write_search_state(fs, file, state)
+    return True
 
 
 def _experiment_state(folder: Path) -> Path | None:

@@ -20,10 +20,12 @@ finishes it.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from tune_attn.files import in_place
@@ -31,9 +33,23 @@ from tune_attn.status import run_status
 
 RAY_TRIAL_ID = "ray_trial_id"
 
+propose_until: float | None = None
+"""Wall-clock time (``time.time()``) after which the search proposes no trial (``--time-budget``), so Tune ends
+the sweep once the running trials finish; None: no limit. Set by the sweep for each run (a resumed one too) and
+read here by name, never saved with the searcher's state."""
+budget_reached = False
+"""Whether the search has declined a trial for :data:`propose_until` in this run."""
+
 
 class DegeneracyAwareOptunaSearch(OptunaSearch):
     """OptunaSearch whose trials end COMPLETE, PRUNED or FAIL as they really ended (see the module doc)."""
+
+    def suggest(self, trial_id: str) -> dict | None:
+        global budget_reached
+        if propose_until is not None and time.time() >= propose_until:
+            budget_reached = True
+            return Searcher.FINISHED  # type: ignore[return-value]
+        return super().suggest(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from tune_attn.tune.resume import (
     forgive_deleted_checkpoints,
     lost_rows,
     mark_lost,
+    reopen_search,
     resume_differences,
 )
 from tune_attn.tune.search import SearchSpace
@@ -95,6 +97,9 @@ class SweepResult:
     """The sweep ran on the cluster's head node (a Ray Client address): ``path`` is a path there."""
     planned: int = 0
     """How many trials the sweep was started with (a resumed sweep keeps its own number)."""
+    budget_reached: bool = False
+    """The search proposed no more trials once ``--time-budget`` had passed; the trials it had not started wait for
+    ``--resume``."""
 
     @property
     def started(self) -> int:
@@ -104,8 +109,9 @@ class SweepResult:
     @property
     def interrupted(self) -> bool:
         """Whether the sweep was stopped before its end (Ctrl+C): some trials did not finish, or never
-        started; ``--resume`` continues it."""
-        return any(r["status"] == INTERRUPTED for r in self.rows) or self.started < self.planned
+        started (and not for its time budget); ``--resume`` continues it."""
+        cut = any(r["status"] == INTERRUPTED for r in self.rows)
+        return cut or (self.started < self.planned and not self.budget_reached)
 
 
 def _searcher(space: SearchSpace, options: SweepOptions) -> tuple[Any, Any]:
@@ -159,6 +165,7 @@ def _progress_callback(keys: list[str]) -> Any:
             self.fresh = False  # a result came in since the last line
             self.caught_up = False  # the trials a resumed sweep had finished are counted
             self.started: set[str] = set()
+            self.budget_told = False
 
         def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
             if not self.caught_up:
@@ -218,6 +225,15 @@ def _progress_callback(keys: list[str]) -> Any:
                 )
 
         def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+            until = importlib.import_module("tune_attn.tune.searcher").propose_until
+            planned = importlib.import_module(module).planned_trials or 0
+            if not self.budget_told and until is not None and time.time() >= until and len(trials) < planned:
+                self.budget_told = True  # said as it passes, before the searcher is next asked for a trial
+                self.say(
+                    "time budget reached: no trial starts from now on"
+                    + (f"; the {len(self.epochs)} running finish" if self.epochs else "")
+                    + f" | {self.status()}"
+                )
             now = time.monotonic()
             if not self.fresh or now - self.last_line < self.every or not self.epochs:
                 return
@@ -832,6 +848,7 @@ def _drive(
             )
             for row in mark_lost(Path(path), space) if local_exists else []:
                 echo(f"{row['trial_id']}: lost - {row['reason']}")
+            reopen_search(path)  # a sweep that ended at its time budget runs the trials it had not started
             if options.given is None or "num_samples" in options.given:
                 had = add_trials(path, options.num_samples)
                 if had < options.num_samples:
@@ -875,6 +892,11 @@ def _drive(
             )
         global progress_every, planned_trials, ended_trials
         progress_every, planned_trials, ended_trials = options.progress_seconds, None, None
+        from tune_attn.tune import searcher as searcher_module  # read by the searcher, by name
+
+        budget = options.time_budget
+        searcher_module.propose_until = None if budget is None else time.time() + budget
+        searcher_module.budget_reached = False
         with _without_tunes_resume_line(), _without_tunes_missing_results(), _sigterm_as_ctrl_c():
             grid = tuner.fit()
         # Let Tune's objects go now: after a Ctrl+C its loggers still hold the trials' result files open, and
@@ -886,7 +908,14 @@ def _drive(
     rows = summary_rows(grid, space, study, ended_trials)
     planned = planned_trials or len(rows)
     rows += lost_rows(path, rows, space)  # trials a driver that died started: kept, and told apart
-    result = SweepResult(path, rows, study, wandb_mode=wandb.mode, planned=planned)
+    result = SweepResult(
+        path,
+        rows,
+        study,
+        wandb_mode=wandb.mode,
+        planned=planned,
+        budget_reached=searcher_module.budget_reached,
+    )
     if not remote:
         write_table(Path(path), rows)
         _study_file(Path(path), study, options.name, echo)
