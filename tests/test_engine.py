@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import TINY
 from tune_attn.config import load_config
-from tune_attn.engine import Trainer, TrainingDiverged, use_deterministic_kernels
+from tune_attn.engine import Trainer, TrainingDiverged, random_hflip, use_deterministic_kernels
 from tune_attn.run import load_checkpoint, train_run
 
 
@@ -49,11 +49,29 @@ def test_same_seed_same_results_and_other_seed_differs() -> None:
     assert a != c
 
 
-def test_resume_from_checkpoint_is_exact(tmp_path: Path) -> None:
-    straight = train_run(_cfg("train.epochs=3"), tmp_path / "straight")
+def test_random_hflip_mirrors_about_half_the_images_as_its_seed_says() -> None:
+    x = torch.rand(1000, 3, 4, 5)
+    out = random_hflip(x, torch.Generator().manual_seed(0))
+    mirrored = [torch.equal(o, i.flip(2)) for o, i in zip(out, x, strict=True)]  # i: (C, H, W)
+    kept = [torch.equal(o, i) for o, i in zip(out, x, strict=True)]
+    assert all(m != k for m, k in zip(mirrored, kept, strict=True)) and 450 < sum(mirrored) < 550
+    assert torch.equal(random_hflip(x, torch.Generator().manual_seed(0)), out)
+    assert not torch.equal(random_hflip(x, torch.Generator().manual_seed(1)), out)
+
+
+def test_hflip_changes_training_and_keeps_it_reproducible() -> None:
+    plain = [r.metrics["train_loss"] for r in Trainer(_cfg()).epochs()]
+    flipped = [r.metrics["train_loss"] for r in Trainer(_cfg("train.hflip=true")).epochs()]
+    assert flipped != plain
+    assert [r.metrics["train_loss"] for r in Trainer(_cfg("train.hflip=true")).epochs()] == flipped
+
+
+@pytest.mark.parametrize("extra", [[], ["train.hflip=true"]], ids=["plain", "hflip"])
+def test_resume_from_checkpoint_is_exact(tmp_path: Path, extra: list[str]) -> None:
+    straight = train_run(_cfg("train.epochs=3", *extra), tmp_path / "straight")
     # Stop after epoch 2, then resume with a fresh process-like Trainer to epoch 3.
-    train_run(_cfg("train.epochs=2"), tmp_path / "split")
-    resumed = train_run(_cfg("train.epochs=3"), tmp_path / "split", resume=True)
+    train_run(_cfg("train.epochs=2", *extra), tmp_path / "split")
+    resumed = train_run(_cfg("train.epochs=3", *extra), tmp_path / "split", resume=True)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
     assert resumed.history[-1]["val_accuracy"] == straight.history[-1]["val_accuracy"]
     for k, v in straight.model.state_dict().items():

@@ -159,6 +159,9 @@ class TrainConfig:
     either way."""
     channels_last: bool = True
     """Use the channels-last memory format (faster convolutions on CPUs and GPUs)."""
+    hflip: bool = False
+    """Mirror each training image left-right with probability 1/2, drawn anew every epoch (seeded like the batch
+    order): the augmentation photos of animals usually get. Validation images are never flipped."""
     panel_samples: int = 6
     """Number of fixed validation samples drawn in the mask panel each epoch."""
     stats_samples: int = 256

@@ -26,6 +26,12 @@ from tune_attn.models import AttentionClassifier, build_model
 BatchCallback = Callable[[int, int, float], None]  # (batches done, batches total, running loss)
 
 
+def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of ``x`` (B, C, H, W) mirrored left-right with probability 1/2, drawn from ``generator``."""
+    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)  # (B,)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
@@ -122,6 +128,8 @@ class Trainer:
             iterate_batches(self.data.train, cfg.batch_size, shuffle=True, generator=gen)
         ):
             x, y = self._prepare(x), y.to(self.device)
+            if cfg.hflip:
+                x = random_hflip(x, gen)
             logits, _ = self.model(x)
             loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
