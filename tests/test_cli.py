@@ -222,7 +222,16 @@ def test_a_sweeps_last_word_names_the_trial_best_picks() -> None:
         "no completed trial has healthy masks at the end; the most accurate completed trial, b (0.350), ends "
         "with flat masks"
     )
-    assert _best_line([pruned]) == "no trial completed, so none can be picked"
+    # None completed: how many were pruned and what the best of them reached, and what to do if such masks are
+    # what the data gives (a colour tells the classes apart: flat masks, and a perfect accuracy).
+    assert _best_line(
+        [{**pruned, "best_val_accuracy": 0.45}, {**pruned, "trial_id": "d"}, row("e", "error", "", 0)]
+    ) == (
+        "no trial completed, so none can be picked: 2 of 3 were pruned for their masks (2 point); the most "
+        "accurate, c, reached 0.450 before it was stopped. If such masks are what this data gives, sweep with "
+        "--no-prune (the verdicts are still recorded) or set the detector's thresholds (tune-attn keys: detector.*)"
+    )
+    assert _best_line([row("e", "error", "", 0)]) == "no trial completed, so none can be picked"
     assert _best_line([]) == ""
     # The last line: the command that exports the pick, or, with none to pick, the one that lists the trials.
     assert (

@@ -635,6 +635,8 @@ def _best_line(rows: list[dict[str, Any]]) -> str:
     """The end of a sweep's word on its best trial: the one `best` picks (completed, healthy masks at the end),
     and the most accurate completed trial where that one is not it (a --no-prune sweep completes degenerate
     trials)."""
+    from collections import Counter
+
     from tune_attn.status import pickable
 
     def most_accurate(rs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -643,7 +645,19 @@ def _best_line(rows: list[dict[str, Any]]) -> str:
     pick = most_accurate([r for r in rows if pickable(r)])
     top = most_accurate([r for r in rows if r["status"] == "completed"])
     if top is None:
-        return "no trial completed, so none can be picked" if rows else ""
+        if not rows:
+            return ""
+        pruned = [r for r in rows if str(r["status"]).startswith("pruned:")]
+        ahead = max(pruned, key=lambda r: r.get("best_val_accuracy") or -1.0, default=None)
+        if ahead is None or ahead.get("best_val_accuracy") is None:
+            return "no trial completed, so none can be picked"
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(Counter(r["status"][7:] for r in pruned).items()))
+        return (
+            f"no trial completed, so none can be picked: {len(pruned)} of {len(rows)} were pruned for their masks "
+            f"({kinds}); the most accurate, {ahead['trial_id']}, reached {ahead['best_val_accuracy']:.3f} before "
+            "it was stopped. If such masks are what this data gives, sweep with --no-prune (the verdicts are still "
+            "recorded) or set the detector's thresholds (tune-attn keys: detector.*)"
+        )
     line = (
         f"best trial (completed, healthy masks): {pick['trial_id']} val_accuracy {pick['last_val_accuracy']:.3f}"
         if pick is not None
