@@ -66,7 +66,7 @@ def _cli(*args: str, cwd: Path, columns: int = 250) -> subprocess.CompletedProce
     )
 
 
-def test_the_pick_is_the_best_completed_trial_with_healthy_masks(sweep: Path) -> None:
+def test_the_pick_is_the_best_completed_trial_with_healthy_masks(sweep: Path, tmp_path: Path) -> None:
     rows = read_sweep(sweep)
     summary = json.loads((sweep / "summary.json").read_text())
     assert {r["trial_id"]: r["status"] for r in rows} == {r["trial_id"]: r["status"] for r in summary}
@@ -92,6 +92,16 @@ def test_the_pick_is_the_best_completed_trial_with_healthy_masks(sweep: Path) ->
     assert told.startswith(f"{len(unpickable)} trial") and told.endswith("; --show-pruned lists them")
     assert sum(int(n) for n in re.findall(r"(\d+) pruned:", told)) == pruned
     assert "--show-pruned" not in why_no_pick(unpickable, show_pruned=True)
+    # A sweep whose trials were all pruned: no empty leaderboard, only why nothing can be picked.
+    only_pruned = Path(shutil.copytree(sweep, tmp_path / "only-pruned"))
+    kept = [r for r in summary if r["status"].startswith("pruned:")]
+    for r in summary:
+        if r not in kept:
+            shutil.rmtree(only_pruned / f"trial_{r['trial_id']}")
+    (only_pruned / "summary.json").write_text(json.dumps(kept))
+    r = _cli("best", str(only_pruned), cwd=tmp_path)
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert r.stderr.startswith(f"error: no trial completed with healthy masks ({len(kept)} trial"), r.stderr
     with pytest.raises(ValueError, match="--metric: 'acc' is not valid; choose one of last_val_accuracy"):
         rank(rows, metric="acc")
     with pytest.raises(ValueError, match=r"--min-object-mass: 1.5; must be in \[0, 1\]"):

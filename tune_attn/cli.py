@@ -415,7 +415,8 @@ def best(
     except ValueError as exc:  # SweepError too
         raise _fail(str(exc)) from None
     keys = searched_keys(rows)
-    console.print(_leaderboard(board[:top], pick, metric, keys), highlight=False)
+    if board:  # else only why nothing can be picked
+        console.print(_leaderboard(board[:top], pick, metric, keys), highlight=False)
     if any(not was_drawn(r, k) for r in board[:top] for k in keys):
         console.print(
             "(a key shown as - or left out was not drawn for that trial, as the space's `when` says; it trained "
