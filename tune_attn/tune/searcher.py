@@ -14,7 +14,7 @@ Each also gets the user attributes ``status`` (as in the summary), ``ray_trial_i
 last verdict: ``healthy``, ``flat``, ...; a completed trial of a ``--no-prune`` sweep can be degenerate).
 
 A trial that a Ctrl+C stopped is not told anything: it stays RUNNING in the study, and a resumed sweep
-finishes it.
+finishes it. Past the sweep's ``--time-budget`` (:data:`propose_until`) the search proposes no more trials.
 """
 
 from __future__ import annotations
