@@ -1055,7 +1055,7 @@ def test_a_sweep_past_its_time_budget_starts_no_trial_and_its_command_runs_the_r
     rows = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert len(rows) == 1 and rows[0]["status"] == "completed" and rows[0]["epochs"] == 8, rows
     assert re.search(
-        r"\ntime budget reached: no trial starts from now on; the 1 running finish \| ", r.stdout
+        r"\ntime budget reached: the search proposes no more trials; the 1 under way finish \| ", r.stdout
     ), r.stdout
     said = re.search(
         r"\nsweep stopped at its time budget \(4s\): 1 completed; 2 of 3 trials not started\. Run them with: "

@@ -229,9 +229,10 @@ def _progress_callback(keys: list[str]) -> Any:
             planned = importlib.import_module(module).planned_trials or 0
             if not self.budget_told and until is not None and time.time() >= until and len(trials) < planned:
                 self.budget_told = True  # said as it passes, before the searcher is next asked for a trial
+                going = sum(t.status not in ("TERMINATED", "ERROR") for t in trials)  # running, or waiting to
                 self.say(
-                    "time budget reached: no trial starts from now on"
-                    + (f"; the {len(self.epochs)} running finish" if self.epochs else "")
+                    "time budget reached: the search proposes no more trials"
+                    + (f"; the {going} under way finish" if going else "")
                     + f" | {self.status()}"
                 )
             now = time.monotonic()
