@@ -275,6 +275,30 @@ def test_a_running_sweep_can_be_ranked(sweep: Path, tmp_path: Path) -> None:
         read_sweep(tmp_path)
 
 
+def test_a_sweep_that_stopped_with_trials_not_started_says_how_to_run_them(
+    sweep: Path, tmp_path: Path
+) -> None:
+    # Ended at its time budget, or its driver died between two trials: nothing interrupted, trials not started.
+    short = Path(
+        shutil.copytree(sweep, tmp_path / "short", ignore=shutil.ignore_patterns("checkpoint*", "*.pt"))
+    )
+    record = json.loads((short / "sweep.json").read_text())
+    record["options"]["num_samples"] = 6
+    (short / "sweep.json").write_text(json.dumps(record))
+    assert (short / DRIVER_LOCK).is_file()  # left by the sweep's driver, held by none now
+    r = _cli("best", str(short), cwd=tmp_path)
+    assert (
+        "\nthe sweep stopped before it ended (2 of 6 trials not started); continue it with: tune-attn sweep "
+        f"{record['space_file']} --name short --storage {tmp_path} --gpus-per-trial 0.5 --wandb off --resume\n"
+    ) in r.stdout, r.stdout
+    r = _cli("sweeps", str(tmp_path), cwd=tmp_path)
+    assert re.search(
+        r"(?m)^short  .*  4 of 6 trials: .*; stopped before it ended \(--resume continues it\)$", r.stdout
+    )
+    r = _cli("sweeps", str(sweep.parent), cwd=tmp_path)  # all 4 of 4 ran: it ended
+    assert "4 of 4 trials" in r.stdout and "stopped" not in r.stdout, r.stdout
+
+
 def test_a_trial_without_results_is_not_warned_of_when_the_sweep_is_restored(
     sweep: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

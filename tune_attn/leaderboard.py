@@ -420,19 +420,26 @@ def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
                 "best": None if pick is None else pick["last_val_accuracy"],
                 "best_trial": None if pick is None else pick["trial_id"],
                 "driver": driver,
-                "state": going_on(driver, rows),
+                "state": going_on(driver, rows, record.get("options", {}).get("num_samples")),
             }
         )
     return sorted(out, key=lambda s: s["started"], reverse=True)  # by start, not by sweep.json's last write
 
 
-def going_on(driver: str | None, rows: Sequence[dict[str, Any]]) -> str:
-    """Whether a sweep goes on, from its driver (:func:`~tune_attn.tune.options.running_driver`) and rows:
-    ``running`` while a driver runs it, ``stopped`` when none does and trials of it were interrupted (stopped
-    before it ended: ``--resume`` continues it); "" when it ended, or when that cannot be told."""
+def going_on(driver: str | None, rows: Sequence[dict[str, Any]], planned: int | None = None) -> str:
+    """Whether a sweep goes on, from its driver (:func:`~tune_attn.tune.options.running_driver`), rows and number
+    of trials (``planned``, its ``sweep.json``'s): ``running`` while a driver runs it, ``stopped`` when none does
+    and trials of it were interrupted or never started (stopped before it ended, or at its time budget:
+    ``--resume`` continues it); "" when it ended, or when that cannot be told."""
     if driver:
         return "running"
-    return "stopped" if driver == "" and any(r["status"] == INTERRUPTED for r in rows) else ""
+    cut = any(r["status"] == INTERRUPTED for r in rows)
+    return "stopped" if driver == "" and (cut or _not_started(rows, planned)) else ""
+
+
+def _not_started(rows: Sequence[dict[str, Any]], planned: int | None) -> int:
+    """How many of a sweep's ``planned`` trials never started (a lost trial's config ran again as another)."""
+    return max(0, (planned or 0) - sum(r["status"] != LOST for r in rows))
 
 
 def sweep_state(experiment: str | Path, rows: Sequence[dict[str, Any]]) -> str:
@@ -443,15 +450,19 @@ def sweep_state(experiment: str | Path, rows: Sequence[dict[str, Any]]) -> str:
         return ""
     folder = Path(experiment)
     driver = running_driver(folder)
-    state = going_on(driver, rows)
+    planned = None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        planned = int(json.loads((folder / SWEEP_RECORD).read_text())["options"]["num_samples"])
+    state = going_on(driver, rows, planned)
     if state == "running":
         return f"the sweep is running now ({driver}): this is where it stands; trials still training may rise"
     if state != "stopped" or not (folder / SWEEP_RECORD).is_file():
         return ""
-    stopped = sum(r["status"] == INTERRUPTED for r in rows)
+    stopped, waiting = sum(r["status"] == INTERRUPTED for r in rows), _not_started(rows, planned)
+    parts = [f"{stopped} trial{'s' if stopped > 1 else ''} interrupted"] if stopped else []
+    parts += [f"{waiting} of {planned} trials not started"] if waiting else []
     return (
-        f"the sweep stopped before it ended ({stopped} trial{'s' if stopped > 1 else ''} interrupted); continue "
-        f"it with: {resume_command(folder)}"
+        f"the sweep stopped before it ended ({', '.join(parts)}); continue it with: {resume_command(folder)}"
     )
 
 
