@@ -227,8 +227,8 @@ def test_a_sweeps_last_word_names_the_trial_best_picks() -> None:
     assert _best_line(
         [{**pruned, "best_val_accuracy": 0.45}, {**pruned, "trial_id": "d"}, row("e", "error", "", 0)]
     ) == (
-        "no trial completed, so none can be picked: 2 of 3 were pruned for their masks (2 point); the most "
-        "accurate, c, reached 0.450 before it was stopped. If such masks are what this data gives, sweep with "
+        "no trial completed, so none can be picked (3 trials: 2 pruned:point, 1 error); the most accurate pruned "
+        "one, c, reached 0.450 before it was stopped. If such masks are what this data gives, sweep with "
         "--no-prune (the verdicts are still recorded) or set the detector's thresholds (tune-attn keys: detector.*)"
     )
     assert _best_line([row("e", "error", "", 0)]) == "no trial completed, so none can be picked"

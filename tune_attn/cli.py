@@ -636,8 +636,7 @@ def _best_line(rows: list[dict[str, Any]]) -> str:
     """The end of a sweep's word on its best trial: the one `best` picks (completed, healthy masks at the end),
     and the most accurate completed trial where that one is not it (a --no-prune sweep completes degenerate
     trials)."""
-    from collections import Counter
-
+    from tune_attn.leaderboard import why_no_pick
     from tune_attn.status import pickable
 
     def most_accurate(rs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -652,12 +651,11 @@ def _best_line(rows: list[dict[str, Any]]) -> str:
         ahead = max(pruned, key=lambda r: r.get("best_val_accuracy") or -1.0, default=None)
         if ahead is None or ahead.get("best_val_accuracy") is None:
             return "no trial completed, so none can be picked"
-        kinds = ", ".join(f"{n} {k}" for k, n in sorted(Counter(r["status"][7:] for r in pruned).items()))
         return (
-            f"no trial completed, so none can be picked: {len(pruned)} of {len(rows)} were pruned for their masks "
-            f"({kinds}); the most accurate, {ahead['trial_id']}, reached {ahead['best_val_accuracy']:.3f} before "
-            "it was stopped. If such masks are what this data gives, sweep with --no-prune (the verdicts are still "
-            "recorded) or set the detector's thresholds (tune-attn keys: detector.*)"
+            f"no trial completed, so none can be picked ({why_no_pick(rows, show_pruned=True)}); the most accurate "
+            f"pruned one, {ahead['trial_id']}, reached {ahead['best_val_accuracy']:.3f} before it was stopped. If "
+            "such masks are what this data gives, sweep with --no-prune (the verdicts are still recorded) or set "
+            "the detector's thresholds (tune-attn keys: detector.*)"
         )
     line = (
         f"best trial (completed, healthy masks): {pick['trial_id']} val_accuracy {pick['last_val_accuracy']:.3f}"
