@@ -99,6 +99,9 @@ def test_the_pick_is_the_best_completed_trial_with_healthy_masks(sweep: Path, tm
         if r not in kept:
             shutil.rmtree(only_pruned / f"trial_{r['trial_id']}")
     (only_pruned / "summary.json").write_text(json.dumps(kept))
+    record = json.loads((only_pruned / "sweep.json").read_text())
+    record["options"]["num_samples"] = len(kept)  # every trial it planned ran
+    (only_pruned / "sweep.json").write_text(json.dumps(record))
     r = _cli("best", str(only_pruned), cwd=tmp_path)
     assert r.returncode == 1 and r.stdout == "", r.stdout
     assert r.stderr.startswith(f"error: no trial completed with healthy masks ({len(kept)} trial"), r.stderr
