@@ -365,6 +365,8 @@ def test_imagefolder_loader(tmp_path: Path) -> None:
     (tmp_path / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07 Mac OS X resource fork")
     _jpg(tmp_path / "dog" / ".ipynb_checkpoints" / "0-checkpoint.png", (0, 0, 0))
     _jpg(tmp_path / ".trash" / "0.png", (0, 0, 0))
+    # Nor are the overlays `tune-attn predict` writes beside each image it was given (a folder of the set).
+    _jpg(tmp_path / "cat" / "0.attention.png", (0, 0, 200))
     ds, names, val_idx = load_imagefolder(tmp_path, 32)
     assert names == ("cat", "dog") and len(ds) == 6 and val_idx is None
     img, label = ds[5]

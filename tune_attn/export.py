@@ -30,7 +30,7 @@ import torch
 from tune_attn import panels
 from tune_attn.config import ConfigError, RunConfig, load_config
 from tune_attn.data.base import DatasetError
-from tune_attn.data.folders import IMAGE_SUFFIXES, is_image_file, load_rgb
+from tune_attn.data.folders import IMAGE_SUFFIXES, OVERLAY, is_image_file, load_rgb
 from tune_attn.leaderboard import (
     find_trial,
     is_run_folder,
@@ -302,7 +302,6 @@ class Prediction:
     error: str | None = None
 
 
-OVERLAY = ".attention.png"
 PREDICT_BATCH = 64
 """Images per forward pass in :func:`predict`: memory stays flat however many images are given."""
 
@@ -316,7 +315,7 @@ def image_files(paths: Sequence[str | Path]) -> list[Path]:
         if not path.is_dir():
             out.append(path)
             continue
-        found = sorted(f for f in path.rglob("*") if is_image_file(f, path) and not f.name.endswith(OVERLAY))
+        found = sorted(f for f in path.rglob("*") if is_image_file(f, path))
         if not found:
             raise DatasetError(
                 f"{path}: a folder without image files (ending in {', '.join(IMAGE_SUFFIXES)})"

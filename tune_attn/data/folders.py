@@ -86,11 +86,17 @@ def load_rgb(path: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
+OVERLAY = ".attention.png"
+"""The end of the name of an overlay ``tune-attn predict`` writes next to each image (``cat.attention.png``)."""
+
+
 def is_image_file(path: Path, folder: Path) -> bool:
     """Whether a file found in ``folder`` is one of its images: an image suffix, and not hidden, nor in a hidden
-    folder (a Mac's ``._photo.jpg`` beside each photo copied from it, a notebook's ``.ipynb_checkpoints/``)."""
+    folder (a Mac's ``._photo.jpg`` beside each photo copied from it, a notebook's ``.ipynb_checkpoints/``), nor
+    an overlay ``predict`` wrote beside an image (:data:`OVERLAY`: a data set predicted on keeps its classes)."""
     hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
-    return path.suffix.lower() in IMAGE_SUFFIXES and not hidden and path.is_file()
+    ours = path.name.endswith(OVERLAY)
+    return path.suffix.lower() in IMAGE_SUFFIXES and not hidden and not ours and path.is_file()
 
 
 def check_headers(paths: Sequence[Path]) -> None:
