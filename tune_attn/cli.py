@@ -485,7 +485,7 @@ def _export(experiment: str, trial: str, out: Path) -> None:
 def _export_run(run: str, out: Path) -> None:
     """Export a `tune-attn train` run folder into ``out``, saying so when its masks or its end are not those of a
     config `best` would pick; or fail naming why."""
-    from tune_attn.export import BundleError, export_run
+    from tune_attn.export import BundleError, export_bundle
     from tune_attn.leaderboard import read_run
     from tune_attn.status import pickable
 
@@ -499,7 +499,7 @@ def _export_run(run: str, out: Path) -> None:
                 highlight=False,
                 markup=False,
             )
-        export_run(run, out)
+        export_bundle(row, out)
     except (BundleError, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     console.print(f"exported run {run} (epoch {row['epochs']}) to {out}", highlight=False)

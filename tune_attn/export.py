@@ -35,7 +35,6 @@ from tune_attn.leaderboard import (
     find_trial,
     is_run_folder,
     is_uri,
-    read_run,
     read_sweep,
     run_uri,
     sweep_folder,
@@ -67,18 +66,11 @@ def export_trial(experiment: str | Path, trial_id: str, out: str | Path) -> Path
         return export_bundle(row, out, folder, source=str(experiment) if is_uri(experiment) else None)
 
 
-def export_run(run: str | Path, out: str | Path) -> Path:
-    """Export the model of one ``tune-attn train`` run folder (its last checkpoint) into ``out``; see
-    :func:`export_bundle`."""
-    check_out(Path(out))
-    return export_bundle(read_run(run), out)
-
-
 def export_bundle(
     row: dict[str, Any], out: str | Path, experiment: str | Path | None = None, source: str | None = None
 ) -> Path:
-    """Write the bundle of one trial (a row of :func:`read_sweep`) into ``out`` (see the module doc).
-    ``source``: the sweep's URI when ``experiment`` is a local copy of it (:func:`fetch_sweep`); the bundle's
+    """Write the bundle of one trial (a row of :func:`read_sweep`; or of one ``tune-attn train`` run, a row of
+    :func:`~tune_attn.leaderboard.read_run`) into ``out`` (see the module doc). ``source``: the sweep's URI when ``experiment`` is a local copy of it (:func:`fetch_sweep`); the bundle's
     provenance names the URI. The bundle is moved into ``out`` once whole: an export that fails or is stopped
     (Ctrl+C during ``torch.export``) leaves ``out`` as it was, an earlier bundle there included."""
     run, out = Path(row["run"]), Path(out)

@@ -23,7 +23,6 @@ import yaml
 from tune_attn.config import flat_keys
 from tune_attn.status import (
     INTERRUPTED,
-    LOST,
     LOST_MARK,
     METRIC,
     interrupted_reason,
@@ -31,6 +30,7 @@ from tune_attn.status import (
     is_last_epoch,
     pickable,
     run_status,
+    started_trials,
 )
 from tune_attn.tune.options import SWEEP_RECORD, resume_command, running_driver
 from tune_attn.tune.search import SearchSpace
@@ -162,9 +162,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
     folder = Path(experiment)
     if not folder.is_dir():
         raise SweepError(f"{folder}: no such sweep folder")
-    if not any((folder / name).exists() for name in (SWEEP_RECORD, "summary.json")) and not any(
-        folder.glob("trial_*")
-    ):
+    if not _marked_sweep(folder) and not any(folder.glob("trial_*")):
         raise SweepError(
             f"{folder}: not a sweep folder (no sweep.json, summary.json or trial_* in it); give the folder that "
             "`tune-attn sweep` printed as its results"
@@ -232,6 +230,11 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _marked_sweep(folder: Path) -> bool:
+    """Whether ``folder`` holds a sweep's record or summary (``sweep.json``, ``summary.json``)."""
+    return any((folder / name).exists() for name in (SWEEP_RECORD, "summary.json"))
+
+
 def _history(run: Path) -> list[dict[str, Any]]:
     """Every finished epoch's metrics of a run folder (its ``metrics.jsonl``), oldest first."""
     lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
@@ -265,7 +268,7 @@ def trial_of_run(run: str | Path) -> tuple[Path, str] | None:
     trial, sweep = run.parent, run.parent.parent
     if run.name != "run" or not trial.name.startswith("trial_"):
         return None
-    if not any((sweep / name).exists() for name in (SWEEP_RECORD, "summary.json")):
+    if not _marked_sweep(sweep):
         return None
     return sweep, trial.name.removeprefix("trial_")
 
@@ -414,7 +417,7 @@ def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
                 "started": record.get("started")  # sweep.json's time for a sweep of an earlier version
                 or datetime.datetime.fromtimestamp((folder / SWEEP_RECORD).stat().st_mtime).isoformat(),
                 "space": Path(str(record.get("space_file", "?"))).name,
-                "trials": sum(r["status"] != LOST for r in rows),  # a lost one's config ran again as another
+                "trials": started_trials(rows),
                 "planned": record.get("options", {}).get("num_samples"),
                 "statuses": dict(Counter(r["status"].split(":")[0] for r in rows)),
                 "best": None if pick is None else pick["last_val_accuracy"],
@@ -439,7 +442,7 @@ def going_on(driver: str | None, rows: Sequence[dict[str, Any]], planned: int | 
 
 def _not_started(rows: Sequence[dict[str, Any]], planned: int | None) -> int:
     """How many of a sweep's ``planned`` trials never started (a lost trial's config ran again as another)."""
-    return max(0, (planned or 0) - sum(r["status"] != LOST for r in rows))
+    return max(0, (planned or 0) - started_trials(rows))
 
 
 def sweep_state(experiment: str | Path, rows: Sequence[dict[str, Any]]) -> str:

@@ -8,6 +8,7 @@ all name a run's status the same way.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 METRIC = "val_accuracy"
@@ -28,6 +29,12 @@ run folder keeps the epochs it trained; the search usually proposed its config a
 LOST_MARK = "lost.json"
 """In a lost trial's run folder: ``{"status": "lost", "reason": ...}``, written when a sweep resumes without it
 (so that ``tune-attn best`` tells it apart while the resumed sweep runs)."""
+
+
+def started_trials(rows: Iterable[dict[str, Any]]) -> int:
+    """How many of a sweep's trials (summary rows) Tune started: every one but a :data:`LOST` one, whose config
+    the search proposed again, as another trial."""
+    return sum(r["status"] != LOST for r in rows)
 
 
 def pickable(row: dict[str, Any]) -> bool:

@@ -132,7 +132,7 @@ def parse_duration(text: str) -> float:
             "2h30m), or seconds alone (3600)"
         )
     parts = re.findall(rf"({number})\s*([smhd])", lowered)
-    return sum(float(n) * _UNITS[u or "s"] for n, u in parts)
+    return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
 def shown_duration(seconds: float) -> str:

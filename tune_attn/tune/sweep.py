@@ -32,6 +32,7 @@ from tune_attn.status import (
     interrupted_reason,
     pickable,
     run_status,
+    started_trials,
 )
 from tune_attn.tracking import WandbRun, offline_runs, run_id, stop_service, trial_run_id
 from tune_attn.tune.options import (
@@ -104,7 +105,7 @@ class SweepResult:
     @property
     def started(self) -> int:
         """How many of the sweep's trials Tune started (not counting :data:`~tune_attn.status.LOST` ones)."""
-        return sum(r["status"] != LOST for r in self.rows)
+        return started_trials(self.rows)
 
     @property
     def interrupted(self) -> bool:
