@@ -105,12 +105,27 @@ def test_build_synthetic_split_and_batches() -> None:
 
 
 def test_split_indices_is_seeded_and_disjoint() -> None:
-    tr, va = split_indices(100, 0.2, seed=1)
+    labels = np.arange(100) % 4
+    tr, va = split_indices(labels, 0.2, seed=1)
     assert len(va) == 20 and len(tr) == 80 and not set(tr) & set(va)
-    tr2, va2 = split_indices(100, 0.2, seed=1)
+    assert sorted([*tr, *va]) == list(range(100))
+    tr2, va2 = split_indices(labels, 0.2, seed=1)
     np.testing.assert_array_equal(va, va2)
-    assert not np.array_equal(va, split_indices(100, 0.2, seed=2)[1])
-    assert len(split_indices(3, 0.01, 0)[1]) == 1  # never an empty validation set
+    assert not np.array_equal(va, split_indices(labels, 0.2, seed=2)[1])
+    assert len(split_indices([0, 0, 0], 0.01, 0)[1]) == 1  # never an empty validation set
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_split_indices_validates_every_class_in_its_proportion(seed: int) -> None:
+    # 30 cats, 30 dogs, 6 rabbits at 10 %: an unstratified split left the rabbits out of validation for
+    # half of these seeds, so no accuracy said whether the model could tell a rabbit.
+    labels = np.array([0] * 30 + [1] * 30 + [2] * 6)
+    tr, va = split_indices(labels, 0.1, seed)
+    assert np.bincount(labels[va]).tolist() == [3, 3, 1]
+    assert np.bincount(labels[tr]).tolist() == [27, 27, 5]
+    # a class of one image stays in training (it cannot be on both sides); one of two gives one
+    tr, va = split_indices([0] * 10 + [1] + [2] * 2, 0.1, seed)
+    assert va.tolist().count(10) == 0 and len(va) == 2 and {11, 12} & set(va.tolist())
 
 
 # ---- real sets from local folders (tiny fake copies in the real layouts) -------------------------------
@@ -253,8 +268,9 @@ def test_the_next_data_set_of_the_same_files_starts_with_the_images_kept(tmp_pat
     files = []
     for k, name in enumerate(("cat", "dog")):
         (tmp_path / name).mkdir()
-        files.append(tmp_path / name / "a.bmp")  # a BMP's byte size does not depend on its pixels
-        Image.new("RGB", (40, 40), (10 + k, 20, 30)).save(files[-1])
+        for stem in "ab":
+            files.append(tmp_path / name / f"{stem}.bmp")  # a BMP's byte size does not depend on its pixels
+            Image.new("RGB", (40, 40), (10 + k, 20, 30)).save(files[-1])
 
     def repaint(grey: int, keep_stamp: bool) -> None:  # new pixels, the same byte size on disk
         for path in files:
@@ -334,7 +350,10 @@ def test_cifar10_loader(tmp_path: Path) -> None:
     big, _ = load_cifar10(root / "cifar-10-batches-py", 64)
     assert big[0][0].shape == (3, 64, 64)
     splits = build_data(DataConfig(name="cifar10", root=str(root), image_size=32, val_fraction=0.25))
-    assert len(splits.val) == 5 and not splits.val.has_object_masks
+    assert len(splits.train) + len(splits.val) == 20 and not splits.val.has_object_masks
+    counts = np.bincount(ds.labels.numpy(), minlength=10)
+    val_labels = {splits.val[i][1] for i in range(len(splits.val))}
+    assert val_labels == {c for c in range(10) if counts[c] >= 2}  # every class that can be is validated
 
 
 def test_cifar10_refuses_code_in_pickles_and_bad_layouts(tmp_path: Path) -> None:

@@ -1231,15 +1231,18 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path:
     assert len(rows) == 4
     failed = [r for r in rows.values() if r["data.name"] == "imagefolder"]
     assert failed and all(r["status"] == "error" for r in failed)
-    assert all(f"{data} holds 1 image(s); need at least 2 to split" in r["reason"] for r in failed)
+    assert all(
+        f"{data} holds 1 image(s) and no class more than one; need at least 2 of a class" in r["reason"]
+        for r in failed
+    )
     # The progress lines say the failure and the retry (--max-failures 1: 2 tries), and the error at the end.
     out = "\n".join(said)
     for r in failed:
         tid = r["trial_id"]
         assert out.count(f"{tid}: started ") == 1, out
         assert re.search(
-            rf"^{tid}: failed (on \S+ )?\(try 1 of 2\): [\w.]+Error: data.root: {data} holds 1 image\(s\); "
-            r"need at least 2 to split; it starts again from the start \| ",
+            rf"^{tid}: failed (on \S+ )?\(try 1 of 2\): [\w.]+Error: data.root: {data} holds 1 image\(s\) and no class "
+            r"more than one; need at least 2 of a class to split off a validation set; it starts again from the start \| ",
             out,
             re.M,
         ), out

@@ -54,7 +54,7 @@ def _synthetic(cfg: DataConfig) -> DataSplits:
 
 
 def _from_folder(
-    loader: Callable[..., tuple[AttnDataset, tuple[str, ...]]],
+    loader: Callable[..., tuple[FileImages | TensorImages, tuple[str, ...]]],
 ) -> Callable[[DataConfig], DataSplits]:
     def build(cfg: DataConfig) -> DataSplits:
         assert cfg.root is not None  # checked by DataConfig
@@ -71,20 +71,24 @@ def _imagefolder(cfg: DataConfig) -> DataSplits:
 
 
 def _split(
-    cfg: DataConfig, full: AttnDataset, names: tuple[str, ...], val_idx: np.ndarray | None
+    cfg: DataConfig, full: FileImages | TensorImages, names: tuple[str, ...], val_idx: np.ndarray | None
 ) -> DataSplits:
     """A folder's set split into train / validation: its own validation images ``val_idx`` where it has them
-    (an ImageFolder tree's ``val`` folder), else a ``data.val_fraction`` share drawn with ``data.seed``."""
+    (an ImageFolder tree's ``val`` folder), else a ``data.val_fraction`` share of each class drawn with
+    ``data.seed``."""
     if isinstance(full, FileImages):
         full.keep_decoded(cfg.memory_cache_mb * 2**20)
     info = {"name": cfg.name, "root": str(cfg.root)}
     if val_idx is not None:
         train_idx = np.setdiff1d(np.arange(len(full)), val_idx)
         info["val"] = "its val folder"
-    elif len(full) < 2:
-        raise DatasetError(f"data.root: {cfg.root} holds {len(full)} image(s); need at least 2 to split")
     else:
-        train_idx, val_idx = split_indices(len(full), cfg.val_fraction, cfg.seed)
+        train_idx, val_idx = split_indices(np.asarray(full.labels), cfg.val_fraction, cfg.seed)
+        if len(val_idx) == 0:
+            raise DatasetError(
+                f"data.root: {cfg.root} holds {len(full)} image(s) and no class more than one; need at least 2 "
+                "of a class to split off a validation set"
+            )
     return DataSplits(
         subset(full, train_idx),
         subset(full, val_idx),

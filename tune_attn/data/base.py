@@ -110,12 +110,23 @@ def iterate_batches(
     yield from loader
 
 
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded train / validation split of range(n); at least one sample on each side when n >= 2."""
-    perm = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(n * val_fraction))
-    n_val = min(max(n_val, 1 if val_fraction > 0 and n >= 2 else 0), n - 1)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+def split_indices(
+    labels: Sequence[int] | np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded train / validation split of ``range(len(labels))``, stratified by label.
+
+    Each class gives ``round(n_c * val_fraction)`` of its ``n_c`` samples to validation, at least one when it
+    has two or more and never all of them, so every class that can be is validated, in its own proportion."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    val: list[np.ndarray] = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n_val = int(round(len(members) * val_fraction))
+        n_val = min(max(n_val, 1 if val_fraction > 0 else 0), len(members) - 1)
+        val.append(members[:n_val])
+    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
+    return np.setdiff1d(np.arange(len(labels)), val_idx), val_idx
 
 
 class Subset(AttnDataset):
