@@ -63,7 +63,7 @@ def main() -> None:
     trainer = trainers[True]
     train_s = seen / rates[True]
     t0 = time.perf_counter()
-    _, _, masks = trainer.evaluate()
+    masks = trainer.evaluate().masks
     eval_s = time.perf_counter() - t0
     epoch_s = train_s + eval_s
     reps = 20

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +69,10 @@ def test_a_relative_data_root_is_recorded_absolute_so_the_run_is_read_from_anywh
     assert f"root: {tmp_path / 'photos'}\n" in (tmp_path / "run" / "config.yaml").read_text()
     r = _cli("evaluate", str(tmp_path / "run"), cwd=ROOT)  # elsewhere, where "photos" names no folder
     assert r.returncode == 0, r.stderr
-    assert "val_accuracy" in r.stdout
+    accuracy = float(re.search(r"val_accuracy (\S+)", r.stdout)[1])  # type: ignore[index]
+    classes = re.findall(r"^  (cat|dog) +(\d)/(\d)  ", r.stdout, re.M)  # 30 % of each class's 6: 2
+    assert sorted(c[0] for c in classes) == ["cat", "dog"] and {c[2] for c in classes} == {"2"}, r.stdout
+    assert accuracy == pytest.approx(sum(int(c[1]) for c in classes) / 4, abs=1e-4)
     # A run of an earlier version recorded the root as given; resumed from where it ran, it goes on.
     import torch
 

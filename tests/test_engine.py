@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import TINY
 from tune_attn.config import load_config
-from tune_attn.engine import Trainer, TrainingDiverged, random_hflip, use_deterministic_kernels
+from tune_attn.engine import Trainer, TrainingDiverged, per_class, random_hflip, use_deterministic_kernels
 from tune_attn.run import load_checkpoint, train_run
 
 
@@ -39,6 +39,37 @@ def test_epochs_yield_metrics_masks_and_stats() -> None:
         assert np.isfinite(r.metrics[key]), key
     assert 0.0 <= r.metrics["val_accuracy"] <= 1.0
     assert trainer.history[-1] is r.metrics
+
+
+def test_evaluate_counts_each_validation_image_once_in_its_true_and_predicted_class() -> None:
+    trainer = Trainer(_cfg())
+    last = list(trainer.epochs())[-1]
+    loss, accuracy, masks, confusion = trainer.evaluate()
+    val = trainer.data.val
+    n = trainer.data.num_classes
+    assert confusion.shape == (n, n) and confusion.dtype == np.int64
+    assert (
+        confusion.sum(1).tolist() == np.bincount([val[i][1] for i in range(len(val))], minlength=n).tolist()
+    )
+    with torch.no_grad():  # the predictions, one image at a time
+        trainer.model.eval()
+        predicted = [
+            int(trainer.model(trainer._prepare(val[i][0][None]))[0].argmax()) for i in range(len(val))
+        ]
+    assert confusion.sum(0).tolist() == np.bincount(predicted, minlength=n).tolist()
+    assert accuracy == last.metrics["val_accuracy"] == np.trace(confusion) / len(val)
+    assert (loss, masks.shape) == (last.metrics["val_loss"], last.masks.shape)
+
+
+def test_per_class_puts_the_least_accurate_first_with_what_it_is_taken_for() -> None:
+    confusion = np.array(
+        [[5, 0, 0, 0], [3, 1, 0, 0], [0, 0, 0, 0], [1, 2, 0, 1]]
+    )  # rows true, columns predicted
+    assert per_class(confusion, ("cat", "dog", "rabbit", "fox")) == [
+        ("dog", 1, 4, "cat"),
+        ("fox", 1, 4, "dog"),  # the same accuracy: by name
+        ("cat", 5, 5, None),  # never wrong; the rabbit has no validation image and is left out
+    ]
 
 
 def test_same_seed_same_results_and_other_seed_differs() -> None:

@@ -755,10 +755,10 @@ def evaluate(
         typer.Argument(help="A run folder (or its checkpoint.pt), or a bundle folder written by export."),
     ],
 ) -> None:
-    """Re-evaluate a saved run, or a bundle (before deploying it), on its validation set: accuracy and mask
-    statistics."""
+    """Re-evaluate a saved run, or a bundle (before deploying it), on its validation set: accuracy, accuracy
+    per class and mask statistics."""
     from tune_attn.config import from_dict
-    from tune_attn.engine import Trainer
+    from tune_attn.engine import Trainer, per_class
     from tune_attn.export import BUNDLE_DESCRIPTION, load_bundle
     from tune_attn.run import CHECKPOINT, load_checkpoint
 
@@ -775,7 +775,7 @@ def evaluate(
         trainer.model.load_state_dict(weights)
     except (FileNotFoundError, ValueError) as exc:  # BundleError too
         raise _fail(str(exc)) from None
-    val_loss, acc, masks = trainer.evaluate()
+    val_loss, acc, masks, confusion = trainer.evaluate()
     from tune_attn.masks import mask_statistics
 
     stats = mask_statistics(masks, trainer.probe_objects, trainer.probe_parts, trainer.data.val.part_names)
@@ -792,6 +792,21 @@ def evaluate(
             "give another: they may not be that model's (a bundle put together by hand), or the data set changed",
             highlight=False,
         )
+    names = trainer.data.class_names
+    rows = per_class(confusion, names)
+    console.print(
+        "accuracy per class (correct / validation images), the least accurate first:", highlight=False
+    )
+    width = max(len(r[0]) for r in rows)
+    for name, correct, total, taken_for in rows:
+        mistaken = f"  most often taken for {taken_for}" if taken_for else ""
+        console.print(
+            f"  {name:<{width}}  {correct}/{total}  {correct / total:.2f}{mistaken}", highlight=False
+        )
+    unseen = [n for n, row in zip(names, confusion, strict=True) if row.sum() == 0]
+    if unseen:
+        console.print(f"  no validation images of: {', '.join(unseen)}", highlight=False)
+    console.print("mask statistics:", highlight=False)
     for key, value in stats.flat().items():
         console.print(f"  {key} {value:.4f}", highlight=False)
 

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -45,6 +45,31 @@ class EpochResult:
     masks: np.ndarray
     stats: MaskStats
     panel_images: np.ndarray = field(repr=False)  # (n, S, S, 3) uint8, the first panel_samples of the K
+
+
+class Evaluation(NamedTuple):
+    """One pass over the validation set."""
+
+    loss: float
+    accuracy: float
+    masks: np.ndarray  # (K, heads, h, w): the first ``stats_samples`` samples' masks
+    confusion: np.ndarray  # (C, C) int64: row = true class, column = predicted class
+
+
+def per_class(confusion: np.ndarray, class_names: tuple[str, ...]) -> list[tuple[str, int, int, str | None]]:
+    """Per class of ``confusion`` (rows true, columns predicted): ``(name, correct, images, the class it is
+    most often taken for or None)``, the least accurate first; classes without validation images are left out."""
+    out = []
+    for c, name in enumerate(class_names):
+        row = confusion[c]
+        total = int(row.sum())
+        if total == 0:
+            continue
+        wrong = row.copy()
+        wrong[c] = 0
+        taken_for = class_names[int(wrong.argmax())] if wrong.any() else None
+        out.append((name, int(row[c]), total, taken_for))
+    return sorted(out, key=lambda r: (r[1] / r[2], r[0]))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -144,21 +169,25 @@ class Trainer:
         return total / max(seen, 1), seen
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float, np.ndarray]:
-        """Validation loss and accuracy, and the masks of the first ``stats_samples`` validation samples."""
+    def evaluate(self) -> Evaluation:
+        """Validation loss, accuracy and confusion matrix, and the masks of the first ``stats_samples``
+        validation samples."""
         self.model.eval()
-        loss_sum, correct, seen = 0.0, 0, 0
+        n = self.data.num_classes
+        loss_sum, seen = 0.0, 0
+        pairs = torch.zeros(n * n, dtype=torch.int64, device=self.device)  # (C * C): true * C + predicted
         kept: list[torch.Tensor] = []
         for x, y in iterate_batches(self.data.val, max(self.cfg.train.batch_size, 256), shuffle=False):
             x, y = self._prepare(x), y.to(self.device)
             logits, masks = self.model(x)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += int((logits.argmax(1) == y).sum())
+            pairs += torch.bincount(y * n + logits.argmax(1), minlength=n * n)
             if seen < self.probe_count:
                 kept.append(masks[: self.probe_count - seen].float().cpu())
             seen += len(y)
         probe = torch.cat(kept).contiguous().numpy()  # (K, heads, h, w)
-        return loss_sum / seen, correct / seen, probe
+        confusion = pairs.view(n, n).cpu().numpy()  # (C, C)
+        return Evaluation(loss_sum / seen, float(np.trace(confusion)) / seen, probe, confusion)
 
     def epochs(self, on_batch: BatchCallback | None = None) -> Iterator[EpochResult]:
         """Train from the current epoch to ``train.epochs``, yielding after each epoch."""
@@ -170,7 +199,7 @@ class Trainer:
         start = time.perf_counter()
         train_loss, seen = self.train_epoch(on_batch)
         train_seconds = time.perf_counter() - start
-        val_loss, val_acc, probe = self.evaluate()
+        val_loss, val_acc, probe, _ = self.evaluate()
         t_stats = time.perf_counter()
         stats = mask_statistics(probe, self.probe_objects, self.probe_parts, self.data.val.part_names)
         stats_seconds = time.perf_counter() - t_stats
