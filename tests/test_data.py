@@ -10,7 +10,15 @@ import torch
 from PIL import Image, ImageOps
 
 from tune_attn.config import DataConfig
-from tune_attn.data import DatasetError, build_data, iterate_batches, split_indices, synthetic
+from tune_attn.data import (
+    DatasetError,
+    build_data,
+    find_test_split,
+    held_out,
+    iterate_batches,
+    split_indices,
+    synthetic,
+)
 from tune_attn.data.folders import load_cifar10, load_imagefolder, load_pets, load_rgb, pets_breed_name
 
 
@@ -134,11 +142,12 @@ def _jpg(path: Path, colour: tuple[int, int, int], size: int = 40) -> None:
     Image.new("RGB", (size, size + 6), colour).save(path)
 
 
-def make_fake_pets(root: Path, per_class: int = 3) -> Path:
+def make_fake_pets(root: Path, per_class: int = 3, test_per_class: int = 0) -> Path:
     base = root / "oxford-iiit-pet"
-    lines = []
+    lines: list[str] = []
+    tests: list[str] = []
     for cls, breed in enumerate(["Abyssinian", "american_bulldog", "great_pyrenees"], 1):
-        for i in range(1, per_class + 1):
+        for i in range(1, per_class + test_per_class + 1):
             image_id = f"{breed}_{i}"
             _jpg(base / "images" / f"{image_id}.jpg", (40 * cls, 20, 200))
             tri = np.full((46, 40), 2, np.uint8)
@@ -146,8 +155,10 @@ def make_fake_pets(root: Path, per_class: int = 3) -> Path:
             tri[9, 10:30] = 3
             (base / "annotations" / "trimaps").mkdir(parents=True, exist_ok=True)
             Image.fromarray(tri).save(base / "annotations" / "trimaps" / f"{image_id}.png")
-            lines.append(f"{image_id} {cls} {1 + (cls > 1)} {i}")
+            (lines if i <= per_class else tests).append(f"{image_id} {cls} {1 + (cls > 1)} {i}")
     (base / "annotations" / "trainval.txt").write_text("\n".join(lines) + "\n")
+    if tests:
+        (base / "annotations" / "test.txt").write_text("\n".join(tests) + "\n")
     return root
 
 
@@ -334,6 +345,12 @@ def make_fake_cifar(root: Path, per_batch: int = 4) -> Path:
         }
         with (base / f"data_batch_{i}").open("wb") as fh:
             pickle.dump(batch, fh)
+    test = {
+        b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+        b"labels": [3, 5, 3, 0][:per_batch],
+    }
+    with (base / "test_batch").open("wb") as fh:
+        pickle.dump(test, fh)
     return root
 
 
@@ -354,6 +371,39 @@ def test_cifar10_loader(tmp_path: Path) -> None:
     counts = np.bincount(ds.labels.numpy(), minlength=10)
     val_labels = {splits.val[i][1] for i in range(len(splits.val))}
     assert val_labels == {c for c in range(10) if counts[c] >= 2}  # every class that can be is validated
+
+
+def test_the_test_splits_of_pets_and_cifar10_are_read_for_evaluation_only(tmp_path: Path) -> None:
+    pets = make_fake_pets(tmp_path / "pets", test_per_class=2)
+    cfg = DataConfig(name="pets", root=str(pets), image_size=32)
+    trained = build_data(cfg)
+    assert find_test_split(cfg) == str(pets / "oxford-iiit-pet" / "annotations" / "test.txt")
+    splits, where = held_out(cfg, trained.class_names)
+    assert where == find_test_split(cfg) and len(splits.val) == 6 and splits.val.has_object_masks
+    test_files = {p.name for p in splits.val.files}  # type: ignore[attr-defined]
+    assert test_files == {
+        f"{b}_{i}.jpg" for b in ("Abyssinian", "american_bulldog", "great_pyrenees") for i in (4, 5)
+    }
+    seen = {trained.train.parent.files[i].name for i in trained.train.indices + trained.val.indices}  # type: ignore[attr-defined]
+    assert len(seen) == 9 and not seen & test_files  # never in training nor validation
+    assert [splits.val[i][1] for i in range(6)] == [0, 0, 1, 1, 2, 2]
+    with pytest.raises(DatasetError, match=r"test.txt: its classes \(Abyssinian, .*\) are not the model's"):
+        held_out(cfg, trained.class_names[::-1])
+    cifar = make_fake_cifar(tmp_path / "c")
+    ccfg = DataConfig(name="cifar10", root=str(cifar), image_size=32)
+    splits, where = held_out(ccfg, build_data(ccfg).class_names)
+    assert where == str(cifar / "cifar-10-batches-py" / "test_batch")
+    with (cifar / "cifar-10-batches-py" / "test_batch").open("rb") as fh:
+        raw = pickle.load(fh)
+    assert [splits.val[i][1] for i in range(4)] == raw[b"labels"]
+    np.testing.assert_array_equal(splits.val[1][0].numpy(), raw[b"data"][1].reshape(3, 32, 32))
+    # Without a test split: None, and evaluating on one says what is missing and what to do
+    bare = DataConfig(name="pets", root=str(make_fake_pets(tmp_path / "bare")), image_size=32)
+    assert find_test_split(bare) is None and find_test_split(DataConfig()) is None
+    with pytest.raises(
+        DatasetError, match=r"no test split here .*; name a folder of labelled images with --on"
+    ):
+        held_out(bare, trained.class_names)
 
 
 def test_cifar10_refuses_code_in_pickles_and_bad_layouts(tmp_path: Path) -> None:
@@ -423,7 +473,8 @@ def test_an_imagefolder_tree_split_in_folders_validates_on_its_val_folder(tmp_pa
     # A validation class that train does not have, or two validation folders, are refused, named.
     _jpg(tmp_path / "val" / "fish" / "0.png", (9, 9, 9))
     with pytest.raises(
-        DatasetError, match=r"val has class folders that .*Train does not have: fish; classes are"
+        DatasetError,
+        match=r"val has class folders that .*Train does not have: fish; the classes are: bird, cat, dog",
     ):
         load_imagefolder(tmp_path, 32)
     (tmp_path / "val" / "fish" / "0.png").rename(tmp_path / "val" / "fish.png")

@@ -754,61 +754,65 @@ def evaluate(
         Path,
         typer.Argument(help="A run folder (or its checkpoint.pt), or a bundle folder written by export."),
     ],
+    test: Annotated[
+        bool,
+        typer.Option(
+            "--test",
+            help="On the data set's test split, never read in training or picking: an imagefolder tree's test "
+            "folder, Pets' annotations/test.txt, CIFAR-10's test_batch.",
+        ),
+    ] = False,
+    on: Annotated[
+        Path | None,
+        typer.Option(help="On a folder of labelled images, FOLDER/<class>/<image>, of the model's classes."),
+    ] = None,
 ) -> None:
-    """Re-evaluate a saved run, or a bundle (before deploying it), on its validation set: accuracy, accuracy
-    per class and mask statistics."""
-    from tune_attn.config import from_dict
-    from tune_attn.engine import Trainer, per_class
-    from tune_attn.export import BUNDLE_DESCRIPTION, load_bundle
-    from tune_attn.run import CHECKPOINT, load_checkpoint
+    """Re-evaluate a saved run, or a bundle (before deploying it), on its validation set, its data set's test
+    split or a folder of labelled images: accuracy, accuracy per class and mask statistics."""
+    from tune_attn.engine import per_class
+    from tune_attn.export import evaluate_saved
 
-    bundle = None
+    if test and on is not None:
+        raise _fail("--test and --on name two sets to evaluate on; give one")
     try:
-        if (run / BUNDLE_DESCRIPTION).is_file():
-            bundle = load_bundle(run)
-            cfg, weights, epoch = bundle.cfg, bundle.model.state_dict(), bundle.meta.get("epoch")
-        else:
-            path = run / CHECKPOINT if run.is_dir() else run
-            state = load_checkpoint(path)
-            cfg, weights, epoch = from_dict(state["config"], source=str(path)), state["model"], state["epoch"]
-        trainer = Trainer(cfg)
-        trainer.model.load_state_dict(weights)
-    except (FileNotFoundError, ValueError) as exc:  # BundleError too
+        done = evaluate_saved(run, str(on) if on is not None else None, test)
+    except (FileNotFoundError, ValueError) as exc:  # BundleError, DatasetError too
         raise _fail(str(exc)) from None
-    val_loss, acc, masks, confusion = trainer.evaluate()
-    from tune_attn.masks import mask_statistics
-
-    stats = mask_statistics(masks, trainer.probe_objects, trainer.probe_parts, trainer.data.val.part_names)
-    console.print(f"epoch {epoch}  val_loss {val_loss:.4f}  val_accuracy {acc:.4f}", highlight=False)
-    # Half a point apart at least: another device's numerics may move a sample or two, not a whole trial.
-    recorded = bundle.meta.get("metrics", {}).get("last_val_accuracy") if bundle is not None else None
-    if bundle is not None and isinstance(recorded, float) and abs(recorded - acc) > 0.005:
-        provenance = bundle.meta.get("provenance", {})
-        source = (
-            f"trial {provenance['trial_id']}" if "trial_id" in provenance else f"run {provenance.get('run')}"
-        )
+    result, names = done.evaluation, done.class_names
+    images = "validation images" if done.on is None else "images"
+    on_what = "" if done.on is None else f"  on {int(result.confusion.sum())} images of {done.on}"
+    prefix = "val_" if done.on is None else ""
+    console.print(
+        f"epoch {done.epoch}  {prefix}loss {result.loss:.4f}  {prefix}accuracy {result.accuracy:.4f}{on_what}",
+        highlight=False,
+    )
+    if done.recorded is not None:
         console.print(
-            f"note: the bundle records val_accuracy {recorded:.3f} for {source} at epoch {epoch}; its weights "
-            "give another: they may not be that model's (a bundle put together by hand), or the data set changed",
+            f"note: the bundle records val_accuracy {done.recorded:.3f} for {done.source} at epoch {done.epoch}; "
+            "its weights give another: they may not be that model's (a bundle put together by hand), or the data "
+            "set changed",
             highlight=False,
         )
-    names = trainer.data.class_names
-    rows = per_class(confusion, names)
-    console.print(
-        "accuracy per class (correct / validation images), the least accurate first:", highlight=False
-    )
+    rows = per_class(result.confusion, names)
+    console.print(f"accuracy per class (correct / {images}), the least accurate first:", highlight=False)
     width = max(len(r[0]) for r in rows)
     for name, correct, total, taken_for in rows:
         mistaken = f"  most often taken for {taken_for}" if taken_for else ""
         console.print(
             f"  {name:<{width}}  {correct}/{total}  {correct / total:.2f}{mistaken}", highlight=False
         )
-    unseen = [n for n, row in zip(names, confusion, strict=True) if row.sum() == 0]
+    unseen = [n for n, row in zip(names, result.confusion, strict=True) if row.sum() == 0]
     if unseen:
-        console.print(f"  no validation images of: {', '.join(unseen)}", highlight=False)
+        console.print(f"  no {images} of: {', '.join(unseen)}", highlight=False)
     console.print("mask statistics:", highlight=False)
-    for key, value in stats.flat().items():
+    for key, value in done.stats.flat().items():
         console.print(f"  {key} {value:.4f}", highlight=False)
+    if done.test_split is not None:
+        console.print(
+            f"this data set has test images ({done.test_split}), read in neither training nor picking: "
+            f"tune-attn evaluate {run} --test",
+            highlight=False,
+        )
 
 
 def main() -> None:

@@ -28,9 +28,11 @@ import numpy as np
 import torch
 
 from tune_attn import panels
-from tune_attn.config import ConfigError, RunConfig, load_config
+from tune_attn.config import ConfigError, RunConfig, from_dict, load_config
+from tune_attn.data import find_test_split, held_out
 from tune_attn.data.base import DatasetError
 from tune_attn.data.folders import IMAGE_SUFFIXES, OVERLAY, is_image_file, load_rgb
+from tune_attn.engine import Evaluation, Trainer, resolve_device
 from tune_attn.leaderboard import (
     find_trial,
     is_run_folder,
@@ -39,6 +41,7 @@ from tune_attn.leaderboard import (
     run_uri,
     sweep_folder,
 )
+from tune_attn.masks import MaskStats, mask_statistics
 from tune_attn.models.classifier import build_model
 from tune_attn.run import CHECKPOINT, load_checkpoint, panel_path
 from tune_attn.tune.options import SWEEP_RECORD
@@ -281,6 +284,58 @@ def load_bundle(folder: str | Path) -> Bundle:
             f"{folder / 'weights.pt'}: does not match config.yaml / bundle.json ({first})"
         ) from None
     return Bundle(folder, model.eval(), cfg, names, meta)
+
+
+@dataclass
+class Evaluated:
+    """A saved model (a run's checkpoint or a bundle) evaluated on a set of images."""
+
+    epoch: int | None
+    on: str | None  # where the images came from; None: the validation set of the model's config
+    evaluation: Evaluation
+    stats: MaskStats
+    class_names: tuple[str, ...]
+    recorded: float | None = None  # on the validation set: the accuracy a bundle records, where it differs
+    source: str = ""  # the trial or run a bundle records
+    test_split: str | None = None  # on the validation set: where the data set keeps test images, if it does
+
+
+def evaluate_saved(saved: str | Path, on: str | None = None, test: bool = False) -> Evaluated:
+    """Evaluate the model of ``saved`` (a run folder, its checkpoint file, or a bundle) on the validation set
+    of its config, on its data set's test split (``test``), or on ``on``, a ``FOLDER/<class>/<image>`` tree.
+    It runs on a GPU where there is one, else on the CPU, whatever device it was trained on."""
+    saved = Path(saved)
+    bundle = None
+    if (saved / BUNDLE_DESCRIPTION).is_file():
+        bundle = load_bundle(saved)
+        cfg, weights, epoch = bundle.cfg, bundle.model.state_dict(), bundle.meta.get("epoch")
+        names = tuple(bundle.class_names)
+    else:
+        path = saved / CHECKPOINT if saved.is_dir() else saved
+        state = load_checkpoint(path)
+        cfg, weights, epoch = from_dict(state["config"], source=str(path)), state["model"], state["epoch"]
+        names = tuple(state.get("class_names") or ())
+    data = held_out(cfg.data, names, on)[0] if on is not None or test else None
+    where = None if data is None else (on or find_test_split(cfg.data))
+    trainer = Trainer(cfg, data=data, device=resolve_device("auto"))
+    trainer.model.load_state_dict(weights)
+    result = trainer.evaluate()
+    val = trainer.data.val
+    stats = mask_statistics(result.masks, trainer.probe_objects, trainer.probe_parts, val.part_names)
+    out = Evaluated(epoch, where, result, stats, trainer.data.class_names)
+    if where is None:
+        out.test_split = find_test_split(cfg.data)
+        recorded = bundle.meta.get("metrics", {}).get("last_val_accuracy") if bundle is not None else None
+        # Half a point apart at least: another device's numerics may move a sample or two, not a whole trial.
+        if bundle is not None and isinstance(recorded, float) and abs(recorded - result.accuracy) > 0.005:
+            provenance = bundle.meta.get("provenance", {})
+            out.recorded = recorded
+            out.source = (
+                f"trial {provenance['trial_id']}"
+                if "trial_id" in provenance
+                else f"run {provenance.get('run')}"
+            )
+    return out
 
 
 @dataclass

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tune_attn.config import DataConfig
+from tune_attn.config import DataConfig, absolute_root
 from tune_attn.data import synthetic
 from tune_attn.data.base import (
     AttnDataset,
@@ -19,7 +19,14 @@ from tune_attn.data.base import (
     split_indices,
     subset,
 )
-from tune_attn.data.folders import FileImages, load_cifar10, load_imagefolder, load_pets
+from tune_attn.data.folders import (
+    FileImages,
+    imagefolder_test,
+    load_cifar10,
+    load_imagefolder,
+    load_labelled_folder,
+    load_pets,
+)
 
 __all__ = [
     "AttnDataset",
@@ -28,6 +35,8 @@ __all__ = [
     "DatasetError",
     "TensorImages",
     "build_data",
+    "held_out",
+    "find_test_split",
     "iterate_batches",
     "split_indices",
 ]
@@ -115,3 +124,50 @@ def build_data(cfg: DataConfig) -> DataSplits:
     if cfg.root and cfg.root.startswith("~"):  # a cluster sweep's ~/data: this node's home
         cfg = dataclasses.replace(cfg, root=os.path.expanduser(cfg.root))
     return DATASETS[cfg.name](cfg)
+
+
+def find_test_split(cfg: DataConfig) -> str | None:
+    """Where the data set of ``cfg`` keeps test images, never read in training nor in picking a trial: an
+    ``imagefolder`` tree's ``test`` folder, Pets' ``annotations/test.txt``, CIFAR-10's ``test_batch``; None when
+    it has none here (the synthetic set has none)."""
+    root = absolute_root(cfg.root)
+    if root is None:
+        return None
+    if cfg.name == "imagefolder":
+        folder = imagefolder_test(root)
+        return str(folder) if folder is not None else None
+    candidates = {
+        "pets": ("oxford-iiit-pet/annotations/test.txt", "annotations/test.txt"),
+        "cifar10": ("cifar-10-batches-py/test_batch", "test_batch"),
+    }.get(cfg.name, ())
+    return next((os.path.join(root, c) for c in candidates if os.path.isfile(os.path.join(root, c))), None)
+
+
+def held_out(
+    cfg: DataConfig, class_names: tuple[str, ...], folder: str | None = None
+) -> tuple[DataSplits, str]:
+    """Images to evaluate a trained model on, as the validation set of a :class:`DataSplits` (nothing is
+    trained on them), and where they come from: ``folder``, a ``FOLDER/<class>/<image>`` tree of the model's
+    classes ``class_names``; without it, the test split of the data set of ``cfg`` (:func:`find_test_split`)."""
+    images: FileImages | TensorImages
+    where = folder if folder is not None else find_test_split(cfg)
+    if where is None:
+        raise DatasetError(
+            f"data.name {cfg.name}, data.root {cfg.root}: no test split here (an imagefolder tree's test folder, "
+            "Pets' annotations/test.txt, CIFAR-10's test_batch); name a folder of labelled images with --on FOLDER"
+        )
+    if folder is not None or cfg.name == "imagefolder":
+        what = "--on" if folder is not None else "test folder"
+        images = load_labelled_folder(where, cfg.image_size, class_names, what, "the model")
+    else:
+        root = absolute_root(cfg.root)
+        assert root is not None  # find_test_split found a file under it
+        load = load_pets if cfg.name == "pets" else load_cifar10
+        images, names = load(root, cfg.image_size, "test")
+        if names != class_names:
+            raise DatasetError(
+                f"{where}: its classes ({', '.join(names)}) are not the model's ({', '.join(class_names)})"
+            )
+    if isinstance(images, FileImages):
+        images.keep_decoded(0)
+    return DataSplits(images, images, class_names, cfg.image_size, IMAGENET_MEAN, IMAGENET_STD), where

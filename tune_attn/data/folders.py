@@ -30,7 +30,7 @@ IMAGEFOLDER_LAYOUT = (
 image files ending in """
     + ", ".join(IMAGE_SUFFIXES)
     + " (hidden files and folders, named .*, are left out); or split in folders, ROOT/train/<class name>/<image file>"
-    " and ROOT/val/<class name>/<image file> (val also valid or validation; a test folder is not read)"
+    " and ROOT/val/<class name>/<image file> (val also valid or validation; a test folder is read only by tune-attn evaluate --test)"
 )
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -206,10 +206,12 @@ def pets_breed_name(image_id: str) -> str:
     return " ".join(part.title() for part in image_id.rsplit("_", 1)[0].split("_"))
 
 
-def load_pets(root: str | Path, size: int) -> tuple[FileImages, tuple[str, ...]]:
-    """Oxford-IIIT Pet (trainval list) with trimaps as object masks; 37 breeds."""
+def load_pets(root: str | Path, size: int, split: str = "trainval") -> tuple[FileImages, tuple[str, ...]]:
+    """Oxford-IIIT Pet (the ``trainval`` list, or ``test``) with trimaps as object masks; 37 breeds."""
     base = _find(Path(root), "oxford-iiit-pet", "annotations/trainval.txt", PETS_LAYOUT, "pets")
-    listing = base / "annotations" / "trainval.txt"
+    listing = base / "annotations" / f"{split}.txt"
+    if not listing.is_file():
+        raise DatasetError(f"data.root: {root} holds no annotations/{split}.txt; {PETS_LAYOUT}")
     files: list[Path] = []
     labels: list[int] = []
     trimaps: list[Path] = []
@@ -274,14 +276,16 @@ def _unpickle(path: Path) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
-def load_cifar10(root: str | Path, size: int) -> tuple[TensorImages, tuple[str, ...]]:
-    """CIFAR-10's training batches (python-pickle layout), resized to ``size``; no masks."""
+def load_cifar10(root: str | Path, size: int, split: str = "train") -> tuple[TensorImages, tuple[str, ...]]:
+    """CIFAR-10's training batches (python-pickle layout; ``split="test"``: its test batch), resized to
+    ``size``; no masks."""
     base = _find(Path(root), "cifar-10-batches-py", "batches.meta", CIFAR_LAYOUT, "cifar10")
     meta = _unpickle(base / "batches.meta")
     names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta.get("label_names", []))
-    batches = sorted(base.glob("data_batch_*"))
+    pattern = "data_batch_*" if split == "train" else "test_batch"
+    batches = sorted(base.glob(pattern))
     if not batches:
-        raise DatasetError(f"{base}: no data_batch_* files; {CIFAR_LAYOUT}")
+        raise DatasetError(f"{base}: no {pattern} files; {CIFAR_LAYOUT}")
     images: list[np.ndarray] = []
     labels: list[int] = []
     for path in batches:
@@ -327,18 +331,20 @@ def split_folders(root: Path) -> dict[str, Path] | None:
 
 
 def _class_tree(
-    root: Path, train: tuple[Path, tuple[str, ...]] | None = None
+    root: Path, known: tuple[str, tuple[str, ...]] | None = None, what: str = "data.root"
 ) -> tuple[list[Path], list[int], tuple[str, ...]]:
-    """The image files of ``ROOT/<class>/...``, their labels and the sorted class names; with ``train`` (the
-    train folder of a tree split in folders, and its classes), labels follow the train folder's classes, and a
-    class folder it does not have is refused."""
+    """The image files of ``ROOT/<class>/...``, their labels and the sorted class names; with ``known`` (who
+    has the classes: the train folder of a tree split in folders, a trained model; and its classes), labels
+    follow those classes, and a class folder they do not have is refused. ``what`` names ``root`` in errors."""
+    if not root.is_dir():
+        raise DatasetError(f"{what}: {root} is not a folder; {IMAGEFOLDER_LAYOUT}")
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    names = tuple(found) if train is None else train[1]
+    names = tuple(found) if known is None else known[1]
     unknown = [c for c in found if c not in names]
-    if train is not None and unknown:
+    if known is not None and unknown:
         raise DatasetError(
-            f"data.root: {root} has class folders that {train[0]} does not have: {', '.join(unknown)}; "
-            f"classes are the train folder's: {', '.join(names)}"
+            f"{what}: {root} has class folders that {known[0]} does not have: {', '.join(unknown)}; "
+            f"the classes are: {', '.join(names)}"
         )
     files: list[Path] = []
     labels: list[int] = []
@@ -350,13 +356,13 @@ def _class_tree(
         labels.extend([k] * len(images))
     if not found or not files:
         raise DatasetError(
-            f"data.root: {root} holds no class folders with images; imagefolder: {IMAGEFOLDER_LAYOUT}"
+            f"{what}: {root} holds no class folders with images; imagefolder: {IMAGEFOLDER_LAYOUT}"
         )
     counts = np.bincount(labels, minlength=len(names))
     empty = [c for k, c in enumerate(names) if c in found and counts[k] == 0]
     if empty:
         raise DatasetError(
-            f"data.root: {root}: class folders without images: {', '.join(empty)}; {IMAGEFOLDER_LAYOUT}"
+            f"{what}: {root}: class folders without images: {', '.join(empty)}; {IMAGEFOLDER_LAYOUT}"
         )
     return files, labels, names
 
@@ -365,7 +371,7 @@ def load_imagefolder(root: str | Path, size: int) -> tuple[FileImages, tuple[str
     """Any ``ROOT/<class>/<image>`` tree, class ids following the sorted folder names; the third value is None
     (the set is split by ``data.val_fraction``). A tree split in folders (:func:`split_folders`) gives its
     ``train`` and ``val`` images, classes from ``train``, and the indices of the ``val`` ones as the third value
-    (None where there is no ``val`` folder); its ``test`` folder is not read."""
+    (None where there is no ``val`` folder); its ``test`` folder is not read (:func:`imagefolder_test`)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"data.root: {root} is not a folder; imagefolder: {IMAGEFOLDER_LAYOUT}")
@@ -377,8 +383,25 @@ def load_imagefolder(root: str | Path, size: int) -> tuple[FileImages, tuple[str
         files, labels, classes = _class_tree(splits["train"])
         val_idx = None
         if "val" in splits:
-            val_files, val_labels, _ = _class_tree(splits["val"], (splits["train"], classes))
+            val_files, val_labels, _ = _class_tree(splits["val"], (str(splits["train"]), classes))
             val_idx = np.arange(len(files), len(files) + len(val_files))
             files, labels = files + val_files, labels + val_labels
     check_headers(files)
     return FileImages(files, labels, size), classes, val_idx
+
+
+def load_labelled_folder(
+    folder: str | Path, size: int, classes: tuple[str, ...], what: str, whose: str
+) -> FileImages:
+    """The images of a ``FOLDER/<class>/<image>`` tree labelled by ``classes`` (``whose`` they are: the model),
+    for evaluation; a class folder not among them is refused, a class without a folder is fine."""
+    files, labels, _ = _class_tree(Path(folder), (whose, classes), what)
+    check_headers(files)
+    return FileImages(files, labels, size)
+
+
+def imagefolder_test(root: str | Path) -> Path | None:
+    """The ``test`` folder of an ImageFolder tree split in folders (never read in training), or None."""
+    root = Path(root)
+    splits = split_folders(root) if root.is_dir() else None
+    return splits.get("test") if splits else None

@@ -1,0 +1,109 @@
+"""Evaluating a saved model: on its validation set, on its data set's test split, on a folder of images."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import TINY
+from tune_attn.config import load_config
+from tune_attn.data import DatasetError
+from tune_attn.export import evaluate_saved
+from tune_attn.run import train_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _photos(folder: Path, counts: dict[str, int], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for k, (name, n) in enumerate(counts.items()):
+        (folder / name).mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.integers(0, 80, (36, 36, 3), dtype=np.uint8)
+            pixels[8:24, 8:24, k] = 230  # a square of the class's colour
+            Image.fromarray(pixels).save(folder / name / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained on a tree split in folders: train / val / test, classes cat, dog, fox."""
+    tree = tmp_path_factory.mktemp("photos")
+    _photos(tree / "train", {"cat": 10, "dog": 10, "fox": 10}, seed=0)
+    _photos(tree / "val", {"cat": 4, "dog": 4, "fox": 2}, seed=1)
+    _photos(tree / "test", {"cat": 3, "fox": 5}, seed=2)  # a test set need not hold every class
+    out = tree.parent / "run"
+    train_run(load_config(None, [*TINY, "data.name=imagefolder", f"data.root={tree}", "train.epochs=1"]), out)
+    return out
+
+
+def test_a_run_is_evaluated_on_its_validation_set_and_told_of_its_test_split(run: Path) -> None:
+    done = evaluate_saved(run)
+    tree = Path(load_config(run / "config.yaml").data.root or "")
+    assert done.on is None and done.test_split == str(tree / "test")
+    assert done.class_names == ("cat", "dog", "fox") and done.epoch == 1
+    assert done.evaluation.confusion.sum(1).tolist() == [4, 4, 2]  # rows: the val folder's classes
+    assert done.evaluation.accuracy == np.trace(done.evaluation.confusion) / 10
+
+
+def test_the_test_split_and_a_folder_are_labelled_by_the_models_classes(run: Path, tmp_path: Path) -> None:
+    tree = Path(load_config(run / "config.yaml").data.root or "")
+    done = evaluate_saved(run, test=True)
+    assert done.on == str(tree / "test") and done.test_split is None
+    assert done.evaluation.confusion.sum(1).tolist() == [3, 0, 5]
+    # The val folder copied elsewhere gives what the validation set gave: the same labels, the same model.
+    shutil.copytree(tree / "val", tmp_path / "copy")
+    on_copy = evaluate_saved(run, on=str(tmp_path / "copy"))
+    np.testing.assert_array_equal(on_copy.evaluation.confusion, evaluate_saved(run).evaluation.confusion)
+    assert on_copy.evaluation.loss == pytest.approx(evaluate_saved(run).evaluation.loss, rel=1e-5)
+    # A class the model was not trained on is refused before any work, naming it and the model's classes.
+    _photos(tmp_path / "other", {"cat": 1, "wolf": 1}, seed=3)
+    with pytest.raises(
+        DatasetError,
+        match=r"--on: \S+other has class folders that the model does not have: wolf; the classes are: cat, dog, fox",
+    ):
+        evaluate_saved(run, on=str(tmp_path / "other"))
+    with pytest.raises(DatasetError, match=r"--on: \S+nowhere is not a folder"):
+        evaluate_saved(run, on=str(tmp_path / "nowhere"))
+
+
+def test_a_model_trained_on_a_gpu_is_evaluated_where_it_is(run: Path, tmp_path: Path) -> None:
+    # A sweep's trial on a GPU cluster records train.device: cuda; its run or bundle is evaluated on a
+    # laptop too (before, "train.device: 'cuda' was asked for but torch sees no CUDA device", and no flag
+    # could change a bundle's config).
+    shutil.copytree(run, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    state["config"]["train"]["device"] = "cuda"
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    done = evaluate_saved(tmp_path / "run")
+    assert done.evaluation.accuracy == evaluate_saved(run).evaluation.accuracy
+
+
+@pytest.mark.slow
+def test_the_evaluate_command_prints_accuracy_per_class_and_where(run: Path) -> None:
+    tree = Path(load_config(run / "config.yaml").data.root or "")
+    cli = [sys.executable, "-m", "tune_attn.cli", "evaluate", str(run)]
+    r = subprocess.run([*cli, "--test"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    assert f"  on 8 images of {tree / 'test'}\n" in r.stdout and "val_accuracy" not in r.stdout
+    lines = r.stdout.splitlines()
+    start = lines.index("accuracy per class (correct / images), the least accurate first:")
+    rows = lines[start + 1 : start + 3]
+    assert sorted(row.split()[0] for row in rows) == ["cat", "fox"], r.stdout
+    assert [row.split()[1].split("/")[1] for row in sorted(rows)] == ["3", "5"]
+    assert lines[start + 3] == "  no images of: dog" and "mask statistics:" in lines
+    r = subprocess.run(cli, capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    assert (
+        f"this data set has test images ({tree / 'test'})" in r.stdout
+        and f"evaluate {run} --test" in r.stdout
+    )
+    r = subprocess.run([*cli, "--test", "--on", str(tree)], capture_output=True, text=True)
+    assert r.returncode == 2 and "--test and --on name two sets to evaluate on; give one" in r.stderr
