@@ -131,10 +131,22 @@ def test_run_folder_contents(tmp_path: Path) -> None:
         train_run(_cfg(), run)
 
 
-def test_resume_with_another_config_is_refused(tmp_path: Path) -> None:
+def test_resume_with_another_config_is_refused_naming_what_differs(tmp_path: Path) -> None:
     train_run(_cfg(), tmp_path / "run")
-    with pytest.raises(ValueError, match="config differs"):
-        train_run(_cfg("model.heads=2"), tmp_path / "run", resume=True)
+    with pytest.raises(
+        ValueError,
+        match=r"differs from this run's in model.heads: 1 -> 2; train.lr: 0.002 -> 0.01; only train.epochs, train.device",
+    ):
+        train_run(_cfg("model.heads=2", "train.lr=0.01"), tmp_path / "run", resume=True)
+    # Where it trains, how long, what it keeps in memory may change: a GPU run goes on on a CPU.
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    state["config"]["train"]["device"] = "cuda"
+    del state["config"]["train"]["hflip"]  # a checkpoint of a version without train.hflip: its default
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    trainer = train_run(
+        _cfg("train.epochs=3", "train.device=cpu", "data.memory_cache_mb=0"), tmp_path / "run", resume=True
+    )
+    assert trainer.epoch == 3
 
 
 def test_nan_loss_stops_with_a_reason() -> None:

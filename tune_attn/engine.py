@@ -230,9 +230,11 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if _without_epochs(state.get("config")) != _without_epochs(self.cfg.to_dict()):
+        changed = config_changes(state.get("config"), self.cfg.to_dict())
+        if changed:
             raise ValueError(
-                "checkpoint: its config differs from this run's config (only train.epochs and detector.* may change on resume)"
+                f"checkpoint: its config differs from this run's in {'; '.join(changed)}; only "
+                f"{', '.join(RESUME_MAY_CHANGE)} and detector.* may change on resume"
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -240,15 +242,31 @@ class Trainer:
         self.history = [dict(h) for h in state["history"]]
 
 
-def _without_epochs(cfg: Any) -> Any:
-    """The parts of a config dict that must match on resume (not train.epochs, not the detector); data.root as
-    an absolute path (a run of an earlier version recorded it as given: ``photos``, now made absolute)."""
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("train"), dict):
-        return cfg
-    kept = {k: v for k, v in cfg.items() if k != "detector"}
-    if isinstance(cfg.get("data"), dict):
-        kept["data"] = {**cfg["data"], "root": absolute_root(cfg["data"].get("root"))}
-    return {**kept, "train": {k: v for k, v in cfg["train"].items() if k != "epochs"}}
+RESUME_MAY_CHANGE = ("train.epochs", "train.device", "data.memory_cache_mb", "data.cache_dir")
+"""Keys a resumed run may set anew besides ``detector.*``: how long and where it trains, what it keeps in memory;
+every other key makes another run (another model, data or training)."""
+
+
+def config_changes(saved: Any, now: dict[str, Any]) -> list[str]:
+    """The keys of config dict ``now`` that a resume may not change and that differ from ``saved``'s, as
+    ``key: saved -> now``; data.root compared as an absolute path (a run of an earlier version recorded it as
+    given: ``photos``, now made absolute); a key the saved config lacks (added by a later version) as its
+    default. A ``saved`` that is no config dict differs in everything."""
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(s), dict) for s in now):
+        return ["everything (the checkpoint holds no config of this version)"]
+    defaults = RunConfig().to_dict()
+    out = []
+    for section, keys in now.items():
+        if section == "detector":
+            continue
+        for key, value in keys.items():
+            name = f"{section}.{key}"
+            before = saved[section].get(key, defaults.get(section, {}).get(key))
+            if name == "data.root":
+                before, value = absolute_root(before), absolute_root(value)
+            if name not in RESUME_MAY_CHANGE and before != value:
+                out.append(f"{name}: {before!r} -> {value!r}")
+    return out
 
 
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
