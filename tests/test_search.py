@@ -5,8 +5,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tune_attn.config import RunConfig
-from tune_attn.tune.search import SearchSpace, SpaceError, config_from_flat
+from tune_attn.config import ConfigError, RunConfig
+from tune_attn.tune.search import SearchSpace, SpaceError, config_from_flat, load_point
 
 ROOT = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -175,3 +175,74 @@ def test_data_roots_are_the_folders_trials_may_read() -> None:
         assert space.relative_data_roots() == ([given] if given[0] not in "~/" else [])
         space.resolve_data_roots(Path("/work/x"))
         assert space.data_roots() == [absolute] and space.relative_data_roots() == []
+
+
+def test_a_config_to_try_gives_the_searched_keys_it_sets_inside_the_space(tmp_path: Path) -> None:
+    space = SearchSpace.from_dict(
+        {
+            "train.optimizer": {"type": "categorical", "choices": ["adamw", "sgd"]},
+            "train.momentum": {
+                "type": "uniform",
+                "low": 0.5,
+                "high": 0.9,
+                "when": {"train.optimizer": "sgd"},
+            },
+            "model.heads": {"type": "int", "low": 1, "high": 7, "step": 2},
+            "model.mask_kernel": {"type": "categorical", "choices": [1, 3]},
+            "train.epochs": 3,
+        },
+        source="s.yaml",
+    )
+    sgd = {"train.optimizer": "sgd", "train.momentum": 0.8, "model.heads": 5, "train.epochs": 9}
+    # the fixed train.epochs is the sweep's, not the file's
+    assert space.point(sgd, "f") == {"train.optimizer": "sgd", "train.momentum": 0.8, "model.heads": 5}
+    # a conditional key whose condition the config does not meet is not taken; a key it lacks is drawn
+    assert space.point({"train.optimizer": "adamw", "train.momentum": 0.8}, "f") == {
+        "train.optimizer": "adamw"
+    }
+    for values, refused in (
+        ({"model.heads": 4}, r"f: model.heads: 4 is not in s.yaml's int range 1..7 in steps of 2"),
+        ({"model.heads": 9}, r"model.heads: 9 is not in s.yaml's int range 1..7 in steps of 2"),
+        ({"model.heads": 2.5}, r"model.heads: 2.5 is not in"),
+        (
+            {"train.optimizer": "sgd", "train.momentum": 0.95},
+            r"train.momentum: 0.95 is not in s.yaml's uniform range 0.5..0.9",
+        ),
+        (
+            {"model.mask_kernel": True},
+            r"model.mask_kernel: True is not in s.yaml's choices \[1, 3\]",
+        ),  # True == 1
+        (
+            {"train.optimizer": "adam"},
+            r"train.optimizer: 'adam' is not in s.yaml's choices \['adamw', 'sgd'\]",
+        ),
+    ):
+        with pytest.raises(SpaceError, match=refused):
+            space.point(values, "f")
+
+
+def test_a_config_to_try_is_read_from_a_file_or_a_run_or_bundle_folder(tmp_path: Path) -> None:
+    space = SearchSpace.load(ROOT / "search_spaces" / "smoke.yaml")
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "config.yaml").write_text(
+        "model:\n  activation: softmax\n  heads: 2\ndata:\n  seed: 4\n"
+    )
+    assert load_point(space, tmp_path / "bundle") == {"model.activation": "softmax", "model.heads": 2}
+    for text, refused in (
+        ("model:\n  heads: 3\n", r"--try \S+c.yaml: model.heads: 3 is not in \S+smoke.yaml's int range 1..2"),
+        ("model:\n  hedas: 2\n", r"--try \S+c.yaml: unknown key 'model.hedas'"),
+        ("model:\n  heads: many\n", r"--try \S+c.yaml.*model.heads"),
+        ("- 1\n", r"--try \S+c.yaml: a config must map sections \(data, model, train, detector\) to keys"),
+        (
+            "train:\n  epochs: 5\n",
+            r"--try \S+c.yaml: sets none of the keys \S+smoke.yaml searches \(model.activation, ",
+        ),
+    ):
+        (tmp_path / "c.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=refused):
+            load_point(space, tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=r"--try \S+nowhere.yaml: no such file"):
+        load_point(space, tmp_path / "nowhere.yaml")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"--try \S+empty: a folder without config.yaml"):
+        load_point(space, tmp_path / "empty")

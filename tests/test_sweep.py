@@ -27,6 +27,7 @@ from tune_attn.tune.sweep import error_reason, failed_on, run_sweep, write_prove
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLAPSE_SPACE = ROOT / "tests" / "data" / "space_collapse.yaml"
+SMOKE_SPACE = ROOT / "search_spaces" / "smoke.yaml"
 LOCAL_RAY = pytest.mark.xdist_group("local_ray")
 """The tests on this process's own Ray: with pytest-xdist (scripts/test), all on one worker, one after another."""
 
@@ -610,6 +611,14 @@ def test_sweep_options_are_checked_before_ray_starts(tmp_path: Path) -> None:
         run_sweep(COLLAPSE_SPACE, SweepOptions(storage=str(tmp_path / "a-file")))
     with pytest.raises(ValueError, match=r"--storage .*a-file/sweeps: cannot be made \(.*a-file is a file\)"):
         run_sweep(COLLAPSE_SPACE, SweepOptions(storage=str(tmp_path / "a-file" / "sweeps")))
+    # --try: each file read and checked against the space before Ray starts; no more of them than trials.
+    (tmp_path / "try.yaml").write_text("model:\n  heads: 9\n")
+    with pytest.raises(
+        ValueError, match=r"--try \S+try.yaml: model.heads: 9 is not in \S+smoke.yaml's int range 1..2"
+    ):
+        run_sweep(SMOKE_SPACE, SweepOptions(storage=str(tmp_path), tries=(str(tmp_path / "try.yaml"),)))
+    with pytest.raises(ValueError, match=r"--try: 2 configs to try, but --num-samples 1 runs fewer trials"):
+        run_sweep(SMOKE_SPACE, SweepOptions(storage=str(tmp_path), num_samples=1, tries=("a.yaml", "b.yaml")))
     assert [SweepOptions(num_samples=n).tpe_startup_trials() for n in (8, 16, 40, 100)] == [4, 4, 10, 10]
     assert SweepOptions(startup_trials=2).tpe_startup_trials() == 2
     # --time-budget: a duration as people write one, or seconds.
@@ -716,6 +725,7 @@ def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
         prune=False,
         reuse_actors=False,
         fixed=("train.epochs=4",),
+        tries=("good.yaml",),
     )
     assert resume_differences(tmp_path, SearchSpace.load(COLLAPSE_SPACE, other.fixed), other) == [
         "--num-samples 5 (the sweep's: 6)",
@@ -725,6 +735,7 @@ def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
         "--no-reuse-actors (the sweep's: --reuse-actors)",
         "--no-prune (the sweep's: --prune)",
         "--set train.epochs=4 (the sweep's: train.epochs=3)",
+        "--try good.yaml (the sweep's: none)",  # a resumed sweep's search is restored: it tries nothing new
         f"the search space of {COLLAPSE_SPACE} + --set (it changed since the sweep started)",
     ]
     assert resume_differences(tmp_path / "elsewhere", SearchSpace.load(COLLAPSE_SPACE), other) == []
@@ -739,6 +750,37 @@ def test_resume_names_the_settings_it_does_not_take(tmp_path: Path) -> None:
         num_samples=9, seed=1, fixed=("train.epochs=3",)
     )  # more trials than 6: taken, not told
     assert resume_differences(tmp_path, SearchSpace.load(COLLAPSE_SPACE, more.fixed), more) == []
+
+
+@LOCAL_RAY
+@pytest.mark.slow
+def test_the_configs_to_try_run_first_and_the_search_draws_the_rest(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run = tmp_path / "run"  # a run (or bundle) folder: its config.yaml, every key set
+    run.mkdir()
+    (run / "config.yaml").write_text(
+        "model:\n  activation: softmax\n  heads: 2\ntrain:\n  weight_decay: 0.0042\n  epochs: 9\n"
+    )
+    partial = tmp_path / "relu.yaml"
+    partial.write_text("model:\n  activation: relu\n")
+    said: list[str] = []
+    options = SweepOptions(
+        name="t", storage=str(tmp_path), num_samples=3, wandb="off", tries=(str(run), str(partial)), seed=1
+    )
+    result = run_sweep(SMOKE_SPACE, options, echo=said.append)
+    trials = sorted(result.study.trials, key=lambda t: t.number)
+    assert trials[0].params == {"model.activation": "softmax", "model.heads": 2, "train.weight_decay": 0.0042}
+    assert trials[1].params["model.activation"] == "relu" and len(trials[1].params) == 3
+    assert trials[2].params != trials[0].params  # then the search's own
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    rows = {r["trial_id"]: r for r in result.rows}
+    first = rows[trials[0].user_attrs[RAY_TRIAL_ID]]
+    assert first["epochs"] == 2  # the space fixes train.epochs (2): the file's 9 is not a searched key
+    assert f"trial to try first (--try {run}): activation=softmax heads=2 weight_decay=0.0042" in said
+    assert (
+        f"trial to try first (--try {partial}): activation=relu; the search draws heads, weight_decay" in said
+    )
+    record = json.loads((Path(result.path) / "sweep.json").read_text())["options"]
+    assert record["tries"] == [str(run), str(partial)] and record["points"][1] == {"model.activation": "relu"}
 
 
 @pytest.mark.slow

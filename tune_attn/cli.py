@@ -245,6 +245,14 @@ def sweep(
         list[str] | None,
         typer.Option("--set", help="Fix a key over the space file, e.g. --set train.epochs=12 (repeatable)."),
     ] = None,
+    tries: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--try",
+            help="A config to try first, before the search draws its own trials: a config file, or a bundle or "
+            "run folder (its config.yaml); the searched keys it sets are taken (repeatable).",
+        ),
+    ] = None,
     progress_every: Annotated[
         float, typer.Option(help="Seconds between status lines while trials train (0: every epoch).")
     ] = 60.0,
@@ -296,6 +304,7 @@ def sweep(
             prune=prune,
             reuse_actors=reuse_actors,
             fixed=tuple(set_ or ()),
+            tries=tuple(tries or ()),
             progress_seconds=progress_every,
             time_budget=None if time_budget is None else parse_duration(time_budget),
             wandb=wandb,

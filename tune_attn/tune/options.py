@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_attn.config import WandbOptions, check_folder
-from tune_attn.tune.search import SearchSpace
+from tune_attn.tune.search import SearchSpace, load_point
 
 SAMPLERS = ("tpe", "random")
 SWEEP_RECORD = "sweep.json"
@@ -60,6 +60,12 @@ class SweepOptions:
     prune: bool = True
     fixed: tuple[str, ...] = ()
     """``section.key=value`` items that fix keys over the space file's (``--set``)."""
+    tries: tuple[str, ...] = ()
+    """Config files (or bundle / run folders) whose trials run first, before the search draws its own
+    (``--try``; Ray Tune's ``points_to_evaluate``, Optuna's ``enqueue_trial``): the searched keys they set."""
+    points: tuple[dict[str, Any], ...] = ()
+    """The trials of ``tries``, as :func:`check_sweep` read them (searched keys and values): what the search
+    proposes first."""
     reuse_actors: bool = True
     """Start the next trial in a finished trial's process (same resources) instead of a new one (Tune's
     ``reuse_actors``): the imports and CUDA's start are paid once per process, not once per trial."""
@@ -270,6 +276,7 @@ RESUME_KEEPS = {
     "reuse_actors": "--reuse-actors",
     "prune": "--prune",
     "fixed": "--set",
+    "tries": "--try",
 }
 """The options a resumed sweep keeps from its start (Tune restores its searcher and scheduler), by flag."""
 
@@ -355,6 +362,12 @@ def check_sweep(space_path: str | Path, options: SweepOptions) -> tuple[SearchSp
         check_folder(Path(options.storage_path()), "--storage", "or a URI such as s3://bucket/sweeps")
     if not options.address:
         check_data(space)
+    if len(options.tries) > options.num_samples:
+        raise ValueError(
+            f"--try: {len(options.tries)} configs to try, but --num-samples {options.num_samples} runs fewer trials"
+        )
+    if options.tries:  # read here, where the files are (a Ray Client sweep runs on the head node)
+        options = replace(options, points=tuple(load_point(space, path) for path in options.tries))
     return space, options, flag
 
 

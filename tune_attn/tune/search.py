@@ -26,6 +26,7 @@ from tune_attn.config import (
     ConfigError,
     RunConfig,
     absolute_root,
+    flat_keys,
     from_dict,
     parse_overrides,
     read_yaml,
@@ -84,6 +85,25 @@ class Param:
         if self.when:
             out["when"] = dict(self.when)
         return out
+
+    def refuses(self, value: Any) -> str | None:
+        """Why this distribution cannot give ``value`` (its range or choices, to name in an error), or None; a
+        fixed parameter gives only its value."""
+        if self.kind == "fixed":
+            return None if value == self.value else f"fixed value {self.value!r}"
+        if self.kind == "categorical":
+            same = [c for c in self.choices if c == value and isinstance(c, bool) == isinstance(value, bool)]
+            return None if same else f"choices {self.choices}"
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if self.kind == "int":
+            whole = number and float(value).is_integer()
+            on_step = whole and (int(value) - int(self.low)) % self.step == 0
+            inside = whole and self.low <= value <= self.high
+            step = f" in steps of {self.step}" if self.step != 1 else ""
+            return None if on_step and inside else f"int range {int(self.low)}..{int(self.high)}{step}"
+        if number and self.low <= value <= self.high:
+            return None
+        return f"{self.kind} range {self.low:g}..{self.high:g}"
 
     def sample(self, trial: Any) -> Any:
         """Draw this parameter from an Optuna trial (define-by-run)."""
@@ -164,6 +184,26 @@ class SearchSpace:
             if all(flat.get(k, _default(k)) == v for k, v in p.when.items()):
                 flat[p.key] = p.sample(trial)
         return flat
+
+    def point(self, values: Mapping[str, Any], source: str) -> dict[str, Any]:
+        """The trial of this space that takes its searched keys' values from flat ``values`` (``--try``): each
+        searched key whose ``when`` holds for them and that ``values`` sets; the search draws the others. A value
+        outside its distribution raises :class:`SpaceError` naming ``source``, the key and what is valid."""
+        flat: dict[str, Any] = {}
+        point: dict[str, Any] = {}
+        for p in self.params:
+            if not all(flat.get(k, _default(k)) == v for k, v in p.when.items()):
+                continue
+            if p.kind == "fixed":
+                flat[p.key] = p.value
+            elif p.key in values:
+                problem = p.refuses(values[p.key])
+                if problem:
+                    raise SpaceError(
+                        f"{source}: {p.key}: {values[p.key]!r} is not in {self.source}'s {problem}"
+                    )
+                flat[p.key] = point[p.key] = values[p.key]
+        return point
 
     def to_dict(self) -> dict[str, Any]:
         """The space as a YAML-ready mapping (``SearchSpace.from_dict`` reads it back to an equal space)."""
@@ -263,6 +303,32 @@ def _parse(key: str, spec: Any, where: str, earlier: set[str]) -> Param:
     return Param(key, kind, low=low, high=high, step=step, log=log, when=dict(when))
 
 
+def load_point(space: SearchSpace, path: str | Path) -> dict[str, Any]:
+    """The trial of ``space`` that ``--try PATH`` asks for (:meth:`SearchSpace.point`): PATH is a config file (a
+    bundle's or a run's ``config.yaml``, ``configs/*.yaml``) or a folder holding ``config.yaml``; only the keys
+    the file sets count. A bad file, or a value outside the space, raises a ConfigError naming it."""
+    path = Path(path)
+    file = path / "config.yaml" if path.is_dir() else path
+    if path.is_dir() and not file.is_file():
+        raise ConfigError(
+            f"--try {path}: a folder without config.yaml; give a config file, or a bundle or run folder"
+        )
+    try:
+        raw = read_yaml(file)
+        if not isinstance(raw, Mapping) or not all(isinstance(v, Mapping) for v in raw.values()):
+            sections = ", ".join(RunConfig().to_dict())
+            raise ConfigError(f"{file}: a config must map sections ({sections}) to keys")
+        from_dict(raw, source=str(file))  # an unknown key or a bad value, named as for tune-attn train
+    except ConfigError as exc:
+        raise ConfigError(f"--try {exc}") from None
+    point = space.point(flat_keys(raw), f"--try {file}")
+    if not point:
+        raise ConfigError(
+            f"--try {file}: sets none of the keys {space.source} searches ({', '.join(space.searched_keys())})"
+        )
+    return point
+
+
 def config_from_flat(flat: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
     """A RunConfig from flat ``section.key`` values over ``base`` (default: the defaults)."""
     nested: dict[str, dict[str, Any]] = {s: dict(v) for s, v in (base or RunConfig()).to_dict().items()}
@@ -272,4 +338,4 @@ def config_from_flat(flat: Mapping[str, Any], base: RunConfig | None = None) -> 
     return from_dict(nested)
 
 
-__all__ = ["DISTRIBUTIONS", "Param", "SearchSpace", "SpaceError", "config_from_flat"]
+__all__ = ["DISTRIBUTIONS", "Param", "SearchSpace", "SpaceError", "config_from_flat", "load_point"]

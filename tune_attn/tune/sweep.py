@@ -127,7 +127,13 @@ def _searcher(space: SearchSpace, options: SweepOptions) -> tuple[Any, Any]:
         if options.sampler == "tpe"
         else optuna.samplers.RandomSampler(seed=options.seed)
     )
-    search = DegeneracyAwareOptunaSearch(space=space.sample, metric=METRIC, mode="max", sampler=sampler)
+    search = DegeneracyAwareOptunaSearch(
+        space=space.sample,
+        metric=METRIC,
+        mode="max",
+        sampler=sampler,
+        points_to_evaluate=[dict(p) for p in options.points] or None,
+    )
     return search, ConcurrencyLimiter(search, max_concurrent=options.max_concurrent)
 
 
@@ -863,6 +869,13 @@ def _drive(
                 tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         else:
             search, limited = _searcher(space, options)
+            for tried, point in zip(options.tries, options.points, strict=True):
+                values = " ".join(f"{k.split('.')[-1]}={shown_value(v)}" for k, v in point.items())
+                drawn = [k.split(".")[-1] for k in space.searched_keys() if k not in point]
+                echo(
+                    f"trial to try first (--try {tried}): {values}"
+                    + (f"; the search draws {', '.join(drawn)}" if drawn else "")
+                )
             scheduler = None
             if options.scheduler == "asha":
                 from ray.tune.schedulers import ASHAScheduler
