@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.conftest import TINY
 from tune_attn.config import load_config
-from tune_attn.data import DatasetError
+from tune_attn.data import DatasetError, build_data
 from tune_attn.export import evaluate_saved
 from tune_attn.run import train_run
 
@@ -72,6 +72,23 @@ def test_the_test_split_and_a_folder_are_labelled_by_the_models_classes(run: Pat
         evaluate_saved(run, on=str(tmp_path / "other"))
     with pytest.raises(DatasetError, match=r"--on: \S+nowhere is not a folder"):
         evaluate_saved(run, on=str(tmp_path / "nowhere"))
+
+
+def test_a_run_on_the_synthetic_set_is_tested_on_images_drawn_apart(tmp_path: Path) -> None:
+    train_run(load_config(None, [*TINY, "train.epochs=1"]), tmp_path / "run")
+    on_val = evaluate_saved(tmp_path / "run")
+    assert on_val.test_split == "the synthetic set's test images (48, data.seed 0)"
+    done = evaluate_saved(tmp_path / "run", test=True)
+    assert done.on == on_val.test_split and done.evaluation.confusion.sum() == 48
+    from tune_attn.data import held_out
+
+    cfg = load_config(tmp_path / "run" / "config.yaml").data
+    test = held_out(cfg, done.class_names)[0].val
+    val = build_data(cfg)
+    seen = {bytes(val.val[i][0].numpy()) for i in range(48)} | {
+        bytes(val.train[i][0].numpy()) for i in range(96)
+    }
+    assert not seen & {bytes(test[i][0].numpy()) for i in range(48)}  # none of them trained on or validated
 
 
 def test_a_model_trained_on_a_gpu_is_evaluated_where_it_is(run: Path, tmp_path: Path) -> None:

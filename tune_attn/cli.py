@@ -767,8 +767,8 @@ def evaluate(
         bool,
         typer.Option(
             "--test",
-            help="On the data set's test split, never read in training or picking: an imagefolder tree's test "
-            "folder, Pets' annotations/test.txt, CIFAR-10's test_batch.",
+            help="On the data set's test images, never read in training or picking: an imagefolder tree's test "
+            "folder, Pets' annotations/test.txt, CIFAR-10's test_batch, new synthetic images.",
         ),
     ] = False,
     on: Annotated[

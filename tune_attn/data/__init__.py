@@ -45,18 +45,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _synthetic_images(cfg: DataConfig, stream: int, n: int) -> TensorImages:
+    """``n`` synthetic images of seed stream ``(data.seed, stream)``: 0 trains, 1 validates, 2 tests. Each set has
+    its own stream, so the validation set stays the same whatever num_train is."""
+    a = synthetic.load_or_generate(n, cfg.image_size, (cfg.seed, stream), cfg.cache_dir)
+    return TensorImages(a.images, a.labels, a.objects, a.parts, part_names=synthetic.PART_NAMES)
+
+
 def _synthetic(cfg: DataConfig) -> DataSplits:
-    # Train and validation sets are drawn from their own seed streams, so the validation set stays
-    # the same whatever num_train is.
-    sets = {
-        split: synthetic.load_or_generate(n, cfg.image_size, (cfg.seed, k), cfg.cache_dir)
-        for k, (split, n) in enumerate((("train", cfg.num_train), ("val", cfg.num_val)))
-    }
-    train, val = (
-        TensorImages(a.images, a.labels, a.objects, a.parts, part_names=synthetic.PART_NAMES)
-        for a in sets.values()
-    )
-    sample = sets["train"].images[:512].reshape(-1, 3).astype(np.float32) / 255.0
+    train, val = _synthetic_images(cfg, 0, cfg.num_train), _synthetic_images(cfg, 1, cfg.num_val)
+    sample = train.images[:512].permute(0, 2, 3, 1).reshape(-1, 3).numpy().astype(np.float32) / 255.0
     mean = tuple(float(v) for v in sample.mean(0))
     std = tuple(float(v) for v in sample.std(0))
     return DataSplits(train, val, synthetic.CLASS_NAMES, cfg.image_size, mean, std, {"name": "synthetic"})  # type: ignore[arg-type]
@@ -129,7 +127,9 @@ def build_data(cfg: DataConfig) -> DataSplits:
 def find_test_split(cfg: DataConfig) -> str | None:
     """Where the data set of ``cfg`` keeps test images, never read in training nor in picking a trial: an
     ``imagefolder`` tree's ``test`` folder, Pets' ``annotations/test.txt``, CIFAR-10's ``test_batch``; None when
-    it has none here (the synthetic set has none)."""
+    it has none here. The synthetic set draws its test images apart, as many as its validation images."""
+    if cfg.name == "synthetic":
+        return f"the synthetic set's test images ({cfg.num_val}, data.seed {cfg.seed})"
     root = absolute_root(cfg.root)
     if root is None:
         return None
@@ -156,7 +156,9 @@ def held_out(
             f"data.name {cfg.name}, data.root {cfg.root}: no test split here (an imagefolder tree's test folder, "
             "Pets' annotations/test.txt, CIFAR-10's test_batch); name a folder of labelled images with --on FOLDER"
         )
-    if folder is not None or cfg.name == "imagefolder":
+    if folder is None and cfg.name == "synthetic":
+        images = _synthetic_images(cfg, 2, cfg.num_val)
+    elif folder is not None or cfg.name == "imagefolder":
         what = "--on" if folder is not None else "test folder"
         images = load_labelled_folder(where, cfg.image_size, class_names, what, "the model")
     else:
@@ -168,6 +170,4 @@ def held_out(
             raise DatasetError(
                 f"{where}: its classes ({', '.join(names)}) are not the model's ({', '.join(class_names)})"
             )
-    if isinstance(images, FileImages):
-        images.keep_decoded(0)
     return DataSplits(images, images, class_names, cfg.image_size, IMAGENET_MEAN, IMAGENET_STD), where
