@@ -39,7 +39,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _photos(tree / "train", {"cat": 10, "dog": 10, "fox": 10}, seed=0)
     _photos(tree / "val", {"cat": 4, "dog": 4, "fox": 2}, seed=1)
     _photos(tree / "test", {"cat": 3, "fox": 5}, seed=2)  # a test set need not hold every class
-    out = tree.parent / "run"
+    out = tmp_path_factory.mktemp("evaluated") / "run"
     train_run(load_config(None, [*TINY, "data.name=imagefolder", f"data.root={tree}", "train.epochs=1"]), out)
     return out
 
