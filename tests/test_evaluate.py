@@ -72,6 +72,8 @@ def test_the_test_split_and_a_folder_are_labelled_by_the_models_classes(run: Pat
         evaluate_saved(run, on=str(tmp_path / "other"))
     with pytest.raises(DatasetError, match=r"--on: \S+nowhere is not a folder"):
         evaluate_saved(run, on=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"\S+nowhere: no such run folder, checkpoint or bundle"):
+        evaluate_saved(tmp_path / "nowhere")
 
 
 def test_a_run_on_the_synthetic_set_is_tested_on_images_drawn_apart(tmp_path: Path) -> None:

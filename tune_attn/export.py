@@ -305,6 +305,8 @@ def evaluate_saved(saved: str | Path, on: str | None = None, test: bool = False)
     of its config, on its data set's test split (``test``), or on ``on``, a ``FOLDER/<class>/<image>`` tree.
     It runs on a GPU where there is one, else on the CPU, whatever device it was trained on."""
     saved = Path(saved)
+    if not saved.exists():
+        raise FileNotFoundError(f"{saved}: no such run folder, checkpoint or bundle")
     bundle = None
     if (saved / BUNDLE_DESCRIPTION).is_file():
         bundle = load_bundle(saved)
