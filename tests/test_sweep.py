@@ -781,6 +781,13 @@ def test_the_configs_to_try_run_first_and_the_search_draws_the_rest(ray_local, t
     )
     record = json.loads((Path(result.path) / "sweep.json").read_text())["options"]
     assert record["tries"] == [str(run), str(partial)] and record["points"][1] == {"model.activation": "relu"}
+    # The summary names the file each tried trial ran; `best` marks them and says which is which.
+    assert [r["tried"] for r in result.rows] == [str(run), str(partial), None]
+    cli = [sys.executable, "-m", "tune_attn.cli", "best", result.path]
+    out = subprocess.run(cli, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}).stdout
+    for k, row in enumerate(result.rows[:2], 1):
+        assert re.search(rf"^│ {row['trial_id']} (\* )?\(try {k}\) ", out, re.M), out
+    assert f"(try 1): the config of --try {run}; (try 2): the config of --try {partial}\n" in out, out
 
 
 @pytest.mark.slow

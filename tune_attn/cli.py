@@ -424,8 +424,15 @@ def best(
     except ValueError as exc:  # SweepError too
         raise _fail(str(exc)) from None
     keys = searched_keys(rows)
+    by_number = sorted((r for r in rows if r.get("tried")), key=lambda r: r.get("number") or 0)
+    tries = list(dict.fromkeys(r["tried"] for r in by_number))  # the sweep's --try files, in their order
     if board:  # else only why nothing can be picked
-        console.print(_leaderboard(board[:top], pick, metric, keys), highlight=False)
+        console.print(_leaderboard(board[:top], pick, metric, keys, tries), highlight=False)
+    shown = [k for k, path in enumerate(tries, 1) if any(r.get("tried") == path for r in board[:top])]
+    if shown:
+        console.print(
+            "; ".join(f"(try {k}): the config of --try {tries[k - 1]}" for k in shown), highlight=False
+        )
     if any(not was_drawn(r, k) for r in board[:top] for k in keys):
         console.print(
             "(a key shown as - or left out was not drawn for that trial, as the space's `when` says; it trained "
@@ -705,11 +712,14 @@ def _given(ctx: typer.Context, renamed: dict[str, str]) -> frozenset[str]:
     )
 
 
-def _leaderboard(rows: list[dict], pick: dict | None, metric: str, searched: list[str]) -> Table | str:
+def _leaderboard(
+    rows: list[dict], pick: dict | None, metric: str, searched: list[str], tries: list[str]
+) -> Table | str:
     """One row per trial with a column per searched key where that fits the terminal; where it does not, two
     lines per trial (figures, then ``key=value`` for the searched keys), so that no id or value is cut short.
     A key not drawn for a trial (its ``when`` did not hold: momentum of an AdamW trial) is ``-`` in the table
-    and left out of the lines. The picked trial is marked ``*``."""
+    and left out of the lines. The picked trial is marked ``*``, a trial of the k-th of ``tries`` (``--try``
+    files) ``(try k)``."""
     from tune_attn.leaderboard import was_drawn
 
     names = {k: k.rsplit(".", 1)[-1] for k in searched}  # model.activation -> activation, where unambiguous
@@ -719,6 +729,7 @@ def _leaderboard(rows: list[dict], pick: dict | None, metric: str, searched: lis
     lines = []  # the same, two lines per trial, for a terminal too narrow for the table
     for r in rows:
         trial = r["trial_id"] + (" *" if pick is not None and r["trial_id"] == pick["trial_id"] else "")
+        trial += f" (try {tries.index(r['tried']) + 1})" if r.get("tried") in tries else ""
         figures = {
             metric: _num(r.get(metric)),
             "masks": str(r.get("detector.kind")),

@@ -204,6 +204,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
             "number": (done or {}).get("number"),
             "status": status,
             "reason": reason,
+            "tried": (done or {}).get("tried"),
             **_figures(run, history),
         }
         row["drawn"] = None if space is None else space.drawn_keys(row["config"])
@@ -218,6 +219,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
                     "number": done.get("number"),
                     "status": done["status"],
                     "reason": done.get("reason", ""),
+                    "tried": done.get("tried"),
                     "last_val_accuracy": None,
                     "best_val_accuracy": None,
                     "epochs": None,

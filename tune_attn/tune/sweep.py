@@ -19,7 +19,7 @@ import re
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -825,9 +825,11 @@ def _drive(
     path = f"{storage.rstrip('/')}/{options.name}"
     remote = "://" in path
     scheduler_name, prune = options.scheduler, options.prune
+    tries: Sequence[str] = options.tries
     with contextlib.suppress(OSError, ValueError, KeyError):  # a resumed sweep keeps those it started with
         started = json.loads((Path(path) / SWEEP_RECORD).read_text())["options"]
         scheduler_name, prune = started["scheduler"], started.get("prune", prune)
+        tries = started.get("tries", [])
     trainable = tune.with_resources(
         tune.with_parameters(
             AttentionTrial,
@@ -920,7 +922,7 @@ def _drive(
         gc.collect()
     # A restored sweep's searcher lives inside the restored Tuner: read its study from the saved state.
     study = search.study if search is not None else load_study(path)
-    rows = summary_rows(grid, space, study, ended_trials)
+    rows = summary_rows(grid, space, study, ended_trials, tries)
     planned = planned_trials or len(rows)
     rows += lost_rows(path, rows, space)  # trials a driver that died started: kept, and told apart
     result = SweepResult(
@@ -1138,15 +1140,23 @@ def _unfinished(trial: Any) -> bool:
 
 
 def summary_rows(
-    grid: Any, space: SearchSpace, study: Any = None, ended: set[str] | None = None
+    grid: Any,
+    space: SearchSpace,
+    study: Any = None,
+    ended: set[str] | None = None,
+    tries: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """One row per trial, in the order the search proposed them (the Optuna trial ``number``): searched
-    config, best / last accuracy, status and reason, epochs, mask figures. ``ended``: the ids of the trials
-    that ended (:data:`ended_trials`); the others are ``interrupted``. None: Tune's loop took no step, so no
-    trial was stopped and Tune's own statuses hold (those not TERMINATED or ERROR are ``interrupted``)."""
+    config, best / last accuracy, status and reason, epochs, mask figures, and ``tried``: the ``--try`` file
+    it ran (``tries``, in the order they were given), else None. ``ended``: the ids of the trials that ended
+    (:data:`ended_trials`); the others are ``interrupted``. None: Tune's loop took no step, so no trial was
+    stopped and Tune's own statuses hold (those not TERMINATED or ERROR are ``interrupted``)."""
     from tune_attn.tune.searcher import RAY_TRIAL_ID
 
     numbers = {t.user_attrs.get(RAY_TRIAL_ID): t.number for t in (study.trials if study else [])}
+    # Optuna asks for the trials enqueued (--try) first, in their order: the k-th of them ran tries[k]
+    enqueued = sorted(t.number for t in (study.trials if study else []) if "fixed_params" in t.system_attrs)
+    tried = dict(zip(enqueued, tries, strict=False))
     # Tune's own trials, in the grid's order: the id of a trial that never reported (waiting when interrupted)
     analysis = getattr(grid, "_experiment_analysis", None)
     trials = list(getattr(analysis, "trials", None) or [])
@@ -1171,6 +1181,7 @@ def summary_rows(
         row["epochs"] = last.get("epoch")
         row["device"] = last.get("device")
         row.update({k: last.get(k) for k in SUMMARY_FIGURES})
+        row["tried"] = tried.get(row["number"])
         row["path"] = result.path
         rows.append(row)
     return sorted(rows, key=lambda r: (r["number"] is None, r["number"] or 0))
