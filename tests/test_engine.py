@@ -105,6 +105,9 @@ def test_resume_from_checkpoint_is_exact(tmp_path: Path, extra: list[str]) -> No
     resumed = train_run(_cfg("train.epochs=3", *extra), tmp_path / "split", resume=True)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
     assert resumed.history[-1]["val_accuracy"] == straight.history[-1]["val_accuracy"]
+    # the best accuracy so far counts the epochs before the resume too
+    best = [max(h["val_accuracy"] for h in straight.history[: k + 1]) for k in range(3)]
+    assert [h["best_val_accuracy"] for h in resumed.history] == best
     for k, v in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[k], v)
     lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()

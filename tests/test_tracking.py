@@ -86,6 +86,9 @@ def test_train_logs_an_offline_run_with_config_history_panels_and_status(tmp_pat
             assert levels.shape == (32, 32) and set(np.unique(levels)) <= set(MASK_LEVELS)
     assert run.summary["status"] == "completed" and run.tags == ["completed"]
     assert run.summary["detector.kind"] == metrics[-1]["detector.kind"]
+    # W&B's runs table shows the last accuracy and the best one (not only the last, as a run's summary does)
+    assert run.summary["val_accuracy"] == metrics[-1]["val_accuracy"]
+    assert run.summary["best_val_accuracy"] == max(m["val_accuracy"] for m in metrics)
 
 
 def test_a_pruned_run_ends_with_its_status_and_tag(tmp_path: Path) -> None:

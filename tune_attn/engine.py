@@ -209,6 +209,8 @@ class Trainer:
             "train_loss": train_loss,
             "val_loss": val_loss,
             "val_accuracy": val_acc,
+            # the best so far, a resumed run's earlier epochs included: W&B's run summary shows it
+            "best_val_accuracy": max([val_acc, *(h["val_accuracy"] for h in self.history)]),
             "epoch_seconds": time.perf_counter() - start,
             "train_images_per_second": seen / max(train_seconds, 1e-9),
             "stats_seconds": stats_seconds,
