@@ -10,6 +10,10 @@ from tune_attn.tune.search import SearchSpace, SpaceError, config_from_flat, loa
 
 ROOT = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+SGD_MOMENTUM = {  # a key searched only when another has a given value
+    "train.optimizer": {"type": "categorical", "choices": ["adamw", "sgd"]},
+    "train.momentum": {"type": "uniform", "low": 0.5, "high": 0.9, "when": {"train.optimizer": "sgd"}},
+}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
@@ -31,17 +35,7 @@ def test_shipped_spaces_are_the_three_named() -> None:
 
 
 def test_conditional_keys_are_sampled_only_when_their_condition_holds() -> None:
-    space = SearchSpace.from_dict(
-        {
-            "train.optimizer": {"type": "categorical", "choices": ["adamw", "sgd"]},
-            "train.momentum": {
-                "type": "uniform",
-                "low": 0.5,
-                "high": 0.9,
-                "when": {"train.optimizer": "sgd"},
-            },
-        }
-    )
+    space = SearchSpace.from_dict(SGD_MOMENTUM)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen = set()
     for _ in range(30):
@@ -180,13 +174,7 @@ def test_data_roots_are_the_folders_trials_may_read() -> None:
 def test_a_config_to_try_gives_the_searched_keys_it_sets_inside_the_space(tmp_path: Path) -> None:
     space = SearchSpace.from_dict(
         {
-            "train.optimizer": {"type": "categorical", "choices": ["adamw", "sgd"]},
-            "train.momentum": {
-                "type": "uniform",
-                "low": 0.5,
-                "high": 0.9,
-                "when": {"train.optimizer": "sgd"},
-            },
+            **SGD_MOMENTUM,
             "model.heads": {"type": "int", "low": 1, "high": 7, "step": 2},
             "model.mask_kernel": {"type": "categorical", "choices": [1, 3]},
             "train.epochs": 3,
