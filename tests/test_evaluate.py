@@ -79,7 +79,7 @@ def test_the_test_split_and_a_folder_are_labelled_by_the_models_classes(run: Pat
 def test_a_run_on_the_synthetic_set_is_tested_on_images_drawn_apart(tmp_path: Path) -> None:
     train_run(load_config(None, [*TINY, "train.epochs=1"]), tmp_path / "run")
     on_val = evaluate_saved(tmp_path / "run")
-    assert on_val.test_split == "the synthetic set's test images (48, data.seed 0)"
+    assert on_val.test_split == "the synthetic set's test stream, data.seed 0"
     done = evaluate_saved(tmp_path / "run", test=True)
     assert done.on == on_val.test_split and done.evaluation.confusion.sum() == 48
     from tune_attn.data import held_out
@@ -111,7 +111,7 @@ def test_the_evaluate_command_prints_accuracy_per_class_and_where(run: Path) -> 
     cli = [sys.executable, "-m", "tune_attn.cli", "evaluate", str(run)]
     r = subprocess.run([*cli, "--test"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"})
     assert r.returncode == 0, r.stderr
-    assert f"  on 8 images of {tree / 'test'}\n" in r.stdout and "val_accuracy" not in r.stdout
+    assert f"  on 8 images: {tree / 'test'}\n" in r.stdout and "val_accuracy" not in r.stdout
     lines = r.stdout.splitlines()
     start = lines.index("accuracy per class (correct / images), the least accurate first:")
     rows = lines[start + 1 : start + 3]
@@ -121,7 +121,7 @@ def test_the_evaluate_command_prints_accuracy_per_class_and_where(run: Path) -> 
     r = subprocess.run(cli, capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"})
     assert r.returncode == 0, r.stderr
     assert (
-        f"this data set has test images ({tree / 'test'})" in r.stdout
+        f"this data set has test images, read in neither training nor picking ({tree / 'test'})" in r.stdout
         and f"evaluate {run} --test" in r.stdout
     )
     r = subprocess.run([*cli, "--test", "--on", str(tree)], capture_output=True, text=True)

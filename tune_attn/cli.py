@@ -800,7 +800,7 @@ def evaluate(
         raise _fail(str(exc)) from None
     result, names = done.evaluation, done.class_names
     images = "validation images" if done.on is None else "images"
-    on_what = "" if done.on is None else f"  on {int(result.confusion.sum())} images of {done.on}"
+    on_what = "" if done.on is None else f"  on {int(result.confusion.sum())} images: {done.on}"
     prefix = "val_" if done.on is None else ""
     console.print(
         f"epoch {done.epoch}  {prefix}loss {result.loss:.4f}  {prefix}accuracy {result.accuracy:.4f}{on_what}",
@@ -829,7 +829,7 @@ def evaluate(
         console.print(f"  {key} {value:.4f}", highlight=False)
     if done.test_split is not None:
         console.print(
-            f"this data set has test images ({done.test_split}), read in neither training nor picking: "
+            f"this data set has test images, read in neither training nor picking ({done.test_split}): "
             f"tune-attn evaluate {run} --test",
             highlight=False,
         )

@@ -129,7 +129,7 @@ def find_test_split(cfg: DataConfig) -> str | None:
     ``imagefolder`` tree's ``test`` folder, Pets' ``annotations/test.txt``, CIFAR-10's ``test_batch``; None when
     it has none here. The synthetic set draws its test images apart, as many as its validation images."""
     if cfg.name == "synthetic":
-        return f"the synthetic set's test images ({cfg.num_val}, data.seed {cfg.seed})"
+        return f"the synthetic set's test stream, data.seed {cfg.seed}"
     root = absolute_root(cfg.root)
     if root is None:
         return None
