@@ -16,6 +16,7 @@ from PIL import Image
 from tests.conftest import TINY
 from tune_attn.config import load_config
 from tune_attn.data import DatasetError, build_data
+from tune_attn.data.folders import class_key
 from tune_attn.export import evaluate_saved
 from tune_attn.run import train_run
 
@@ -63,6 +64,19 @@ def test_the_test_split_and_a_folder_are_labelled_by_the_models_classes(run: Pat
     on_copy = evaluate_saved(run, on=str(tmp_path / "copy"))
     np.testing.assert_array_equal(on_copy.evaluation.confusion, evaluate_saved(run).evaluation.confusion)
     assert on_copy.evaluation.loss == pytest.approx(evaluate_saved(run).evaluation.loss, rel=1e-5)
+    # Folders named another way (case, _ or -: Pets' "American Pit Bull Terrier" as american_pit_bull_terrier)
+    for name in ("cat", "dog", "fox"):
+        shutil.copytree(tree / "val" / name, tmp_path / "renamed" / name.upper())
+    on_renamed = evaluate_saved(run, on=str(tmp_path / "renamed"))
+    np.testing.assert_array_equal(on_renamed.evaluation.confusion, on_copy.evaluation.confusion)
+    assert (
+        class_key("american_pit_bull_terrier")
+        == class_key("American Pit Bull Terrier")
+        == class_key("american-pit bull_Terrier")
+    )
+    (tmp_path / "renamed" / "Cat").mkdir()
+    with pytest.raises(DatasetError, match=r"folders CAT and Cat name one class"):
+        evaluate_saved(run, on=str(tmp_path / "renamed"))
     # A class the model was not trained on is refused before any work, naming it and the model's classes.
     _photos(tmp_path / "other", {"cat": 1, "wolf": 1}, seed=3)
     with pytest.raises(

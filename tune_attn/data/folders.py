@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -330,17 +331,34 @@ def split_folders(root: Path) -> dict[str, Path] | None:
     return found
 
 
+def class_key(name: str) -> str:
+    """A class name as :func:`load_labelled_folder` matches folders to it: case, ``_`` and ``-`` aside
+    (``american_pit_bull_terrier`` is Pets' ``American Pit Bull Terrier``)."""
+    return " ".join(re.split(r"[\s_-]+", name.casefold())).strip()
+
+
 def _class_tree(
-    root: Path, known: tuple[str, tuple[str, ...]] | None = None, what: str = "data.root"
+    root: Path,
+    known: tuple[str, tuple[str, ...]] | None = None,
+    what: str = "data.root",
+    key: Callable[[str], str] = str,
 ) -> tuple[list[Path], list[int], tuple[str, ...]]:
     """The image files of ``ROOT/<class>/...``, their labels and the sorted class names; with ``known`` (who
     has the classes: the train folder of a tree split in folders, a trained model; and its classes), labels
-    follow those classes, and a class folder they do not have is refused. ``what`` names ``root`` in errors."""
+    follow those classes, a class folder being the one whose name has the class's ``key``, and a class folder
+    they do not have is refused. ``what`` names ``root`` in errors."""
     if not root.is_dir():
         raise DatasetError(f"{what}: {root} is not a folder; {IMAGEFOLDER_LAYOUT}")
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = tuple(found) if known is None else known[1]
-    unknown = [c for c in found if c not in names]
+    folder_of: dict[str, str] = {}
+    for folder in found:
+        if key(folder) in folder_of:
+            raise DatasetError(
+                f"{what}: {root}: folders {folder_of[key(folder)]} and {folder} name one class"
+            )
+        folder_of[key(folder)] = folder
+    unknown = [c for c in found if key(c) not in {key(n) for n in names}]
     if known is not None and unknown:
         raise DatasetError(
             f"{what}: {root} has class folders that {known[0]} does not have: {', '.join(unknown)}; "
@@ -349,9 +367,10 @@ def _class_tree(
     files: list[Path] = []
     labels: list[int] = []
     for k, name in enumerate(names):
-        if name not in found:
+        if key(name) not in folder_of:
             continue
-        images = sorted(p for p in (root / name).rglob("*") if is_image_file(p, root / name))
+        base = root / folder_of[key(name)]
+        images = sorted(p for p in base.rglob("*") if is_image_file(p, base))
         files.extend(images)
         labels.extend([k] * len(images))
     if not found or not files:
@@ -359,7 +378,7 @@ def _class_tree(
             f"{what}: {root} holds no class folders with images; imagefolder: {IMAGEFOLDER_LAYOUT}"
         )
     counts = np.bincount(labels, minlength=len(names))
-    empty = [c for k, c in enumerate(names) if c in found and counts[k] == 0]
+    empty = [folder_of[key(c)] for k, c in enumerate(names) if key(c) in folder_of and counts[k] == 0]
     if empty:
         raise DatasetError(
             f"{what}: {root}: class folders without images: {', '.join(empty)}; {IMAGEFOLDER_LAYOUT}"
@@ -394,8 +413,9 @@ def load_labelled_folder(
     folder: str | Path, size: int, classes: tuple[str, ...], what: str, whose: str
 ) -> FileImages:
     """The images of a ``FOLDER/<class>/<image>`` tree labelled by ``classes`` (``whose`` they are: the model),
-    for evaluation; a class folder not among them is refused, a class without a folder is fine."""
-    files, labels, _ = _class_tree(Path(folder), (whose, classes), what)
+    for evaluation; a folder names a class whatever its case, ``_`` or ``-`` (:func:`class_key`); a class folder
+    not among them is refused, a class without a folder is fine."""
+    files, labels, _ = _class_tree(Path(folder), (whose, classes), what, class_key)
     check_headers(files)
     return FileImages(files, labels, size)
 
