@@ -16,7 +16,9 @@ from PIL import Image
 
 from tests.conftest import TINY
 from tests.wandb_records import OfflineRun
-from tune_attn.config import WandbOptions
+from tune_attn.config import WandbOptions, load_config
+from tune_attn.data import build_data
+from tune_attn.data.synthetic import CLASS_NAMES
 from tune_attn.panels import MASK_LEVELS, mask_levels
 from tune_attn.tracking import WandbRun, offline_runs, run_id, sync_command
 
@@ -67,8 +69,16 @@ def test_train_logs_an_offline_run_with_config_history_panels_and_status(tmp_pat
     assert run.config["model"]["heads"] == 2 and run.config["train"]["epochs"] == 2
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [h["_step"] for h in run.history] == [1, 2]  # step = epoch: the media panel scrolls by epoch
+    val_labels = np.bincount(  # the validation images of each class
+        [v[1] for v in build_data(load_config(tmp_path / "run" / "config.yaml").data).val], minlength=18
+    )
     for h, m in zip(run.history, metrics, strict=True):
         assert h["val_accuracy"] == m["val_accuracy"] and h["mask.entropy"] == m["mask.entropy"]
+        # each class's accuracy; weighted by its images, they make the accuracy
+        shares = {name: h.get(f"class_accuracy/{name}") for name in CLASS_NAMES}
+        assert all((shares[n] is None) == (val_labels[k] == 0) for k, n in enumerate(CLASS_NAMES)), shares
+        right = sum((shares[n] or 0.0) * val_labels[k] for k, n in enumerate(CLASS_NAMES))
+        assert right == pytest.approx(m["val_accuracy"] * val_labels.sum(), abs=1e-6)
         # the epoch's panel PNG, as written to disk
         assert h["panel"]["_type"] == "image-file"
         logged = Image.open(runs[0] / "files" / h["panel"]["path"])
@@ -190,7 +200,9 @@ def spy(host, *args, **kwargs):
     return real(host, *args, **kwargs)
 socket.getaddrinfo = spy
 atexit.register(lambda: print(sorted(set(looked_up))))  # the last exit handler: after wandb's own
-from tune_attn.config import WandbOptions
+from tune_attn.config import WandbOptions, load_config
+from tune_attn.data import build_data
+from tune_attn.data.synthetic import CLASS_NAMES
 from tune_attn.tracking import WandbRun
 run = WandbRun(WandbOptions("offline"), Path(sys.argv[1]), name="n", id="offline-check", job_type="trial", config={})
 assert run.active, run.error

@@ -45,6 +45,10 @@ class EpochResult:
     masks: np.ndarray
     stats: MaskStats
     panel_images: np.ndarray = field(repr=False)  # (n, S, S, 3) uint8, the first panel_samples of the K
+    confusion: np.ndarray | None = field(
+        default=None, repr=False
+    )  # (C, C): rows true class, columns predicted
+    class_names: tuple[str, ...] = ()
 
 
 class Evaluation(NamedTuple):
@@ -199,7 +203,7 @@ class Trainer:
         start = time.perf_counter()
         train_loss, seen = self.train_epoch(on_batch)
         train_seconds = time.perf_counter() - start
-        val_loss, val_acc, probe, _ = self.evaluate()
+        val_loss, val_acc, probe, confusion = self.evaluate()
         t_stats = time.perf_counter()
         stats = mask_statistics(probe, self.probe_objects, self.probe_parts, self.data.val.part_names)
         stats_seconds = time.perf_counter() - t_stats
@@ -217,7 +221,9 @@ class Trainer:
             **stats.flat(),
         }
         self.history.append(metrics)
-        return EpochResult(self.epoch, metrics, probe, stats, self.panel_images)
+        return EpochResult(
+            self.epoch, metrics, probe, stats, self.panel_images, confusion, self.data.class_names
+        )
 
     # ---- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -6,10 +6,10 @@ is kept in :attr:`WandbRun.error`, an online run that cannot start falls back to
 cannot be written turns itself off (the panels are on disk anyway). Only our own config is sent; the API
 key stays in W&B's own login files or environment, never in anything this tool writes.
 
-Per epoch a trial logs, at ``step = epoch``: its scalar metrics and mask statistics, ``panel`` (the epoch's
-mask panel PNG, every sample and head), and ``masks/sample_<i>`` (sample i with one toggleable W&B
-segmentation mask per head, levels in :data:`tune_attn.panels.MASK_LEVELS`). Stable keys let W&B's media
-panels scroll through the epochs. At the end: ``status`` and ``reason`` in the summary and the status as
+Per epoch a trial logs, at ``step = epoch``: its scalar metrics and mask statistics, the accuracy of each
+class (``class_accuracy/<class>``), ``panel`` (the epoch's mask panel PNG, every sample and head), and
+``masks/sample_<i>`` (sample i with one toggleable W&B segmentation mask per head, levels in
+:data:`tune_attn.panels.MASK_LEVELS`). Stable keys let W&B's media panels scroll through the epochs. At the end: ``status`` and ``reason`` in the summary and the status as
 a tag (``pruned:corner``).
 """
 
@@ -145,7 +145,7 @@ class WandbRun:
             return
         numbers = {k: v for k, v in result.metrics.items() if _is_number(v)}
         # commit now: a process stopped right after this epoch (a scheduler's decision) loses nothing
-        payload = {**numbers, **self._images(result, panel)}
+        payload = {**numbers, **class_accuracies(result), **self._images(result, panel)}
         self._call("log", self.run.log, payload, step=result.epoch, commit=True)
         words = {k: v for k, v in result.metrics.items() if isinstance(v, str)}
         if self.run is not None and words:
@@ -239,6 +239,21 @@ def stop_service() -> None:
         return
     with contextlib.suppress(Exception):  # on the way out: the runs are closed already, nothing is lost
         wandb.teardown()
+
+
+def class_accuracies(result: EpochResult) -> dict[str, float]:
+    """``class_accuracy/<class>``: the share of each class's validation images the epoch's model got right
+    (classes without validation images left out), so that W&B charts which classes a trial never learns."""
+    if result.confusion is None:
+        return {}
+    per_class = zip(
+        result.class_names, result.confusion, strict=True
+    )  # row: the class's images, by prediction
+    return {
+        f"class_accuracy/{name}": float(row[k] / row.sum())
+        for k, (name, row) in enumerate(per_class)
+        if row.sum()
+    }
 
 
 def _is_number(v: Any) -> bool:
