@@ -234,6 +234,22 @@ def test_photos_load_as_viewers_show_them_upright_16_bit_grey_too_and_trimaps_tu
     grey = load_rgb(tmp_path / "grey16.png", 8).numpy().astype(int)  # (3, 8, 8)
     assert grey[0, 0, 0] < 30 and grey[0, -1, -1] > 225 and 100 < grey.mean() < 155  # (clipped: all 255)
     assert (grey[0] == grey[1]).all() and (grey[1] == grey[2]).all()
+    # A transparent background reads as white, as viewers show it, whatever colour its pixels hold (here red).
+    cutout = np.zeros((16, 16, 4), np.uint8)
+    cutout[..., 0] = 255  # every pixel red ...
+    cutout[4:12, 4:12] = (0, 0, 255, 255)  # ... an opaque blue square, the rest transparent
+    cutout[0, 0, 3] = 128  # a half-transparent red corner pixel: red over white
+    Image.fromarray(cutout, "RGBA").save(tmp_path / "cutout.png")
+    palette = Image.fromarray((cutout[..., 2] > 0).astype(np.uint8), "P")  # index 0 red, 1 blue (the square)
+    palette.putpalette([255, 0, 0, 0, 0, 255])
+    palette.save(tmp_path / "palette.png", transparency=0)  # index 0 transparent
+    rgb = load_rgb(tmp_path / "cutout.png", 16).permute(1, 2, 0).numpy()  # (16, 16, 3)
+    assert (rgb[6, 6] == (0, 0, 255)).all() and (rgb[15, 15] == (255, 255, 255)).all()  # PIL alone: red
+    assert rgb[0, 0].tolist() == [255, 127, 127]
+    rgb = (
+        load_rgb(tmp_path / "palette.png", 16).permute(1, 2, 0).numpy()
+    )  # a palette with a transparent colour
+    assert (rgb[6, 6] == (0, 0, 255)).all() and (rgb[15, 15] == (255, 255, 255)).all()
 
 
 def test_image_files_are_decoded_once_while_they_fit_the_memory_cache(tmp_path: Path) -> None:

@@ -65,10 +65,14 @@ def upright(im: Image.Image, turn: int) -> Image.Image:
 
 def _rgb(im: Image.Image) -> Image.Image:
     """An open image in RGB; 16-bit grey (a 16-bit PNG or TIFF) scaled to 8 bits, where PIL's own conversion
-    clips every value above 255 and leaves the image white."""
+    clips every value above 255 and leaves the image white; a transparent one over white, as a viewer shows
+    it (PIL's conversion keeps whatever colour the transparent pixels hold: often black, or leftovers)."""
     if im.mode.startswith("I;16") or im.mode == "I":
         grey = np.asarray(im, dtype=np.float64).clip(0, 65535) / 257.0  # (H, W) in [0, 255]
         im = Image.fromarray(np.rint(grey).astype(np.uint8))
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     return im.convert("RGB")
 
 
