@@ -102,6 +102,12 @@ def train(
         f"on {trainer.device} -> {out}",
         highlight=False,
     )
+    if "unvalidated" in trainer.data.info:
+        console.print(
+            f"note: no validation images of {trainer.data.info['unvalidated']}: trained on, but its accuracy is "
+            "never measured (a class of one image, or one the val folder lacks)",
+            highlight=False,
+        )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

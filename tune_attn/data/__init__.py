@@ -96,6 +96,10 @@ def _split(
                 f"data.root: {cfg.root} holds {len(full)} image(s) and no class more than one; need at least 2 "
                 "of a class to split off a validation set"
             )
+    counts = np.bincount(np.asarray(full.labels)[val_idx], minlength=len(names))
+    unvalidated = [name for name, n in zip(names, counts, strict=True) if n == 0]
+    if unvalidated:  # a class of one image, or one that a val folder lacks
+        info["unvalidated"] = ", ".join(unvalidated)
     return DataSplits(
         subset(full, train_idx),
         subset(full, val_idx),
