@@ -338,6 +338,7 @@ def test_export_predict_and_rerun(sweep: Path, tmp_path: Path) -> None:
     assert meta["provenance"]["space_file"].endswith("space_collapse.yaml")
     card = (bundle / "MODEL_CARD.md").read_text()
     assert pick["trial_id"] in card and "mask.object_mass" in card
+    assert "tune-attn evaluate THIS_FOLDER --test" in card  # how to measure it on images no pick saw
     c = pick["config"]
     momentum = f", momentum {c['train.momentum']:.3g}" if c["train.optimizer"] == "sgd" else ""
     assert (

@@ -210,6 +210,8 @@ def _model_card(cfg: RunConfig, meta: dict[str, Any]) -> str:
         "## Metrics (validation set, at the exported epoch)",
         f"- Epoch {meta['epoch']}; val accuracy {fmt(m['last_val_accuracy'])} (best epoch {fmt(m['best_val_accuracy'])}); "
         f"{'trial' if 'trial_id' in p else 'run'} status {m['status']}; masks at the end: {m['detector.kind']}.",
+        "- The validation accuracy picked this model, so it flatters it a little; `tune-attn evaluate THIS_FOLDER "
+        "--test` measures it on the data set's test images (read in neither training nor picking), each class apart.",
         "",
         "## Attention quality (last epoch)",
         *[f"- `{k}`: {fmt(v)}" for k, v in sorted(a.items())],
@@ -227,6 +229,7 @@ def _model_card(cfg: RunConfig, meta: dict[str, Any]) -> str:
         "## Use",
         "```bash",
         "tune-attn predict THIS_FOLDER image.jpg        # class, probability, and image.attention.png",
+        "tune-attn evaluate THIS_FOLDER --test              # accuracy per class on the test images",
         "tune-attn train --config THIS_FOLDER/config.yaml   # retrain the same config",
         "```",
         "",
