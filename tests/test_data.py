@@ -478,9 +478,8 @@ def test_an_imagefolder_tree_split_in_folders_validates_on_its_val_folder(tmp_pa
     assert [ds.labels[i] for i in val_idx] == [1, 1, 2, 2]
     splits = build_data(DataConfig(name="imagefolder", root=str(tmp_path), image_size=32, val_fraction=0.5))
     assert (len(splits.train), len(splits.val), splits.info["val"]) == (12, 4, "its val folder")
-    assert (
-        splits.info["unvalidated"] == "bird"
-    )  # told (tune-attn train prints it): its accuracy is never measured
+    # told (tune-attn train prints it): its accuracy is never measured
+    assert splits.info["unvalidated"] == "bird"
     val_labels = [splits.val[i][1] for i in range(len(splits.val))]
     assert val_labels == [1, 1, 2, 2] and int(splits.val[2][0][1].float().mean()) > 150  # dog: green
     # Without a val folder, the validation images are a val_fraction share of train's; test stays unread.
