@@ -71,8 +71,8 @@ class DataConfig:
     """Synthetic set: number of validation images."""
     val_fraction: float = 0.1
     """Real data sets: fraction of each class's training images held out for validation (split with ``seed``;
-    at least one of every class with two or more); an ``imagefolder`` tree split in folders (``ROOT/train/<class>/...``, ``ROOT/val/<class>/...``) validates on
-    its ``val`` folder instead."""
+    at least one of every class with two or more); an ``imagefolder`` tree split in folders
+    (``ROOT/train/<class>/...``, ``ROOT/val/<class>/...``) validates on its ``val`` folder instead."""
     seed: int = 0
     """Seed of the synthetic images and of the train / validation split."""
     cache_dir: str | None = None

@@ -45,9 +45,8 @@ class EpochResult:
     masks: np.ndarray
     stats: MaskStats
     panel_images: np.ndarray = field(repr=False)  # (n, S, S, 3) uint8, the first panel_samples of the K
-    confusion: np.ndarray | None = field(
-        default=None, repr=False
-    )  # (C, C): rows true class, columns predicted
+    # (C, C): rows true class, columns predicted
+    confusion: np.ndarray | None = field(default=None, repr=False)
     class_names: tuple[str, ...] = ()
 
 

@@ -320,8 +320,7 @@ def evaluate_saved(saved: str | Path, on: str | None = None, test: bool = False)
         state = load_checkpoint(path)
         cfg, weights, epoch = from_dict(state["config"], source=str(path)), state["model"], state["epoch"]
         names = tuple(state.get("class_names") or ())
-    data = held_out(cfg.data, names, on)[0] if on is not None or test else None
-    where = None if data is None else (on or find_test_split(cfg.data))
+    data, where = held_out(cfg.data, names, on) if on is not None or test else (None, None)
     trainer = Trainer(cfg, data=data, device=resolve_device("auto"))
     trainer.model.load_state_dict(weights)
     result = trainer.evaluate()

@@ -9,8 +9,8 @@ key stays in W&B's own login files or environment, never in anything this tool w
 Per epoch a trial logs, at ``step = epoch``: its scalar metrics and mask statistics, the accuracy of each
 class (``class_accuracy/<class>``), ``panel`` (the epoch's mask panel PNG, every sample and head), and
 ``masks/sample_<i>`` (sample i with one toggleable W&B segmentation mask per head, levels in
-:data:`tune_attn.panels.MASK_LEVELS`). Stable keys let W&B's media panels scroll through the epochs. At the end: ``status`` and ``reason`` in the summary and the status as
-a tag (``pruned:corner``).
+:data:`tune_attn.panels.MASK_LEVELS`). Stable keys let W&B's media panels scroll through the epochs. At the
+end: ``status`` and ``reason`` in the summary and the status as a tag (``pruned:corner``).
 """
 
 from __future__ import annotations

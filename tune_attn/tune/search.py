@@ -87,10 +87,7 @@ class Param:
         return out
 
     def refuses(self, value: Any) -> str | None:
-        """Why this distribution cannot give ``value`` (its range or choices, to name in an error), or None; a
-        fixed parameter gives only its value."""
-        if self.kind == "fixed":
-            return None if value == self.value else f"fixed value {self.value!r}"
+        """Why this distribution cannot give ``value`` (its range or choices, to name in an error), or None."""
         if self.kind == "categorical":
             same = [c for c in self.choices if c == value and isinstance(c, bool) == isinstance(value, bool)]
             return None if same else f"choices {self.choices}"
