@@ -88,6 +88,18 @@ def test_the_test_split_and_a_folder_are_labelled_by_the_models_classes(run: Pat
         evaluate_saved(run, on=str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match=r"\S+nowhere: no such run folder, checkpoint or bundle"):
         evaluate_saved(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"\S+copy: no run folder \(no checkpoint.pt\) and no bundle"):
+        evaluate_saved(tmp_path / "copy")  # a folder of images
+    # A sweep's trial folder is read as its run folder; a sweep folder is told apart, with what to give instead.
+    (tmp_path / "sweep" / "trial_1").mkdir(parents=True)
+    shutil.copytree(run, tmp_path / "sweep" / "trial_1" / "run")
+    trial = evaluate_saved(tmp_path / "sweep" / "trial_1")
+    np.testing.assert_array_equal(trial.evaluation.confusion, evaluate_saved(run).evaluation.confusion)
+    (tmp_path / "sweep" / "sweep.json").write_text("{}")
+    with pytest.raises(
+        FileNotFoundError, match=r"\S+sweep: a sweep folder, with a model per trial: give one trial"
+    ):
+        evaluate_saved(tmp_path / "sweep")
 
 
 def test_a_run_on_the_synthetic_set_is_tested_on_images_drawn_apart(tmp_path: Path) -> None:

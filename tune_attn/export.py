@@ -36,6 +36,7 @@ from tune_attn.engine import Evaluation, Trainer, resolve_device
 from tune_attn.leaderboard import (
     find_trial,
     is_run_folder,
+    is_sweep_folder,
     is_uri,
     read_sweep,
     run_uri,
@@ -317,6 +318,19 @@ def evaluate_saved(saved: str | Path, on: str | None = None, test: bool = False)
         names = tuple(bundle.class_names)
     else:
         path = saved / CHECKPOINT if saved.is_dir() else saved
+        if saved.is_dir() and not path.is_file():
+            if (saved / "run" / CHECKPOINT).is_file():  # a sweep's trial folder
+                path = saved / "run" / CHECKPOINT
+            elif is_sweep_folder(saved):
+                raise FileNotFoundError(
+                    f"{saved}: a sweep folder, with a model per trial: give one trial's run folder "
+                    f"(tune-attn best {saved} lists them), or export the pick (tune-attn best {saved} --export B) "
+                    "and evaluate that bundle"
+                )
+            else:
+                raise FileNotFoundError(
+                    f"{saved}: no run folder (no {CHECKPOINT}) and no bundle ({BUNDLE_DESCRIPTION})"
+                )
         state = load_checkpoint(path)
         cfg, weights, epoch = from_dict(state["config"], source=str(path)), state["model"], state["epoch"]
         names = tuple(state.get("class_names") or ())

@@ -162,7 +162,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
     folder = Path(experiment)
     if not folder.is_dir():
         raise SweepError(f"{folder}: no such sweep folder")
-    if not _marked_sweep(folder) and not any(folder.glob("trial_*")):
+    if not is_sweep_folder(folder) and not any(folder.glob("trial_*")):
         raise SweepError(
             f"{folder}: not a sweep folder (no sweep.json, summary.json or trial_* in it); give the folder that "
             "`tune-attn sweep` printed as its results"
@@ -232,7 +232,7 @@ def read_sweep(experiment: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _marked_sweep(folder: Path) -> bool:
+def is_sweep_folder(folder: Path) -> bool:
     """Whether ``folder`` holds a sweep's record or summary (``sweep.json``, ``summary.json``)."""
     return any((folder / name).exists() for name in (SWEEP_RECORD, "summary.json"))
 
@@ -270,7 +270,7 @@ def trial_of_run(run: str | Path) -> tuple[Path, str] | None:
     trial, sweep = run.parent, run.parent.parent
     if run.name != "run" or not trial.name.startswith("trial_"):
         return None
-    if not _marked_sweep(sweep):
+    if not is_sweep_folder(sweep):
         return None
     return sweep, trial.name.removeprefix("trial_")
 
