@@ -362,7 +362,8 @@ def _class_tree(
                 f"{what}: {root}: folders {folder_of[key(folder)]} and {folder} name one class"
             )
         folder_of[key(folder)] = folder
-    unknown = [c for c in found if key(c) not in {key(n) for n in names}]
+    keys = {key(n) for n in names}
+    unknown = [c for c in found if key(c) not in keys]
     if known is not None and unknown:
         raise DatasetError(
             f"{what}: {root} has class folders that {known[0]} does not have: {', '.join(unknown)}; "
