@@ -650,6 +650,21 @@ def test_sweep_options_are_checked_before_ray_starts(tmp_path: Path) -> None:
         SweepOptions(time_budget=parse_duration("0"))
 
 
+def test_a_class_without_validation_images_is_named_before_the_sweep_starts(tmp_path: Path) -> None:
+    from tune_attn.tune.options import check_sweep
+
+    space = two_class_space(tmp_path)
+    assert check_sweep(space, SweepOptions(storage=str(tmp_path)))[3] == []  # each class gives a quarter
+    from PIL import Image
+
+    (tmp_path / "data" / "grey").mkdir()  # a class of one image: trained on, never validated
+    Image.new("RGB", (32, 32), (128, 128, 128)).save(tmp_path / "data" / "grey" / "0.png")
+    assert check_sweep(space, SweepOptions(storage=str(tmp_path)))[3] == [
+        f"note: {tmp_path / 'data'} has no validation images of grey: the trials train on them, but their accuracy "
+        "is never measured (a class of one image, or one the val folder lacks)"
+    ]
+
+
 def test_a_sweep_without_a_name_gets_a_new_one_and_the_sweeps_there_are_listed(tmp_path: Path) -> None:
     import datetime
 
@@ -1333,7 +1348,7 @@ def test_a_sweep_run_in_a_ray_task_leaves_no_wandb_service_behind(ray_local, tmp
     before = set(temp.glob("wandb-*"))
     space_file = ROOT / "search_spaces" / "smoke.yaml"
     options = SweepOptions(name="task", storage=str(tmp_path), num_samples=1, wandb="offline")
-    space, options, _ = check_sweep(space_file, options)
+    space, options, _, _ = check_sweep(space_file, options)
     said: list[str] = []
     result = _on_head(space, options, options.wandb_options(), str(space_file), said.append)
     assert [r["status"] for r in result.rows] == ["completed"] and list(

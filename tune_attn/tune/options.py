@@ -314,12 +314,15 @@ def missing_folders(roots: list[str]) -> list[str]:
     return [root for root in roots if not os.path.isdir(root)]
 
 
-def check_sweep(space_path: str | Path, options: SweepOptions) -> tuple[SearchSpace, SweepOptions, str]:
+def check_sweep(
+    space_path: str | Path, options: SweepOptions
+) -> tuple[SearchSpace, SweepOptions, str, list[str]]:
     """The space loaded and the options checked against it and this machine, before Ray starts; a ValueError
     (:class:`~tune_attn.tune.search.SpaceError` for the space) names what is wrong and what would do.
 
     Returns the space, the options (``address`` from ``RAY_ADDRESS`` when none was given, as ``ray.init()``
-    reads it: ``ray job submit`` sets it) and where the address came from (``--address`` or ``RAY_ADDRESS``).
+    reads it: ``ray job submit`` sets it), where the address came from (``--address`` or ``RAY_ADDRESS``) and
+    notes to show (:func:`check_data`'s).
     """
     space = SearchSpace.load(space_path, options.fixed)
     max_epochs = int(space.max_value("train.epochs"))
@@ -360,28 +363,37 @@ def check_sweep(space_path: str | Path, options: SweepOptions) -> tuple[SearchSp
         )
     if not client and "://" not in options.storage:  # refused with its name before Ray starts
         check_folder(Path(options.storage_path()), "--storage", "or a URI such as s3://bucket/sweeps")
-    if not options.address:
-        check_data(space)
+    notes = [note] if not options.address and (note := check_data(space)) else []
     if len(options.tries) > options.num_samples:
         raise ValueError(
             f"--try: {len(options.tries)} configs to try, but --num-samples {options.num_samples} runs fewer trials"
         )
     if options.tries:  # read here, where the files are (a Ray Client sweep runs on the head node)
         options = replace(options, points=tuple(load_point(space, path) for path in options.tries))
-    return space, options, flag
+    return space, options, flag, notes
 
 
-def check_data(space: SearchSpace) -> None:
+def check_data(space: SearchSpace) -> str | None:
     """Load the data set a local sweep's trials will all read, when the space fixes it (one ``data.name`` that
     reads a folder, one ``data.root``): a wrong layout, or files that are no images, fail here once, before Ray
-    starts, instead of in every trial. Reads the listing and each file's header (torch is imported for it)."""
+    starts, instead of in every trial. Reads the listing and each file's header (torch is imported for it).
+    Returns a note naming the classes without validation images (their accuracy is never measured), or None."""
     names, roots = space.values("data.name"), space.data_roots()
     if len(names) != 1 or len(roots) != 1:  # drawn (some trials may never read it), or synthetic (no root)
-        return
+        return None
     from tune_attn.config import DataConfig
     from tune_attn.data import build_data
 
+    split = {
+        k: space.values(f"data.{k}")[0] for k in ("val_fraction", "seed")
+    }  # the space's, or the defaults
     try:
-        build_data(DataConfig(name=names[0], root=roots[0]))
+        info = build_data(DataConfig(name=names[0], root=roots[0], **split)).info
     except ValueError as exc:  # DatasetError too
         raise ValueError(f"{space.source}: data.name {names[0]}, data.root {roots[0]}: {exc}") from None
+    if "unvalidated" not in info:
+        return None
+    return (
+        f"note: {roots[0]} has no validation images of {info['unvalidated']}: the trials train on them, but "
+        "their accuracy is never measured (a class of one image, or one the val folder lacks)"
+    )

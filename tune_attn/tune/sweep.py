@@ -310,7 +310,9 @@ def run_sweep(
     With a Ray Client address (``ray://host:10001``) this process only connects: the sweep runs in a task on
     the cluster's head node, where Tune keeps its experiment, and its lines are shown here as they come.
     """
-    space, options, flag = check_sweep(space_path, options)  # fails here, before Ray starts
+    space, options, flag, notes = check_sweep(space_path, options)  # fails here, before Ray starts
+    for note in notes:
+        echo(note)
     wandb = options.wandb_options()
     problem = wandb.problem()
     if problem:
