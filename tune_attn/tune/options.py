@@ -363,13 +363,14 @@ def check_sweep(
         )
     if not client and "://" not in options.storage:  # refused with its name before Ray starts
         check_folder(Path(options.storage_path()), "--storage", "or a URI such as s3://bucket/sweeps")
-    notes = [note] if not options.address and (note := check_data(space)) else []
     if len(options.tries) > options.num_samples:
         raise ValueError(
             f"--try: {len(options.tries)} configs to try, but --num-samples {options.num_samples} runs fewer trials"
         )
     if options.tries:  # read here, where the files are (a Ray Client sweep runs on the head node)
         options = replace(options, points=tuple(load_point(space, path) for path in options.tries))
+    # last: the data set's files are the slowest to check
+    notes = [note] if not options.address and (note := check_data(space)) else []
     return space, options, flag, notes
 
 
@@ -384,9 +385,8 @@ def check_data(space: SearchSpace) -> str | None:
     from tune_attn.config import DataConfig
     from tune_attn.data import build_data
 
-    split = {
-        k: space.values(f"data.{k}")[0] for k in ("val_fraction", "seed")
-    }  # the space's, or the defaults
+    # the split the trials make: the space's val_fraction and seed, or the defaults
+    split = {k: space.values(f"data.{k}")[0] for k in ("val_fraction", "seed")}
     try:
         info = build_data(DataConfig(name=names[0], root=roots[0], **split)).info
     except ValueError as exc:  # DatasetError too
