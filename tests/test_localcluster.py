@@ -1,13 +1,19 @@
-"""Stopping a local cluster's nodes: a node's process group is gone when nothing of it runs (zombies, dead
-but not yet reaped, do not count), and a process that ignores SIGTERM is killed after the grace period."""
+"""A local cluster's Ray command line runs wherever ray imports; stopping its nodes: a node's process group is
+gone when nothing of it runs (zombies, dead but not yet reaped, do not count), and a process that ignores
+SIGTERM is killed after the grace period."""
 
 from __future__ import annotations
 
+import os
 import signal
+import site
 import subprocess
 import sys
+from pathlib import Path
 
 from tune_attn.localcluster import group_running, stop_groups
+
+ROOT = Path(__file__).resolve().parents[1]
 
 IGNORES_SIGTERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)"
@@ -51,3 +57,24 @@ def test_groups_stop_together_and_sigterm_is_escalated() -> None:
         for p in (polite, stubborn):
             p.kill()
             p.wait()
+
+
+def test_rays_command_line_runs_from_a_python_without_the_ray_script_beside_it(tmp_path: Path) -> None:
+    # Ray installed with `pip install --target` (a GPU machine's own Python, Ray on its PYTHONPATH) or `--user`
+    # leaves its `ray` script away from the interpreter: every multi-node test failed there to start a node
+    # ("No such file or directory: .../bin/ray"). The same Python, from a folder without that script:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    python = bin_dir / "python3"
+    python.symlink_to(os.path.realpath(sys.executable))
+    home = tmp_path / "home"
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "PYTHONPATH": os.pathsep.join([*site.getsitepackages(), str(ROOT)]),
+    }
+    code = "import sys; from tune_attn.localcluster import token_env; print(sys.executable); token_env()"
+    r = subprocess.run([str(python), "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(python)] and not (bin_dir / "ray").exists()
+    assert (home / ".ray" / "auth_token").is_file()  # `ray get-auth-token --generate` ran, in that HOME

@@ -28,8 +28,10 @@ HEAD_IP = "127.0.0.2"
 STATE = Path.home() / ".cache" / "tune_attn" / "localcluster.json"
 
 
-def _ray() -> str:
-    return str(Path(sys.executable).with_name("ray"))
+def _ray() -> list[str]:
+    """Ray's command line, run by this Python: the ``ray`` script is not always beside it (``pip install
+    --target`` or ``--user`` put it elsewhere, or nowhere on the PATH), but wherever ray imports, this runs."""
+    return [sys.executable, "-m", "ray.scripts.scripts"]
 
 
 def token_env(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -38,7 +40,7 @@ def token_env(env: dict[str, str] | None = None) -> dict[str, str]:
     port, not to Ray's server: a loopback cluster sends nothing elsewhere."""
     quiet = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/"}
     env = {**quiet, **(env or os.environ), "RAY_AUTH_MODE": "token"}
-    subprocess.run([_ray(), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    subprocess.run([*_ray(), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     return env
 
 
@@ -80,7 +82,7 @@ class LocalCluster:
         ip = f"127.0.0.{len(self.nodes) + 2}"
         cmd = [
             *(prefix or []),
-            _ray(),
+            *_ray(),
             "start",
             "--block",
             f"--address={self.address}",
@@ -224,7 +226,7 @@ def start(
     cluster = LocalCluster(port, token_env(env))
     cluster._start(
         [
-            _ray(),
+            *_ray(),
             "start",
             "--block",
             "--head",
