@@ -10,6 +10,11 @@ import pytest
 import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The commands' output is read as a pipe gets it, without colour codes, even where the shell forces colour
+# (FORCE_COLOR=1 made rich style the leaderboard's header and Ray's log lines: tests that read them failed).
+# Here, before the test modules import the CLI (its consoles read these when made).
+for _var in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "CLICOLOR_FORCE"):
+    os.environ.pop(_var, None)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -502,6 +502,7 @@ def test_trials_in_one_reused_process_train_as_in_a_fresh_one(ray_local, tmp_pat
     options = SweepOptions(name="reuse", storage=str(tmp_path), num_samples=n, max_concurrent=1, seed=0)
     rows = run_sweep(COLLAPSE_SPACE, options).rows
     assert {r["status"] for r in rows} == {"completed", "pruned:dead"}
+    assert {r["device"] for r in rows} == {"cpu"}  # no --gpus-per-trial: on the CPU, on a GPU machine too
     pids = {x["pid"] for r in rows for x in tune_results(r)}
     assert len(pids) == 1, pids  # one after another in the first trial's process
     threads = torch.get_num_threads()
@@ -510,7 +511,10 @@ def test_trials_in_one_reused_process_train_as_in_a_fresh_one(ray_local, tmp_pat
         for row in rows:
             run = Path(row["path"]) / "run"
             ran = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-            fresh = train_run(load_config(run / "config.yaml"), tmp_path / row["trial_id"], prune=True)
+            # where the trial trained: it asked for no GPU, so Ray hid the machine's GPU from it (its config
+            # says train.device: auto, which in this process would pick a GPU if the machine has one)
+            cfg = load_config(run / "config.yaml", [f"train.device={row['device']}"])
+            fresh = train_run(cfg, tmp_path / row["trial_id"], prune=True)
             # nothing of the trial before leaks into the next: the same numbers as a run of its own
             assert [(h["train_loss"], h["val_accuracy"]) for h in fresh.history] == [
                 (x["train_loss"], x["val_accuracy"]) for x in ran
