@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from tune_attn.data import (
     split_indices,
     synthetic,
 )
+from tune_attn.data.base import AttnDataset
 from tune_attn.data.folders import load_cifar10, load_imagefolder, load_pets, load_rgb, pets_breed_name
 
 
@@ -320,6 +322,65 @@ def test_the_next_data_set_of_the_same_files_starts_with_the_images_kept(tmp_pat
     assert all(int(x[0, 0, 0]) == 200 for x in read(32))  # kept now
     repaint(90, keep_stamp=False)
     assert all(int(x[0, 0, 0]) == 90 for x in read(32))  # changed on disk: decoded again
+
+
+class _Reads(AttnDataset):
+    """A data set read through: which threads read its images."""
+
+    def __init__(self, inner: AttnDataset) -> None:
+        self.inner, self.threads = inner, set()
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        self.threads.add(threading.current_thread().name.split("_")[0])
+        return self.inner[i]
+
+    def is_decoded(self, i: int) -> bool:
+        return self.inner.is_decoded(i)
+
+
+def test_a_run_with_several_cpus_decodes_its_image_files_in_as_many_threads_to_the_same_batches(
+    tmp_path: Path,
+) -> None:
+    # A trial given several CPUs (--cpus-per-trial, torch's threads) decodes a batch's files in as many threads,
+    # the next batch while it trains on this one: the same images, labels and order as one thread reads.
+    rng = np.random.default_rng(0)
+    for k in range(23):
+        path = tmp_path / f"class{k % 3}" / f"{k}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (30 + k, 40, 3), dtype=np.uint8)).save(path)
+    ds, _, _ = load_imagefolder(tmp_path, 20)
+    expected = [ds[i] for i in range(len(ds))]
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            reads = _Reads(ds)
+            gen = torch.Generator().manual_seed(5)
+            order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(5)).tolist()
+            batches = list(iterate_batches(reads, 4, shuffle=True, generator=gen))
+            assert [len(y) for _, y in batches] == [4, 4, 4, 4, 4, 3]
+            images, labels = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+            assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+            assert all(torch.equal(images[j], expected[i][0]) for j, i in enumerate(order))
+            assert labels.tolist() == [expected[i][1] for i in order]
+            assert reads.threads == ({"MainThread"} if n == 1 else {"tune-attn-decode"}), reads.threads
+
+        # With a memory limit the threads keep exactly what fits, and a set all in memory is read in this
+        # thread (no pool to start: nothing to decode).
+        ds.keep_decoded(5 * 3 * 20 * 20)
+        list(iterate_batches(ds, 4, shuffle=False))
+        assert sum(ds.is_decoded(i) for i in range(len(ds))) == 5
+        ds.keep_decoded(2**20)
+        list(iterate_batches(ds, 4, shuffle=False))
+        reads = _Reads(ds)
+        again = list(iterate_batches(reads, 4, shuffle=False))
+        assert reads.threads == {"MainThread"}
+        assert all(torch.equal(x, expected[i][0]) for i, x in enumerate(torch.cat([x for x, _ in again])))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_pets_errors_say_what_layout_is_expected(tmp_path: Path) -> None:

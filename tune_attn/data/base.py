@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,10 @@ class AttnDataset(Dataset):
     def masks(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Ground truth of sample i: object (S, S) float in [0, 1] and parts (P, S, S) float."""
         raise NotImplementedError(f"{type(self).__name__} has no ground-truth masks")
+
+    def is_decoded(self, i: int) -> bool:
+        """Whether ``self[i]`` is in memory (False: reading it decodes a file)."""
+        return True
 
 
 class TensorImages(AttnDataset):
@@ -105,9 +110,38 @@ def iterate_batches(
     if isinstance(dataset, TensorImages):
         yield from dataset.batches(batch_size, order)
         return
+    threads = torch.get_num_threads()  # the CPUs this run may use: a trial's Ray CPUs (--cpus-per-trial)
+    if threads > 1 and not all(dataset.is_decoded(i) for i in range(len(dataset))):
+        rows = order.tolist() if order is not None else list(range(len(dataset)))
+        yield from _decoded_in_threads(
+            dataset, (rows[k : k + batch_size] for k in range(0, len(rows), batch_size)), threads
+        )
+        return
     sampler = order.tolist() if order is not None else None
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=0)
     yield from loader
+
+
+def _decoded_in_threads(
+    dataset: AttnDataset, batches: Iterable[list[int]], threads: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of rows ``batches``, their files decoded by ``threads`` threads (PIL lets go of the GIL
+    while it decodes and resizes), the next batch decoding while the caller trains on this one: the same
+    batches, in the same order, as one thread reads."""
+
+    def collate(items: Iterable[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = zip(*items, strict=True)
+        return torch.stack(images), torch.tensor(labels, dtype=torch.int64)  # (B, 3, S, S) uint8, (B,)
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="tune-attn-decode") as pool:
+        ahead = None
+        for rows in batches:
+            upcoming = pool.map(dataset.__getitem__, rows)  # started now, read after this batch is trained on
+            if ahead is not None:
+                yield collate(ahead)
+            ahead = upcoming
+        if ahead is not None:
+            yield collate(ahead)
 
 
 def split_indices(
@@ -146,6 +180,9 @@ class Subset(AttnDataset):
 
     def masks(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self.parent.masks(self.indices[i])
+
+    def is_decoded(self, i: int) -> bool:
+        return self.parent.is_decoded(self.indices[i])
 
 
 def subset(dataset: AttnDataset, indices: np.ndarray) -> AttnDataset:

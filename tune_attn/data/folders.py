@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,7 @@ def check_headers(paths: Sequence[Path]) -> None:
 _kept: tuple[tuple[Any, ...], dict[int, torch.Tensor]] | None = None
 """The decoded images of the last :class:`FileImages` that kept any, by its size and files (with their mtime
 and size on disk); see :meth:`FileImages.keep_decoded`."""
+_keeping = threading.Lock()  # a decoded image is kept under it (threads decode a batch at once)
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -177,9 +179,13 @@ class FileImages(AttnDataset):
         image = self._decoded.get(i)
         if image is None:
             image = load_rgb(self.files[i], self.size)  # (3, size, size) uint8
-            if (len(self._decoded) + 1) * image.numel() <= self.cache_bytes:
-                self._decoded[i] = image
+            with _keeping:  # the limit holds with threads decoding (iterate_batches)
+                if (len(self._decoded) + 1) * image.numel() <= self.cache_bytes:
+                    self._decoded[i] = image
         return image, self.labels[i]
+
+    def is_decoded(self, i: int) -> bool:
+        return i in self._decoded
 
     def masks(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if self.trimaps is None:
