@@ -21,6 +21,7 @@ from tune_attn.config import load_config
 from tune_attn.export import BundleError, export_bundle, image_files, load_bundle, overlay_paths, predict
 from tune_attn.leaderboard import (
     SweepError,
+    config_to_try,
     rank,
     read_run,
     read_sweep,
@@ -300,6 +301,42 @@ def test_a_sweep_that_stopped_with_trials_not_started_says_how_to_run_them(
     )
     r = _cli("sweeps", str(sweep.parent), cwd=tmp_path)  # all 4 of 4 ran: it ended
     assert "4 of 4 trials" in r.stdout and "stopped" not in r.stdout, r.stdout
+
+
+def test_an_earlier_sweep_is_tried_first_by_its_pick(sweep: Path, tmp_path: Path) -> None:
+    # `sweep --try` took config files and bundle or run folders; an earlier sweep's folder was refused ("a
+    # folder without config.yaml"). It stands for its pick, as `best` picks it; a trial folder for its run.
+    board, pick = rank(read_sweep(sweep))
+    assert pick is not None
+    path, note = config_to_try(sweep)
+    assert path == str(pick["run"]) and note.startswith(f"--try {sweep}: its pick, trial {pick['trial_id']} ")
+    trial = sweep / f"trial_{pick['trial_id']}"
+    assert config_to_try(trial) == (str(trial / "run"), "")
+    assert config_to_try(trial / "run") == (str(trial / "run"), "")
+    assert config_to_try(ROOT / "configs" / "default.yaml") == (str(ROOT / "configs" / "default.yaml"), "")
+    # A sweep whose every trial was pruned has no pick: said, and which folders would do.
+    rows = read_sweep(sweep)
+    kept = {f"trial_{r['trial_id']}" for r in rows if r["status"].startswith("pruned:")}
+    pruned = tmp_path / "pruned"
+    shutil.copytree(
+        sweep, pruned, ignore=lambda d, names: [n for n in names if n.startswith("trial_") and n not in kept]
+    )
+    (pruned / "summary.json").unlink()
+    with pytest.raises(SweepError, match=r"--try .*pruned: this sweep has no trial to pick, none completed "):
+        config_to_try(pruned)
+
+    # The command: the pick's searched keys are the new sweep's first trial, named in the summary.
+    space = ROOT / "tests" / "data" / "space_collapse.yaml"
+    r = _cli(
+        "sweep", str(space), "--try", str(sweep), "--num-samples", "1", "--name", "again",
+        "--storage", str(tmp_path), "--wandb", "off", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert note in r.stdout, r.stdout
+    (row,) = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert row["tried"] == str(pick["run"])
+    drawn = pick["drawn"]  # the keys the space drew for the pick (lr and weight decay for SGD only)
+    assert {k: row[k] for k in drawn} == {k: pick["config"][k] for k in drawn}
 
 
 def test_a_trial_without_results_is_not_warned_of_when_the_sweep_is_restored(

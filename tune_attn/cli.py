@@ -255,8 +255,9 @@ def sweep(
         list[str] | None,
         typer.Option(
             "--try",
-            help="A config to try first, before the search draws its own trials: a config file, or a bundle or "
-            "run folder (its config.yaml); the searched keys it sets are taken (repeatable).",
+            help="A config to try first, before the search draws its own trials: a config file, a bundle or "
+            "run folder (its config.yaml), or an earlier sweep's folder (its pick) or trial folder; the searched "
+            "keys it sets are taken (repeatable).",
         ),
     ] = None,
     progress_every: Annotated[
@@ -274,6 +275,7 @@ def sweep(
     wandb_entity: WandbEntityOpt = None,
 ) -> None:
     """Run a hyperparameter sweep: Ray Tune trials, Optuna TPE, and degeneracy pruning."""
+    from tune_attn.leaderboard import config_to_try
     from tune_attn.tune.options import (
         SweepOptions,
         check_sweep,
@@ -292,6 +294,10 @@ def sweep(
             + (f"; the sweeps in {storage}, newest first: {', '.join(sweeps[:5])}" if sweeps else "")
         )
     try:
+        read = [config_to_try(t) for t in tries or ()]  # an earlier sweep's folder: its pick
+        for _, stands_for in read:
+            if stands_for:
+                console.print(stands_for, highlight=False)
         options = SweepOptions(
             name=name or new_sweep_name(space),
             storage=storage,
@@ -310,7 +316,7 @@ def sweep(
             prune=prune,
             reuse_actors=reuse_actors,
             fixed=tuple(set_ or ()),
-            tries=tuple(tries or ()),
+            tries=tuple(path for path, _ in read),
             progress_seconds=progress_every,
             time_budget=None if time_budget is None else parse_duration(time_budget),
             wandb=wandb,

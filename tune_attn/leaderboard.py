@@ -390,6 +390,31 @@ def why_no_pick(
     )
 
 
+def config_to_try(given: str | Path) -> tuple[str, str]:
+    """What ``sweep --try GIVEN`` reads, and a note of what it stands for ("" when it is itself): a sweep folder
+    stands for its pick (the best completed trial with healthy masks, as ``best`` picks it: its run folder), a
+    sweep's trial folder for its run folder; any other path is read as given (a config file, a bundle or run
+    folder). A sweep with nothing to pick raises a SweepError that says why."""
+    folder = Path(given).expanduser()
+    if not folder.is_dir() or (folder / "config.yaml").is_file():
+        return str(given), ""
+    if (folder / "run" / "config.yaml").is_file():  # a sweep's trial folder
+        return str(folder / "run"), ""
+    if not is_sweep_folder(folder):
+        return str(given), ""
+    rows = read_sweep(folder)
+    pick = rank(rows)[1]
+    if pick is None:
+        raise SweepError(
+            f"--try {given}: this sweep has no trial to pick, none completed with healthy masks "
+            f"({why_no_pick(rows) if rows else 'no trials'}); give one of its trial folders"
+        )
+    return str(pick["run"]), (
+        f"--try {given}: its pick, trial {pick['trial_id']} (last_val_accuracy "
+        f"{pick['last_val_accuracy']:.3f}; {pick['run']})"
+    )
+
+
 def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
     """One row per sweep in a local ``--storage`` folder, the last started first: its name, when it started
     (ISO), its space file, its trials (how many Tune started, lost ones not counted, and how many it was started
