@@ -18,7 +18,16 @@ from PIL import Image
 
 from tests.conftest import TINY, heavy_imports_after
 from tune_attn.config import load_config
-from tune_attn.export import BundleError, export_bundle, image_files, load_bundle, overlay_paths, predict
+from tune_attn.engine import per_class
+from tune_attn.export import (
+    BundleError,
+    evaluate_saved,
+    export_bundle,
+    image_files,
+    load_bundle,
+    overlay_paths,
+    predict,
+)
 from tune_attn.leaderboard import (
     SweepError,
     config_to_try,
@@ -652,6 +661,39 @@ def test_predict_goes_in_batches_through_folders_and_past_unreadable_images(
     (tmp_path / "taken" / "img1.attention.png").mkdir(parents=True)
     with pytest.raises(OSError, match=r"taken/img1.attention.png: cannot write the overlay"):
         list(predict(bundle, images, tmp_path / "taken"))
+
+
+def test_a_bundle_records_the_accuracy_of_each_class_that_evaluate_measures(
+    sweep: Path, tmp_path: Path
+) -> None:
+    # Which classes the model to deploy gets wrong was told only by `evaluate`, on a machine with the data; the
+    # bundle now carries the validation counts of its epoch (kept in the checkpoint), and its card says them.
+    pick = rank(read_sweep(sweep))[1]
+    assert pick is not None
+    bundle = export_bundle(pick, tmp_path / "bundle", sweep)
+    per = json.loads((bundle / "bundle.json").read_text())["class_accuracy"]
+    measured = evaluate_saved(bundle)  # the same weights on the same validation images, here
+    assert [(c["class"], c["correct"], c["images"], c["taken_for"]) for c in per] == per_class(
+        measured.evaluation.confusion, measured.class_names
+    )
+    assert sum(c["correct"] for c in per) / sum(c["images"] for c in per) == pytest.approx(
+        pick["last_val_accuracy"]
+    )
+    assert [c["accuracy"] for c in per] == sorted(c["accuracy"] for c in per)  # the least accurate first
+    card = (bundle / "MODEL_CARD.md").read_text()
+    worst = per[0]
+    line = f"- {worst['class']}: {worst['correct']}/{worst['images']} ({worst['accuracy']:.2f})"
+    assert "## Accuracy per class (validation set, at the exported epoch" in card and line in card, card
+    never = sum(c["correct"] == 0 for c in per)
+    assert (f"- {never} of {len(per)} classes never right." in card) == (never > 0)
+    # A checkpoint of an earlier version, without the counts: a bundle without that section.
+    run = Path(shutil.copytree(pick["run"], tmp_path / "old"))
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    del state["confusion"]
+    torch.save(state, run / "checkpoint.pt")
+    old = export_bundle({**pick, "run": str(run)}, tmp_path / "old-bundle", sweep)
+    assert json.loads((old / "bundle.json").read_text())["class_accuracy"] is None
+    assert "## Accuracy per class" not in (old / "MODEL_CARD.md").read_text()
 
 
 def test_evaluate_checks_a_bundle_against_what_it_records(sweep: Path, tmp_path: Path) -> None:

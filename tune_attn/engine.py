@@ -117,6 +117,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+        self.confusion: np.ndarray | None = None  # (C, C) of the last epoch's evaluation
         self._probe_setup()
 
     # ---- fixed validation samples whose masks are watched every epoch -------------------------------
@@ -220,6 +221,7 @@ class Trainer:
             **stats.flat(),
         }
         self.history.append(metrics)
+        self.confusion = confusion
         return EpochResult(
             self.epoch, metrics, probe, stats, self.panel_images, confusion, self.data.class_names
         )
@@ -234,6 +236,8 @@ class Trainer:
             "history": [dict(h) for h in self.history],
             "config": self.cfg.to_dict(),
             "class_names": list(self.data.class_names),
+            # the last epoch's validation counts (rows true, columns predicted): a bundle's accuracy per class
+            "confusion": None if self.confusion is None else self.confusion.tolist(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -247,6 +251,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
         self.history = [dict(h) for h in state["history"]]
+        confusion = state.get("confusion")  # None in a checkpoint of an earlier version
+        self.confusion = None if confusion is None else np.asarray(confusion, dtype=np.int64)
 
 
 RESUME_MAY_CHANGE = ("train.epochs", "train.device", "data.memory_cache_mb", "data.cache_dir")

@@ -32,7 +32,7 @@ from tune_attn.config import ConfigError, RunConfig, from_dict, load_config
 from tune_attn.data import find_test_split, held_out
 from tune_attn.data.base import DatasetError
 from tune_attn.data.folders import IMAGE_SUFFIXES, OVERLAY, is_image_file, load_rgb
-from tune_attn.engine import Evaluation, Trainer, resolve_device
+from tune_attn.engine import Evaluation, Trainer, per_class, resolve_device
 from tune_attn.leaderboard import (
     find_trial,
     is_run_folder,
@@ -116,6 +116,7 @@ def export_bundle(
                 k: row.get(k) for k in ("last_val_accuracy", "best_val_accuracy", "status", "detector.kind")
             },
             "attention": {k: v for k, v in row.items() if k.startswith("mask.")},
+            "class_accuracy": _class_accuracy(state.get("confusion"), names),
             "provenance": provenance,
         }
         (folder / "bundle.json").write_text(json.dumps(meta, indent=1, default=str))
@@ -180,6 +181,41 @@ def _provenance(
     return out
 
 
+def _class_accuracy(confusion: Any, names: Sequence[str]) -> list[dict[str, Any]] | None:
+    """The validation accuracy of each class at the exported epoch, the least accurate first (with the class
+    it is most often taken for), from the checkpoint's confusion counts; None for a checkpoint without them
+    (an earlier version's)."""
+    if confusion is None or len(confusion) != len(names):
+        return None
+    return [
+        {
+            "class": name,
+            "correct": correct,
+            "images": images,
+            "accuracy": correct / images,
+            "taken_for": taken,
+        }
+        for name, correct, images, taken in per_class(np.asarray(confusion, dtype=np.int64), tuple(names))
+    ]
+
+
+def _class_lines(per: list[dict[str, Any]] | None) -> list[str]:
+    """The model card's section on the accuracy of each class (none without the counts)."""
+    if not per:
+        return []
+    never = sum(c["correct"] == 0 for c in per)
+    return [
+        "## Accuracy per class (validation set, at the exported epoch; the least accurate first)",
+        *[
+            f"- {c['class']}: {c['correct']}/{c['images']} ({c['accuracy']:.2f})"
+            + (f", most often taken for {c['taken_for']}" if c["taken_for"] else "")
+            for c in per
+        ],
+        *([f"- {never} of {len(per)} classes never right."] if never else []),
+        "",
+    ]
+
+
 def _model_card(cfg: RunConfig, meta: dict[str, Any]) -> str:
     m, a, p = meta["metrics"], meta["attention"], meta["provenance"]
 
@@ -214,6 +250,7 @@ def _model_card(cfg: RunConfig, meta: dict[str, Any]) -> str:
         "- The validation accuracy picked this model, so it flatters it a little; `tune-attn evaluate THIS_FOLDER "
         "--test` measures it on the data set's test images (read in neither training nor picking), each class apart.",
         "",
+        *_class_lines(meta.get("class_accuracy")),
         "## Attention quality (last epoch)",
         *[f"- `{k}`: {fmt(v)}" for k, v in sorted(a.items())],
         "",
