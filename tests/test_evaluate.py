@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -144,6 +145,19 @@ def test_the_evaluate_command_prints_accuracy_per_class_and_where(run: Path) -> 
     assert sorted(row.split()[0] for row in rows) == ["cat", "fox"], r.stdout
     assert [row.split()[1].split("/")[1] for row in sorted(rows)] == ["3", "5"]
     assert lines[start + 3] == "  no images of: dog" and "mask statistics:" in lines
+    # --json: the same, for a script that decides on deploying (a threshold on the test accuracy, say)
+    out = run.parent / "test.json"
+    r = subprocess.run([*cli, "--test", "--json", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0 and f"results written to {out}\n" in r.stdout, r.stderr
+    got = json.loads(out.read_text())
+    assert got["saved"] == str(run) and got["on"] == str(tree / "test") and got["images"] == 8
+    printed = {row.split()[0]: row.split()[1] for row in rows}
+    assert {c["class"]: f"{c['correct']}/{c['images']}" for c in got["class_accuracy"]} == printed
+    assert got["accuracy"] == pytest.approx(sum(c["correct"] for c in got["class_accuracy"]) / 8)
+    assert f"accuracy {got['accuracy']:.4f}" in r.stdout and got["no_images_of"] == ["dog"]
+    assert set(got["mask"]) >= {"mask.entropy", "mask.corner_mass"} and got["epoch"] >= 1
+    r = subprocess.run([*cli, "--json", str(run / "no" / "such" / "x.json")], capture_output=True, text=True)
+    assert r.returncode == 2 and f"--json {run / 'no' / 'such' / 'x.json'}: no folder" in r.stderr, r.stderr
     r = subprocess.run(cli, capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"})
     assert r.returncode == 0, r.stderr
     assert (

@@ -798,14 +798,27 @@ def evaluate(
         Path | None,
         typer.Option(help="On a folder of labelled images, FOLDER/<class>/<image>, of the model's classes."),
     ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Also write the results to this JSON file, for a script that decides on deploying: accuracy, "
+            "accuracy per class, mask statistics.",
+        ),
+    ] = None,
 ) -> None:
     """Re-evaluate a saved run, or a bundle (before deploying it), on its validation set, its data set's test
     split or a folder of labelled images: accuracy, accuracy per class and mask statistics."""
+    import json
+
     from tune_attn.engine import per_class
     from tune_attn.export import evaluate_saved
+    from tune_attn.files import in_place
 
     if test and on is not None:
         raise _fail("--test and --on name two sets to evaluate on; give one")
+    if json_out is not None and not json_out.parent.is_dir():
+        raise _fail(f"--json {json_out}: no folder {json_out.parent} to write it in")
     try:
         done = evaluate_saved(run, str(on) if on is not None else None, test)
     except (FileNotFoundError, ValueError) as exc:  # BundleError, DatasetError too
@@ -845,6 +858,10 @@ def evaluate(
             f"tune-attn evaluate {run} --test",
             highlight=False,
         )
+    if json_out is not None:
+        with in_place(json_out) as tmp:
+            tmp.write_text(json.dumps({"saved": str(run), **done.to_dict()}, indent=1))
+        console.print(f"results written to {json_out}", highlight=False)
 
 
 def main() -> None:

@@ -340,6 +340,25 @@ class Evaluated:
     source: str = ""  # the trial or run a bundle records
     test_split: str | None = None  # on the validation set: where the data set keeps test images, if it does
 
+    def to_dict(self) -> dict[str, Any]:
+        """The results as plain values (``evaluate --json``): where, how many images, loss and accuracy, each
+        class's accuracy as a bundle records it (the least accurate first), the classes without images, and
+        the mask statistics."""
+        confusion = self.evaluation.confusion
+        return {
+            "epoch": self.epoch,
+            "on": self.on or "validation set",
+            "images": int(confusion.sum()),
+            "loss": self.evaluation.loss,
+            "accuracy": self.evaluation.accuracy,
+            "class_accuracy": _class_accuracy(confusion.tolist(), self.class_names),
+            "no_images_of": [n for n, row in zip(self.class_names, confusion, strict=True) if row.sum() == 0],
+            "mask": {
+                k: v if math.isfinite(v) else None for k, v in self.stats.flat().items()
+            },  # JSON: no NaN
+            "recorded_val_accuracy": self.recorded,
+        }
+
 
 def evaluate_saved(saved: str | Path, on: str | None = None, test: bool = False) -> Evaluated:
     """Evaluate the model of ``saved`` (a run folder, its checkpoint file, or a bundle) on the validation set
