@@ -2,7 +2,7 @@
 # The users' flows on a GPU machine, then the test suite there: one call of a lent GPU (about 9 minutes).
 #   bash benchmarks/device/check.sh [SECONDS]     SECONDS: when to be done by (default 535)
 # Needs .whl/site.tar.xz (benchmarks/device/pack_site.py) unless ray, optuna and wandb import already. Writes
-# flows.txt, smi.txt, summary.csv and tests.txt under $OUT (default /tmp/device-check).
+# flows.txt, smi.txt, summary.csv, pick-test.json, first.txt and tests.txt under $OUT (default /tmp/device-check).
 # Measured in docs/benchmarks.md, "Third lease".
 OUT=${OUT:-/tmp/device-check}
 mkdir -p "$OUT"
@@ -40,7 +40,12 @@ W=$(mktemp -d)
   cp "$W/sweeps/g/summary.csv" "$OUT/" 2>/dev/null
   stamp "pick, export, test the pick"
   timeout 60 tune-attn best "$W/sweeps/g" --export "$W/pick"; echo "rc=$?"
-  timeout 60 tune-attn evaluate "$W/pick" --test; echo "rc=$?"
+  timeout 60 tune-attn evaluate "$W/pick" --test --json "$OUT/pick-test.json"; echo "rc=$?"
+  stamp "a new sweep seeded with the last one's pick (--try SWEEP), 2 trials"
+  timeout 120 tune-attn sweep search_spaces/default.yaml --num-samples 2 --max-concurrent 2 --gpus-per-trial 0.5 \
+    --wandb off --storage "$W/sweeps" --name seeded --try "$W/sweeps/g"; echo "rc=$?"
+  stamp "decoding in a trial's threads: 1 against 4 (pets stand-in, 224 px)"
+  timeout 120 python3 benchmarks/decode_threads.py --per-class 20 --threads 4; echo "rc=$?"
   stamp "the offline W&B runs"
   timeout 60 python3 benchmarks/device/wandb_runs.py "$W"; echo "rc=$?"
 } 2>&1 | tee "$OUT/flows.txt"
