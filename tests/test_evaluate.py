@@ -19,6 +19,7 @@ from tune_attn.config import load_config
 from tune_attn.data import DatasetError, build_data
 from tune_attn.data.folders import class_key
 from tune_attn.export import evaluate_saved
+from tune_attn.leaderboard import SweepError
 from tune_attn.run import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,14 +92,17 @@ def test_the_test_split_and_a_folder_are_labelled_by_the_models_classes(run: Pat
         evaluate_saved(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match=r"\S+copy: no run folder \(no checkpoint.pt\) and no bundle"):
         evaluate_saved(tmp_path / "copy")  # a folder of images
-    # A sweep's trial folder is read as its run folder; a sweep folder is told apart, with what to give instead.
+    # A sweep's trial folder is read as its run folder; a sweep folder stands for its pick (test_export), and
+    # one without a pick (this run's masks are flat) is refused, saying why and what to give instead.
     (tmp_path / "sweep" / "trial_1").mkdir(parents=True)
     shutil.copytree(run, tmp_path / "sweep" / "trial_1" / "run")
     trial = evaluate_saved(tmp_path / "sweep" / "trial_1")
     np.testing.assert_array_equal(trial.evaluation.confusion, evaluate_saved(run).evaluation.confusion)
     (tmp_path / "sweep" / "sweep.json").write_text("{}")
     with pytest.raises(
-        FileNotFoundError, match=r"\S+sweep: a sweep folder, with a model per trial: give one trial"
+        SweepError,
+        match=r"\S+sweep: this sweep has no trial to pick, none completed with healthy masks \(1 trial: 1 "
+        r"completed with flat masks\); give one of its trial folders",
     ):
         evaluate_saved(tmp_path / "sweep")
 

@@ -696,6 +696,20 @@ def test_a_bundle_records_the_accuracy_of_each_class_that_evaluate_measures(
     assert "## Accuracy per class" not in (old / "MODEL_CARD.md").read_text()
 
 
+def test_a_sweep_folder_is_evaluated_by_its_pick(sweep: Path, tmp_path: Path) -> None:
+    # `evaluate SWEEP` was refused ("a sweep folder, with a model per trial"); it evaluates the pick, as
+    # `best` picks it and as `sweep --try SWEEP` takes it, and says which trial that is.
+    pick = rank(read_sweep(sweep))[1]
+    assert pick is not None
+    done = evaluate_saved(sweep)
+    assert done.picked == pick["trial_id"] and done.epoch == pick["epochs"]
+    np.testing.assert_array_equal(done.evaluation.confusion, evaluate_saved(pick["run"]).evaluation.confusion)
+    assert done.evaluation.accuracy == pytest.approx(pick["last_val_accuracy"])
+    r = _cli("evaluate", str(sweep), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"the sweep's pick, as best picks it: trial {pick['trial_id']}\n"), r.stdout
+
+
 def test_evaluate_checks_a_bundle_against_what_it_records(sweep: Path, tmp_path: Path) -> None:
     pick = rank(read_sweep(sweep))[1]
     assert pick is not None

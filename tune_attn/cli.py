@@ -784,7 +784,10 @@ def keys() -> None:
 def evaluate(
     run: Annotated[
         Path,
-        typer.Argument(help="A run folder (or its checkpoint.pt), or a bundle folder written by export."),
+        typer.Argument(
+            help="A run folder (or its checkpoint.pt), a bundle folder written by export, or a sweep folder (its "
+            "pick, as best picks it)."
+        ),
     ],
     test: Annotated[
         bool,
@@ -824,6 +827,8 @@ def evaluate(
     except (FileNotFoundError, ValueError) as exc:  # BundleError, DatasetError too
         raise _fail(str(exc)) from None
     result, names = done.evaluation, done.class_names
+    if done.picked is not None:
+        console.print(f"the sweep's pick, as best picks it: trial {done.picked}", highlight=False)
     images = "validation images" if done.on is None else "images"
     on_what = "" if done.on is None else f"  on {int(result.confusion.sum())} images: {done.on}"
     prefix = "val_" if done.on is None else ""

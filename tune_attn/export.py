@@ -41,6 +41,7 @@ from tune_attn.leaderboard import (
     read_sweep,
     run_uri,
     sweep_folder,
+    sweep_pick,
 )
 from tune_attn.masks import MaskStats, mask_statistics
 from tune_attn.models.classifier import build_model
@@ -339,6 +340,7 @@ class Evaluated:
     recorded: float | None = None  # on the validation set: the accuracy a bundle records, where it differs
     source: str = ""  # the trial or run a bundle records
     test_split: str | None = None  # on the validation set: where the data set keeps test images, if it does
+    picked: str | None = None  # a sweep folder given: the trial id of its pick, the model evaluated
 
     def to_dict(self) -> dict[str, Any]:
         """The results as plain values (``evaluate --json``): where, how many images, loss and accuracy, each
@@ -357,17 +359,18 @@ class Evaluated:
                 k: v if math.isfinite(v) else None for k, v in self.stats.flat().items()
             },  # JSON: no NaN
             "recorded_val_accuracy": self.recorded,
+            "trial_id": self.picked,
         }
 
 
 def evaluate_saved(saved: str | Path, on: str | None = None, test: bool = False) -> Evaluated:
-    """Evaluate the model of ``saved`` (a run folder, its checkpoint file, or a bundle) on the validation set
-    of its config, on its data set's test split (``test``), or on ``on``, a ``FOLDER/<class>/<image>`` tree.
+    """Evaluate the model of ``saved`` (a run folder, its checkpoint file, a bundle, a sweep's trial folder, or a
+    sweep folder: its pick, as ``best`` picks it) on the validation set of its config, on its data set's test split (``test``), or on ``on``, a ``FOLDER/<class>/<image>`` tree.
     It runs on a GPU where there is one, else on the CPU, whatever device it was trained on."""
     saved = Path(saved)
     if not saved.exists():
         raise FileNotFoundError(f"{saved}: no such run folder, checkpoint or bundle")
-    bundle = None
+    bundle, picked = None, None
     if (saved / BUNDLE_DESCRIPTION).is_file():
         bundle = load_bundle(saved)
         cfg, weights, epoch = bundle.cfg, bundle.model.state_dict(), bundle.meta.get("epoch")
@@ -377,12 +380,9 @@ def evaluate_saved(saved: str | Path, on: str | None = None, test: bool = False)
         if saved.is_dir() and not path.is_file():
             if (saved / "run" / CHECKPOINT).is_file():  # a sweep's trial folder
                 path = saved / "run" / CHECKPOINT
-            elif is_sweep_folder(saved):
-                raise FileNotFoundError(
-                    f"{saved}: a sweep folder, with a model per trial: give one trial's run folder "
-                    f"(tune-attn best {saved} lists them), or export the pick (tune-attn best {saved} --export B) "
-                    "and evaluate that bundle"
-                )
+            elif is_sweep_folder(saved):  # its pick, as `best` picks it
+                pick = sweep_pick(saved, str(saved))
+                path, picked = Path(pick["run"]) / CHECKPOINT, pick["trial_id"]
             else:
                 raise FileNotFoundError(
                     f"{saved}: no run folder (no {CHECKPOINT}) and no bundle ({BUNDLE_DESCRIPTION})"
@@ -396,7 +396,7 @@ def evaluate_saved(saved: str | Path, on: str | None = None, test: bool = False)
     result = trainer.evaluate()
     val = trainer.data.val
     stats = mask_statistics(result.masks, trainer.probe_objects, trainer.probe_parts, val.part_names)
-    out = Evaluated(epoch, where, result, stats, trainer.data.class_names)
+    out = Evaluated(epoch, where, result, stats, trainer.data.class_names, picked=picked)
     if where is None:
         out.test_split = find_test_split(cfg.data)
         recorded = bundle.meta.get("metrics", {}).get("last_val_accuracy") if bundle is not None else None

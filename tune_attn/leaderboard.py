@@ -390,6 +390,19 @@ def why_no_pick(
     )
 
 
+def sweep_pick(folder: Path, what: str) -> dict[str, Any]:
+    """The pick of the sweep in ``folder``, as ``best`` picks it (its row); where there is none, a SweepError
+    that says why, ``what`` naming who asked (``--try runs/sweeps/x``)."""
+    rows = read_sweep(folder)
+    pick = rank(rows)[1]
+    if pick is None:
+        raise SweepError(
+            f"{what}: this sweep has no trial to pick, none completed with healthy masks "
+            f"({why_no_pick(rows) if rows else 'no trials'}); give one of its trial folders"
+        )
+    return pick
+
+
 def config_to_try(given: str | Path) -> tuple[str, str]:
     """What ``sweep --try GIVEN`` reads, and a note of what it stands for ("" when it is itself): a sweep folder
     stands for its pick (the best completed trial with healthy masks, as ``best`` picks it: its run folder), a
@@ -402,13 +415,7 @@ def config_to_try(given: str | Path) -> tuple[str, str]:
         return str(folder / "run"), ""
     if not is_sweep_folder(folder):
         return str(given), ""
-    rows = read_sweep(folder)
-    pick = rank(rows)[1]
-    if pick is None:
-        raise SweepError(
-            f"--try {given}: this sweep has no trial to pick, none completed with healthy masks "
-            f"({why_no_pick(rows) if rows else 'no trials'}); give one of its trial folders"
-        )
+    pick = sweep_pick(folder, f"--try {given}")
     return str(pick["run"]), (
         f"--try {given}: its pick, trial {pick['trial_id']} (last_val_accuracy "
         f"{pick['last_val_accuracy']:.3f}; {pick['run']})"
