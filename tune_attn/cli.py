@@ -810,8 +810,8 @@ def evaluate(
         ),
     ] = None,
 ) -> None:
-    """Re-evaluate a saved run, or a bundle (before deploying it), on its validation set, its data set's test
-    split or a folder of labelled images: accuracy, accuracy per class and mask statistics."""
+    """Re-evaluate a saved run, a bundle (before deploying it) or a sweep's pick, on its validation set, its data
+    set's test split or a folder of labelled images: accuracy, accuracy per class and mask statistics."""
     import json
 
     from tune_attn.engine import per_class

@@ -353,11 +353,10 @@ class Evaluated:
             "images": int(confusion.sum()),
             "loss": self.evaluation.loss,
             "accuracy": self.evaluation.accuracy,
-            "class_accuracy": _class_accuracy(confusion.tolist(), self.class_names),
+            "class_accuracy": _class_accuracy(confusion, self.class_names),
             "no_images_of": [n for n, row in zip(self.class_names, confusion, strict=True) if row.sum() == 0],
-            "mask": {
-                k: v if math.isfinite(v) else None for k, v in self.stats.flat().items()
-            },  # JSON: no NaN
+            # strict JSON: a statistic that is not a number is null
+            "mask": {k: v if math.isfinite(v) else None for k, v in self.stats.flat().items()},
             "recorded_val_accuracy": self.recorded,
             "trial_id": self.picked,
         }
@@ -365,8 +364,9 @@ class Evaluated:
 
 def evaluate_saved(saved: str | Path, on: str | None = None, test: bool = False) -> Evaluated:
     """Evaluate the model of ``saved`` (a run folder, its checkpoint file, a bundle, a sweep's trial folder, or a
-    sweep folder: its pick, as ``best`` picks it) on the validation set of its config, on its data set's test split (``test``), or on ``on``, a ``FOLDER/<class>/<image>`` tree.
-    It runs on a GPU where there is one, else on the CPU, whatever device it was trained on."""
+    sweep folder: its pick, as ``best`` picks it) on the validation set of its config, on its data set's test
+    split (``test``), or on ``on``, a ``FOLDER/<class>/<image>`` tree. It runs on a GPU where there is one,
+    else on the CPU, whatever device it was trained on."""
     saved = Path(saved)
     if not saved.exists():
         raise FileNotFoundError(f"{saved}: no such run folder, checkpoint or bundle")
