@@ -162,6 +162,8 @@ def test_the_evaluate_command_prints_accuracy_per_class_and_where(run: Path) -> 
     assert set(got["mask"]) >= {"mask.entropy", "mask.corner_mass"} and got["epoch"] >= 1
     r = subprocess.run([*cli, "--json", str(run / "no" / "such" / "x.json")], capture_output=True, text=True)
     assert r.returncode == 2 and f"--json {run / 'no' / 'such' / 'x.json'}: no folder" in r.stderr, r.stderr
+    r = subprocess.run([*cli, "--json", str(run)], capture_output=True, text=True)
+    assert r.returncode == 2 and f"--json {run}: a folder; give the path of a file" in r.stderr, r.stderr
     r = subprocess.run(cli, capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"})
     assert r.returncode == 0, r.stderr
     assert (

@@ -820,6 +820,10 @@ def evaluate(
 
     if test and on is not None:
         raise _fail("--test and --on name two sets to evaluate on; give one")
+    if json_out is not None and json_out.is_dir():
+        raise _fail(
+            f"--json {json_out}: a folder; give the path of a file to write, e.g. {json_out / 'eval.json'}"
+        )
     if json_out is not None and not json_out.parent.is_dir():
         raise _fail(f"--json {json_out}: no folder {json_out.parent} to write it in")
     try:
