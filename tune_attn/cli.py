@@ -830,6 +830,9 @@ def evaluate(
         done = evaluate_saved(run, str(on) if on is not None else None, test)
     except (FileNotFoundError, ValueError) as exc:  # BundleError, DatasetError too
         raise _fail(str(exc)) from None
+    if json_out is not None:  # first: a report cut short (piped into head) still leaves the file
+        with in_place(json_out) as tmp:
+            tmp.write_text(json.dumps({"saved": str(run), **done.to_dict()}, indent=1))
     result, names = done.evaluation, done.class_names
     if done.picked is not None:
         console.print(f"the sweep's pick, as best picks it: trial {done.picked}", highlight=False)
@@ -868,8 +871,6 @@ def evaluate(
             highlight=False,
         )
     if json_out is not None:
-        with in_place(json_out) as tmp:
-            tmp.write_text(json.dumps({"saved": str(run), **done.to_dict()}, indent=1))
         console.print(f"results written to {json_out}", highlight=False)
 
 
