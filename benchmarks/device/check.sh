@@ -1,16 +1,21 @@
 #!/bin/bash
-# The users' flows on a GPU machine, then the test suite there: one call of a lent GPU (about 9 minutes).
-#   bash benchmarks/device/check.sh [SECONDS]     SECONDS: when to be done by (default 535)
+# The users' flows on a GPU machine, then the test suite there.
+#   bash benchmarks/device/check.sh [all|flows|tests|slow] [SECONDS]
+# all (default): the flows (~6 min on an H100), then the tests until SECONDS (default 535) from the start;
+# flows: the flows alone; tests: the suite alone; slow: the slow tests alone (-m slow; the others passed on an
+# H200 on 2026-11-28). Two calls on one warm machine (flows, then slow) fit a 15-minute lease.
 # Needs .whl/site.tar.xz (benchmarks/device/pack_site.py) unless ray, optuna and wandb import already. Writes
 # flows.txt, smi.txt, summary.csv, pick-test.json, first.txt and tests.txt under $OUT (default /tmp/device-check).
 # Measured in docs/benchmarks.md, "Third lease".
+part=${1:-all}
+case $part in all | flows | tests | slow) ;; *) echo "part: all, flows, tests or slow, not '$part'" >&2; exit 2 ;; esac
 OUT=${OUT:-/tmp/device-check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 WANDB_SILENT=true
 t0=$(date +%s)
 stamp() { echo "=== [$(($(date +%s) - t0)) s] $*"; }
-if ! python3 -c "import ray, optuna, wandb" 2>/dev/null; then
-  mkdir -p /tmp/site && tar -xJf .whl/site.tar.xz -C /tmp/site || exit 1
+if ! python3 -c "import ray, optuna, wandb" 2>/dev/null; then  # unpacked once per machine
+  [ -d /tmp/site/ray ] || { mkdir -p /tmp/site && tar -xJf .whl/site.tar.xz -C /tmp/site; } || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 fi
 if ! command -v tune-attn >/dev/null; then  # the package from this checkout, its command through python3 -m
@@ -21,7 +26,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, ray, optuna, wandb; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
 'ray', ray.__version__, 'optuna', optuna.__version__, 'wandb', wandb.__version__, 'CPUs', __import__('os').cpu_count())"
 W=$(mktemp -d)
-{
+[ "$part" = tests ] || [ "$part" = slow ] || {
   stamp "train on cuda (hflip, W&B offline), then resume it on the CPU"
   timeout 120 tune-attn train -c configs/default.yaml --set train.epochs=3 --set train.hflip=true \
     --set train.device=cuda --wandb offline --out "$W/run"; echo "rc=$?"
@@ -49,6 +54,7 @@ W=$(mktemp -d)
   stamp "the offline W&B runs"
   timeout 60 python3 benchmarks/device/wandb_runs.py "$W"; echo "rc=$?"
 } 2>&1 | tee "$OUT/flows.txt"
+[ "$part" = flows ] && { stamp end; exit 0; }
 # First, alone and with its whole traceback: the test that failed on the last lease for a cause not seen
 # (docs/benchmarks.md, "Third lease"); then the suite.
 stamp "tests/test_export.py::test_the_leaderboard_cuts_no_id_or_value_short_on_a_narrow_terminal"
@@ -56,10 +62,12 @@ timeout 120 python3 -m pytest -p no:cacheprovider -p no:benchmark --tb=long -q t
   -k narrow_terminal >"$OUT/first.txt" 2>&1
 echo "rc=$?"
 tail -5 "$OUT/first.txt"
-left=$((${1:-535} - ($(date +%s) - t0)))
+left=$((${2:-535} - ($(date +%s) - t0)))
+marks=()
+[ "$part" = slow ] && marks=(-m slow)
 stamp "tests, for at most $left s (moto, for the s3:// test, is not carried)"
 # -v: each test's verdict as it comes, so a run cut off by the limit still names its failures
-timeout "$left" python3 -m pytest -v -n 8 --dist loadgroup -p no:cacheprovider -p no:benchmark -rfE --tb=short \
+timeout "$left" python3 -m pytest -v -n 8 --dist loadgroup -p no:cacheprovider -p no:benchmark -rfE --tb=short "${marks[@]}" \
   --deselect tests/test_sweep.py::test_a_storage_uri_gets_every_trials_run_folder_and_the_summary \
   >"$OUT/tests.txt" 2>&1
 echo "pytest rc=$?"
