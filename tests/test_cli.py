@@ -178,6 +178,8 @@ def test_bad_input_fails_before_training_with_a_clear_message(tmp_path: Path) ->
         (["--set", "model.heds=2"], "unknown key 'model.heds'"),
         (["--out", "a-file/run"], "--out a-file/run: cannot be made"),
         (["--wandb", "cloud"], "--wandb: 'cloud' is not valid; choose one of offline, online, off"),
+        # a folder of no run (it said "no such file" of a folder that is there)
+        (["--config", "."], "--config .: a folder without config.yaml; give a config file, or a bundle, run"),
     ):
         code, stderr, heavy = heavy_imports_after("train", *args, cwd=tmp_path)
         assert (code, heavy) == (2, []) and needle in stderr, (args, stderr)

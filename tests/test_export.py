@@ -348,6 +348,38 @@ def test_an_earlier_sweep_is_tried_first_by_its_pick(sweep: Path, tmp_path: Path
     assert {k: row[k] for k in drawn} == {k: pick["config"][k] for k in drawn}
 
 
+def test_the_pick_of_a_sweep_is_retrained_from_its_folder(sweep: Path, tmp_path: Path) -> None:
+    # "The pick, longer": `train --config SWEEP` takes the pick's config.yaml (as `--try SWEEP` and
+    # `evaluate SWEEP` take the pick); a bundle, run or trial folder, its config.yaml.
+    pick = rank(read_sweep(sweep))[1]
+    assert pick is not None
+    r = _cli(
+        "train", "--config", str(sweep), "--set", "train.epochs=1", "--out", "again", "--wandb", "off",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"--config {sweep}: its pick, trial {pick['trial_id']} "), r.stdout
+    again = load_config(tmp_path / "again" / "config.yaml")
+    assert again.train.epochs == 1
+    picked = load_config(Path(pick["run"]) / "config.yaml")
+    picked.train.epochs = 1
+    assert again == picked
+    trial = sweep / f"trial_{pick['trial_id']}"
+    r = _cli(
+        "train",
+        "--config",
+        str(trial),
+        "--set",
+        "train.epochs=1",
+        "--out",
+        "t",
+        "--wandb",
+        "off",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0 and load_config(tmp_path / "t" / "config.yaml") == picked, r.stderr
+
+
 def test_a_trial_without_results_is_not_warned_of_when_the_sweep_is_restored(
     sweep: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -29,7 +29,15 @@ app = typer.Typer(
 console = Console(soft_wrap=True)  # paths and commands stay on one line, to copy
 err = Console(stderr=True, soft_wrap=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config file, or a folder holding config.yaml (a bundle, a run, a sweep's trial), or a sweep "
+        "folder (its pick, as best picks it).",
+    ),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a key, e.g. --set model.heads=4 (repeatable)."),
@@ -75,6 +83,18 @@ def train(
         config = out / "config.yaml"
     out = out or Path("runs") / f"train-{dt.datetime.now():%Y%m%d-%H%M%S}"
     try:
+        if config is not None and config.is_dir():  # a bundle, run, trial or sweep folder: its config.yaml
+            from tune_attn.leaderboard import config_to_try
+
+            folder, stands_for = config_to_try(config, "--config")
+            if not (Path(folder) / "config.yaml").is_file():
+                raise ValueError(
+                    f"--config {config}: a folder without config.yaml; give a config file, or a bundle, run, "
+                    "trial or sweep folder"
+                )
+            if stands_for:
+                console.print(stands_for, highlight=False)
+            config = Path(folder) / "config.yaml"
         cfg = load_config(config, set_ or [])
         # Recorded absolute in the run's config.yaml: a bundle of it, or `--config` of it, is read elsewhere.
         cfg.data.root = absolute_root(cfg.data.root)

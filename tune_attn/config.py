@@ -439,6 +439,8 @@ def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file; a missing file or a syntax error names the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:

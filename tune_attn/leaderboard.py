@@ -403,11 +403,12 @@ def sweep_pick(folder: Path, what: str) -> dict[str, Any]:
     return pick
 
 
-def config_to_try(given: str | Path) -> tuple[str, str]:
-    """What ``sweep --try GIVEN`` reads, and a note of what it stands for ("" when it is itself): a sweep folder
-    stands for its pick (the best completed trial with healthy masks, as ``best`` picks it: its run folder), a
-    sweep's trial folder for its run folder; any other path is read as given (a config file, a bundle or run
-    folder). A sweep with nothing to pick raises a SweepError that says why."""
+def config_to_try(given: str | Path, option: str = "--try") -> tuple[str, str]:
+    """What ``sweep --try GIVEN`` (or ``train --config GIVEN``: ``option``) reads, and a note of what it stands
+    for ("" when it is itself): a sweep folder stands for its pick (the best completed trial with healthy masks,
+    as ``best`` picks it: its run folder), a sweep's trial folder for its run folder; any other path is read as
+    given (a config file, a bundle or run folder). A sweep with nothing to pick raises a SweepError that says
+    why."""
     folder = Path(given).expanduser()
     if not folder.is_dir() or (folder / "config.yaml").is_file():
         return str(given), ""
@@ -415,9 +416,9 @@ def config_to_try(given: str | Path) -> tuple[str, str]:
         return str(folder / "run"), ""
     if not is_sweep_folder(folder):
         return str(given), ""
-    pick = sweep_pick(folder, f"--try {given}")
+    pick = sweep_pick(folder, f"{option} {given}")
     return str(pick["run"]), (
-        f"--try {given}: its pick, trial {pick['trial_id']} (last_val_accuracy "
+        f"{option} {given}: its pick, trial {pick['trial_id']} (last_val_accuracy "
         f"{pick['last_val_accuracy']:.3f}; {pick['run']})"
     )
 
