@@ -30,7 +30,7 @@ from tune_attn.export import (
 )
 from tune_attn.leaderboard import (
     SweepError,
-    config_to_try,
+    config_source,
     rank,
     read_run,
     read_sweep,
@@ -317,12 +317,12 @@ def test_an_earlier_sweep_is_tried_first_by_its_pick(sweep: Path, tmp_path: Path
     # folder without config.yaml"). It stands for its pick, as `best` picks it; a trial folder for its run.
     board, pick = rank(read_sweep(sweep))
     assert pick is not None
-    path, note = config_to_try(sweep)
+    path, note = config_source(sweep)
     assert path == str(pick["run"]) and note.startswith(f"--try {sweep}: its pick, trial {pick['trial_id']} ")
     trial = sweep / f"trial_{pick['trial_id']}"
-    assert config_to_try(trial) == (str(trial / "run"), "")
-    assert config_to_try(trial / "run") == (str(trial / "run"), "")
-    assert config_to_try(ROOT / "configs" / "default.yaml") == (str(ROOT / "configs" / "default.yaml"), "")
+    assert config_source(trial) == (str(trial / "run"), "")
+    assert config_source(trial / "run") == (str(trial / "run"), "")
+    assert config_source(ROOT / "configs" / "default.yaml") == (str(ROOT / "configs" / "default.yaml"), "")
     # A sweep whose every trial was pruned has no pick: said, and which folders would do.
     rows = read_sweep(sweep)
     kept = {f"trial_{r['trial_id']}" for r in rows if r["status"].startswith("pruned:")}
@@ -332,7 +332,7 @@ def test_an_earlier_sweep_is_tried_first_by_its_pick(sweep: Path, tmp_path: Path
     )
     (pruned / "summary.json").unlink()
     with pytest.raises(SweepError, match=r"--try .*pruned: this sweep has no trial to pick, none completed "):
-        config_to_try(pruned)
+        config_source(pruned)
 
     # The command: the pick's searched keys are the new sweep's first trial, named in the summary.
     space = ROOT / "tests" / "data" / "space_collapse.yaml"

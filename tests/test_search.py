@@ -171,7 +171,7 @@ def test_data_roots_are_the_folders_trials_may_read() -> None:
         assert space.data_roots() == [absolute] and space.relative_data_roots() == []
 
 
-def test_a_config_to_try_gives_the_searched_keys_it_sets_inside_the_space(tmp_path: Path) -> None:
+def test_a_config_source_gives_the_searched_keys_it_sets_inside_the_space(tmp_path: Path) -> None:
     space = SearchSpace.from_dict(
         {
             **SGD_MOMENTUM,
@@ -209,7 +209,7 @@ def test_a_config_to_try_gives_the_searched_keys_it_sets_inside_the_space(tmp_pa
             space.point(values, "f")
 
 
-def test_a_config_to_try_is_read_from_a_file_or_a_run_or_bundle_folder(tmp_path: Path) -> None:
+def test_a_config_source_is_read_from_a_file_or_a_run_or_bundle_folder(tmp_path: Path) -> None:
     space = SearchSpace.load(ROOT / "search_spaces" / "smoke.yaml")
     (tmp_path / "bundle").mkdir()
     (tmp_path / "bundle" / "config.yaml").write_text(

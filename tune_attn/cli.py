@@ -84,9 +84,9 @@ def train(
     out = out or Path("runs") / f"train-{dt.datetime.now():%Y%m%d-%H%M%S}"
     try:
         if config is not None and config.is_dir():  # a bundle, run, trial or sweep folder: its config.yaml
-            from tune_attn.leaderboard import config_to_try
+            from tune_attn.leaderboard import config_source
 
-            folder, stands_for = config_to_try(config, "--config")
+            folder, stands_for = config_source(config, "--config")
             if not (Path(folder) / "config.yaml").is_file():
                 raise ValueError(
                     f"--config {config}: a folder without config.yaml; give a config file, or a bundle, run, "
@@ -295,7 +295,7 @@ def sweep(
     wandb_entity: WandbEntityOpt = None,
 ) -> None:
     """Run a hyperparameter sweep: Ray Tune trials, Optuna TPE, and degeneracy pruning."""
-    from tune_attn.leaderboard import config_to_try
+    from tune_attn.leaderboard import config_source
     from tune_attn.tune.options import (
         SweepOptions,
         check_sweep,
@@ -314,7 +314,7 @@ def sweep(
             + (f"; the sweeps in {storage}, newest first: {', '.join(sweeps[:5])}" if sweeps else "")
         )
     try:
-        read = [config_to_try(t) for t in tries or ()]  # an earlier sweep's folder: its pick
+        read = [config_source(t) for t in tries or ()]  # an earlier sweep's folder: its pick
         for _, stands_for in read:
             if stands_for:
                 console.print(stands_for, highlight=False)

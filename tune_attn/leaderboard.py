@@ -403,7 +403,7 @@ def sweep_pick(folder: Path, what: str) -> dict[str, Any]:
     return pick
 
 
-def config_to_try(given: str | Path, option: str = "--try") -> tuple[str, str]:
+def config_source(given: str | Path, option: str = "--try") -> tuple[str, str]:
     """What ``sweep --try GIVEN`` (or ``train --config GIVEN``: ``option``) reads, and a note of what it stands
     for ("" when it is itself): a sweep folder stands for its pick (the best completed trial with healthy masks,
     as ``best`` picks it: its run folder), a sweep's trial folder for its run folder; any other path is read as
