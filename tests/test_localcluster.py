@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tune_attn.localcluster import group_running, stop_groups
+import pytest
+
+from tune_attn.localcluster import HEAD_IP, group_running, stop_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,3 +80,25 @@ def test_rays_command_line_runs_from_a_python_without_the_ray_script_beside_it(t
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(python)] and not (bin_dir / "ray").exists()
     assert (home / ".ray" / "auth_token").is_file()  # `ray get-auth-token --generate` ran, in that HOME
+
+
+def test_a_node_that_exits_while_starting_is_named_with_its_last_words(tmp_path: Path) -> None:
+    # A head left running by a test run that was killed held the port: the next run's head exited at once, and
+    # all it said was "a Ray node exited with 1: see /tmp/tune-attn-ray-6395-*.log". Its last line says why.
+    from tune_attn.localcluster import LocalCluster
+
+    cluster = LocalCluster(port=64999, env=dict(os.environ))
+    said = "ConnectionError: Ray is trying to start at 127.0.0.2:64999, but is already running at 127.0.0.2:64999."
+    Path(f"{cluster.temp_dir}-127.0.0.2.log").unlink(missing_ok=True)
+    cluster._start(
+        [sys.executable, "-c", f"import sys; print('starting'); print({said!r}); sys.exit(1)"], HEAD_IP
+    )
+    try:
+        cluster.nodes[0].wait(timeout=60)
+        with pytest.raises(RuntimeError) as caught:
+            cluster.wait_for([HEAD_IP], timeout=60)
+        assert str(caught.value) == (
+            f"the Ray node at 127.0.0.2 exited with 1: {said} (its log: {cluster.temp_dir}-127.0.0.2.log)"
+        )
+    finally:
+        Path(f"{cluster.temp_dir}-127.0.0.2.log").unlink(missing_ok=True)

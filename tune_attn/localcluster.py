@@ -123,13 +123,22 @@ class LocalCluster:
         while time.monotonic() < deadline:
             for i, p in enumerate(self.nodes):
                 if i not in self.killed and p.poll() is not None:
-                    raise RuntimeError(f"a Ray node exited with {p.returncode}: see {self.temp_dir}-*.log")
-            r = subprocess.run(
-                [sys.executable, "-c", _ALIVE, self.address],
-                env=self.env,
-                capture_output=True,
-                text=True,
-            )
+                    log = Path(f"{self.temp_dir}-{self.ips[i]}.log")
+                    said = [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
+                    raise RuntimeError(  # its last line says why: "Ray is ... already running at 127.0.0.2:6395"
+                        f"the Ray node at {self.ips[i]} exited with {p.returncode}: "
+                        f"{said[-1] if said else 'nothing said'} (its log: {log})"
+                    )
+            try:  # a driver for a head that is not up yet waits for it; at most what is left of the timeout
+                r = subprocess.run(
+                    [sys.executable, "-c", _ALIVE, self.address],
+                    env=self.env,
+                    capture_output=True,
+                    text=True,
+                    timeout=max(1.0, min(30.0, deadline - time.monotonic())),
+                )
+            except subprocess.TimeoutExpired:
+                continue  # then look at the nodes again: one that exited is told at once
             if r.returncode == 0 and set(ips) <= set(r.stdout.split()):
                 return
             time.sleep(1.0)
