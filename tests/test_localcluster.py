@@ -89,7 +89,7 @@ def test_a_node_that_exits_while_starting_is_named_with_its_last_words(tmp_path:
 
     cluster = LocalCluster(port=64999, env=dict(os.environ))
     said = "ConnectionError: Ray is trying to start at 127.0.0.2:64999, but is already running at 127.0.0.2:64999."
-    Path(f"{cluster.temp_dir}-127.0.0.2.log").unlink(missing_ok=True)
+    cluster.log_path(HEAD_IP).unlink(missing_ok=True)
     cluster._start(
         [sys.executable, "-c", f"import sys; print('starting'); print({said!r}); sys.exit(1)"], HEAD_IP
     )
@@ -101,4 +101,4 @@ def test_a_node_that_exits_while_starting_is_named_with_its_last_words(tmp_path:
             f"the Ray node at 127.0.0.2 exited with 1: {said} (its log: {cluster.temp_dir}-127.0.0.2.log)"
         )
     finally:
-        Path(f"{cluster.temp_dir}-127.0.0.2.log").unlink(missing_ok=True)
+        cluster.log_path(HEAD_IP).unlink(missing_ok=True)

@@ -109,8 +109,12 @@ class LocalCluster:
         become the cluster that a plain ``ray.init()`` elsewhere on the machine would join."""
         return f"/tmp/tune-attn-ray-{self.port}"
 
+    def log_path(self, ip: str) -> Path:
+        """Where the node at ``ip`` writes what it says (appended to by every start there)."""
+        return Path(f"{self.temp_dir}-{ip}.log")
+
     def _start(self, cmd: list[str], ip: str) -> None:
-        log = open(f"{self.temp_dir}-{ip}.log", "a")  # noqa: SIM115
+        log = self.log_path(ip).open("a")  # noqa: SIM115
         self.nodes.append(
             subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         )
@@ -123,7 +127,7 @@ class LocalCluster:
         while time.monotonic() < deadline:
             for i, p in enumerate(self.nodes):
                 if i not in self.killed and p.poll() is not None:
-                    log = Path(f"{self.temp_dir}-{self.ips[i]}.log")
+                    log = self.log_path(self.ips[i])
                     said = [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
                     raise RuntimeError(  # its last line says why: "Ray is ... already running at 127.0.0.2:6395"
                         f"the Ray node at {self.ips[i]} exited with {p.returncode}: "
