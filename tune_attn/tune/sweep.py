@@ -707,6 +707,26 @@ def _auth_hint(error: str) -> str:
     )
 
 
+HEAD_STOP_S = 300.0
+"""After Ctrl+C on a Ray Client, how long the client waits for the head node's sweep to stop its trials and save
+Tune's state (a second Ctrl+C leaves at once)."""
+
+
+@dataclass
+class _HeadStart:
+    """The first item :func:`_run_queued` puts on its lines queue: the process to send SIGUSR1 to for a Ctrl+C
+    (None: it cannot take it, and only Ray's cancel stops it)."""
+
+    pid: int | None
+
+
+@dataclass
+class _HeadEnd:
+    """The last item :func:`_run_queued` puts on its lines queue: the sweep's result, or None if it failed."""
+
+    result: SweepResult | None
+
+
 def _on_head(
     space: SearchSpace,
     options: SweepOptions,
@@ -717,7 +737,8 @@ def _on_head(
     """Run :func:`_run` in a task on the head node (the Ray Client server's node) and show its lines here.
 
     Tune, run from a Ray Client, puts its own driver there too; the experiment folder, the Optuna study and
-    the summary must all be written where that driver runs, not on this machine."""
+    the summary must all be written where that driver runs, not on this machine. Ctrl+C here stops the sweep
+    there as it stops a local one (Tune stops the trials and saves its state), and this waits for that."""
     import ray
     from ray.util.queue import Empty, Queue
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -729,21 +750,48 @@ def _on_head(
         .options(num_cpus=0, scheduling_strategy=head, max_retries=0)
         .remote(space, options, wandb, space_file, lines)
     )
+    started: list[_HeadStart] = []  # the task's first item, once taken
+    ended: list[_HeadEnd] = []  # its last
 
-    def drain() -> None:
-        while True:
+    def drain(wait: float = 0.5) -> None:
+        """Show the lines the head put, until none comes for ``wait`` seconds or the task's last item."""
+        while not ended:
             try:
-                echo(lines.get(timeout=0.5))
+                item = lines.get(timeout=wait)
             except Empty:
                 return
+            if isinstance(item, _HeadStart):
+                started.append(item)
+            elif isinstance(item, _HeadEnd):
+                ended.append(item)
+            else:
+                echo(item)
 
     try:
         while not ray.wait([task], timeout=0.5)[0]:
             drain()
-    except KeyboardInterrupt:  # stop the sweep on the head too; Tune's saved experiment state stays
-        ray.cancel(task)
-        with contextlib.suppress(Exception):  # its end: cancelled (taken here, so Ray does not print it)
-            ray.get(task, timeout=30)
+    except KeyboardInterrupt:
+        echo(
+            "stopping the sweep on the head node: its trials stop and Tune saves its state there (Ctrl+C again "
+            "to leave at once; trials started since its last save would be lost)"
+        )
+        deadline = time.monotonic() + HEAD_STOP_S
+        with contextlib.suppress(KeyboardInterrupt):
+            pid = started[0].pid if started else None
+            if pid is None:
+                ray.cancel(task)
+            else:
+                # Not Ray's cancel: it also makes the task's next wait on Ray raise KeyboardInterrupt, inside Tune
+                # too, which then left without saving (seen: a trial started since Tune's last save was lost).
+                stop = ray.remote(_stop_gently).options(num_cpus=0, scheduling_strategy=head, max_retries=0)
+                ray.get(stop.remote(pid), timeout=60)
+            while not ended and time.monotonic() < deadline:
+                drain(wait=1.0)
+        if ended and ended[0].result is not None:  # the CLI tells it as it tells an interrupted local sweep
+            ended[0].result.on_head = True
+            return ended[0].result
+        if not ended:
+            ray.cancel(task)
         echo(
             "interrupted: the sweep on the head node is stopped; to go on, run the same command with "
             f"--name {options.name} --resume"
@@ -761,17 +809,41 @@ def _on_head(
     return result
 
 
+def _stop_gently(pid: int) -> None:
+    """In a task on the head node: Ctrl+C for the sweep's process ``pid`` (:func:`_run_queued`)."""
+    import signal
+
+    os.kill(pid, signal.SIGUSR1)
+
+
 def _run_queued(
     space: SearchSpace, options: SweepOptions, wandb: WandbOptions, space_file: str, lines: Any
 ) -> SweepResult:
-    """:func:`_run` in a Ray task, its lines (and the progress lines) put on the ``lines`` queue. The task's
-    process (a Ray worker, kept for later tasks) stops the W&B service its summary run started: Ray ends it
-    without Python's exit, which left the service's socket folder behind."""
+    """:func:`_run` in a Ray task, its lines (and the progress lines) put on the ``lines`` queue between a
+    :class:`_HeadStart` and a :class:`_HeadEnd`. SIGUSR1 is its Ctrl+C: Tune, while it runs, stops the trials
+    and saves its state on it (as on SIGINT); before, it raises KeyboardInterrupt. The task's process (a Ray
+    worker, kept for later tasks) stops the W&B service its summary run started: Ray ends it without Python's
+    exit, which left the service's socket folder behind."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    gentle = threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
+    previous = signal.signal(signal.SIGUSR1, interrupt) if gentle else None
+    result = None
     try:
+        lines.put(_HeadStart(os.getpid() if gentle else None))
         with _progress_to(lines.put):
-            return _run(space, options, wandb, space_file, lines.put)
+            result = _run(space, options, wandb, space_file, lines.put)
+        return result
     finally:
+        if gentle:
+            signal.signal(signal.SIGUSR1, previous if previous is not None else signal.SIG_DFL)
         stop_service()
+        with contextlib.suppress(Exception):  # the client gone: nobody waits for it
+            lines.put(_HeadEnd(result))
 
 
 @contextlib.contextmanager
@@ -1169,7 +1241,9 @@ def summary_rows(
         accs = list(hist[METRIC]) if hist is not None and METRIC in hist else []
         status, reason = run_status(last, result.error is not None, METRIC)
         trial = trials[i] if i < len(trials) else None
-        trial_id = last.get("trial_id") or (trial.trial_id if trial is not None else "")
+        # The Trial's own id: a trial that has not reported yet gets, as its metrics, the ones its actor fills in,
+        # and a reused actor fills in the id of the trial it ran before (seen after a Ctrl+C at a trial's start).
+        trial_id = trial.trial_id if trial is not None else last.get("trial_id", "")
         cut_short = _unfinished(trial) if ended is None else trial_id not in ended  # by a Ctrl+C / SIGTERM
         if result.error is not None:
             reason = error_reason(result.error)
