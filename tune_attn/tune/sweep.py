@@ -784,7 +784,10 @@ def _on_head(
                 # Not Ray's cancel: it also makes the task's next wait on Ray raise KeyboardInterrupt, inside Tune
                 # too, which then left without saving (seen: a trial started since Tune's last save was lost).
                 stop = ray.remote(_stop_gently).options(num_cpus=0, scheduling_strategy=head, max_retries=0)
-                ray.get(stop.remote(pid), timeout=60)
+                try:
+                    ray.get(stop.remote(pid), timeout=60)
+                except Exception:  # the signal was not sent (the head busy, say): Ray's cancel, as before
+                    ray.cancel(task)
             while not ended and time.monotonic() < deadline:
                 drain(wait=1.0)
         if ended and ended[0].result is not None:  # the CLI tells it as it tells an interrupted local sweep
