@@ -5,11 +5,13 @@ masks were healthy at the end, then the ratios (targets: at least 30 % fewer tri
 more than 1 point lower).
 
     .venv/bin/python benchmarks/pruning_pays.py [--space search_spaces/default.yaml] [--num-samples 12] \
-        [--set train.epochs=12] [--seeds 0 1 2] [--arms on off] [--tell complete]
+        [--set train.epochs=12] [--seeds 0 1 2] [--arms on off] [--tell complete] [--tpe multivariate]
 
 ``--tell complete`` is an experiment, not a mode of tune-attn: the pruned trials are still stopped, but
 Optuna is told COMPLETE with their last accuracy (what Ray's own OptunaSearch does), to see whether what
-Optuna is told or the stopping itself costs accuracy.
+Optuna is told or the stopping itself costs accuracy. ``--tpe multivariate`` is another: TPE models the
+searched keys jointly (Optuna's ``multivariate=True, group=True``) instead of one key at a time, to see whether
+a pruned trial then marks less than all of its settings as bad.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import optuna
 from optuna.trial import TrialState
 
 import tune_attn.tune.searcher
@@ -36,6 +39,13 @@ class TellCompleteSearch(DegeneracyAwareOptunaSearch):
         assert result is not None
         study: Any = self._ot_study
         study.tell(ot_trial, float(result[str(self.metric)]), state=TrialState.COMPLETE)
+
+
+class MultivariateTPE(optuna.samplers.TPESampler):
+    """TPE over the searched keys jointly (by groups of keys drawn together, for the conditional ones)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(multivariate=True, group=True, **kwargs)
 
 
 def main() -> None:
@@ -56,7 +66,15 @@ def main() -> None:
         default="pruned",
         help="what Optuna is told of a pruned trial",
     )
+    ap.add_argument(
+        "--tpe",
+        choices=["independent", "multivariate"],
+        default="independent",
+        help="how TPE models the searched keys: one at a time (tune-attn's) or jointly",
+    )
     args = ap.parse_args()
+    if args.tpe == "multivariate":  # the sweep builds its sampler from this module attribute
+        optuna.samplers.TPESampler = MultivariateTPE  # type: ignore[misc]
     if args.tell == "complete":  # the sweep builds its searcher from this module attribute
         tune_attn.tune.searcher.DegeneracyAwareOptunaSearch = TellCompleteSearch  # type: ignore[misc]
     kept: dict[str, list[dict]] = {}
@@ -79,6 +97,8 @@ def main() -> None:
                 )
                 seconds = time.perf_counter() - t0
                 kept[f"seed {seed} pruning {'on' if prune else 'off'}"] = res.rows
+                if args.json:  # after every sweep: an interrupted run keeps what it measured
+                    Path(args.json).write_text(json.dumps(kept, indent=1, default=str))
                 epochs = sum(int(r["epochs"] or 0) for r in res.rows)
                 healthy = [
                     r for r in res.rows if r["status"] == "completed" and r.get("detector.kind") == "healthy"
@@ -92,8 +112,6 @@ def main() -> None:
                     f"trial-epochs, {seconds:.0f} s, best healthy val_accuracy {best:.3f}; statuses {kinds}; Optuna told {told}",
                     flush=True,
                 )
-    if args.json:
-        Path(args.json).write_text(json.dumps(kept, indent=1, default=str))
     if len(args.arms) < 2:
         return
     for seed in args.seeds:
