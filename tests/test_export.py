@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from tests.conftest import TINY, heavy_imports_after
-from tune_attn.config import load_config
+from tune_attn.config import flat_keys, load_config
 from tune_attn.engine import per_class
 from tune_attn.export import (
     BundleError,
@@ -31,6 +32,7 @@ from tune_attn.export import (
 from tune_attn.leaderboard import (
     SweepError,
     config_source,
+    pick_report,
     rank,
     read_run,
     read_sweep,
@@ -254,6 +256,8 @@ def test_a_running_sweep_can_be_ranked(sweep: Path, tmp_path: Path) -> None:
         )
         r = _cli("best", str(running), cwd=tmp_path)
         assert f"\nthe sweep is running now ({holder}): this is where it stands" in r.stdout, r.stdout
+        report = pick_report(running, list(rows.values()))  # best --json
+        assert report["state"] == "running" and report["state_line"].startswith("the sweep is running now")
         r = _cli("sweeps", str(tmp_path), cwd=tmp_path)
         assert f"; running now ({holder})\n" in r.stdout, r.stdout
     # Once no driver holds it (this one died: killed, its machine gone), the trial is interrupted, not running,
@@ -270,6 +274,8 @@ def test_a_running_sweep_can_be_ranked(sweep: Path, tmp_path: Path) -> None:
     ) in r.stdout, r.stdout
     r = _cli("sweeps", str(tmp_path), cwd=tmp_path)
     assert "; stopped before it ended (--resume continues it)\n" in r.stdout, r.stdout
+    report = pick_report(running, list(rows.values()))
+    assert report["state"] == "stopped" and report["state_line"].endswith(" --resume")
     # Stopped with Ctrl+C, its summary says interrupted; a driver that resumed it goes on with it: running.
     summary = json.loads((sweep / "summary.json").read_text())
     for row in summary:
@@ -285,9 +291,47 @@ def test_a_running_sweep_can_be_ranked(sweep: Path, tmp_path: Path) -> None:
     assert {r["trial_id"]: r for r in read_sweep(running)}[trial]["status"] == "running"
     r = _cli("best", str(running), cwd=tmp_path)
     assert "the sweep" not in r.stdout, r.stdout
+    assert pick_report(running, read_sweep(running))["state"] is None  # not known
     # A folder that is no sweep (a typo'd path one level up, say) is named as such, not shown as an empty board.
     with pytest.raises(SweepError, match=f"{tmp_path}: not a sweep folder"):
         read_sweep(tmp_path)
+
+
+def test_best_writes_the_pick_and_every_trial_as_json_for_a_script(sweep: Path, tmp_path: Path) -> None:
+    def strict(name: str) -> None:  # Python's reader takes NaN and Infinity; strict JSON has no such words
+        raise ValueError(f"not strict JSON: {name}")
+
+    rows = read_sweep(sweep)
+    board, pick = rank(rows, show_pruned=True)
+    assert pick is not None
+    out = tmp_path / "pick.json"
+    r = _cli("best", str(sweep), "--json", str(out), "--top", "1", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.endswith(f"the pick and every trial written to {out}\n"), r.stdout
+    got = json.loads(out.read_text(), parse_constant=strict)
+    assert (
+        got["sweep"] == str(sweep) and got["metric"] == "last_val_accuracy" and got["min_object_mass"] is None
+    )
+    assert got["state"] == "ended" and got["state_line"] is None and got["why_no_pick"] is None
+    # The pick with what deploying it takes: its run folder and its whole config, as the run trained it.
+    assert got["pick"]["trial_id"] == pick["trial_id"] and got["pick"]["run"] == pick["run"]
+    assert got["pick"]["last_val_accuracy"] == pick["last_val_accuracy"] and got["pick"]["number"] is not None
+    config = yaml.safe_load((Path(pick["run"]) / "config.yaml").read_text())
+    assert got["pick"]["config"] == flat_keys(config)
+    # Every trial, best first, not only the --top 1 shown: pruned ones with their status and reason too.
+    assert [t["trial_id"] for t in got["trials"]] == [r["trial_id"] for r in board]
+    assert [(t["status"], t["reason"]) for t in got["trials"]] == [(r["status"], r["reason"]) for r in board]
+    assert any(t["status"].startswith("pruned:") for t in got["trials"])
+    # Nothing to pick: exit 1 as without --json, and the file says why.
+    r = _cli("best", str(sweep), "--json", str(out), "--min-object-mass", "1", cwd=tmp_path)
+    assert r.returncode == 1 and f"why none is picked, written to {out}" in r.stdout, r.stdout + r.stderr
+    got = json.loads(out.read_text(), parse_constant=strict)
+    assert got["pick"] is None and got["min_object_mass"] == 1.0
+    assert got["why_no_pick"] == why_no_pick(rows, 1.0, show_pruned=True) and len(got["trials"]) == len(rows)
+    # A path it cannot write is refused before the sweep is read (here: none is there).
+    r = _cli("best", str(tmp_path / "nowhere"), "--json", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2 and f"--json {tmp_path}: a folder; give the path of a file" in r.stderr, r.stderr
+    r = _cli("best", str(sweep), "--json", str(tmp_path / "no" / "pick.json"), cwd=tmp_path)
+    assert r.returncode == 2 and f"no folder {tmp_path / 'no'} to write it in" in r.stderr, r.stderr
 
 
 def test_a_sweep_that_stopped_with_trials_not_started_says_how_to_run_them(

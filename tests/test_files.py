@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import json
+import math
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
-from tune_attn.files import in_place
+from tune_attn.files import in_place, write_json
 from tune_attn.run import load_checkpoint, save_checkpoint
 
 
@@ -30,3 +32,23 @@ def test_a_checkpoint_that_fails_to_save_leaves_the_previous_one_and_no_partial_
         save_checkpoint({"model": {"w": torch.zeros(1000)}, "config": {}, "epoch": 2, "f": lambda: 0}, path)
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no .checkpoint.pt.<pid>.tmp left
+
+
+def test_json_is_written_strict_with_numbers_that_are_not_finite_as_null(tmp_path: Path) -> None:
+    target = tmp_path / "pick.json"
+    write_json(
+        target, {"accuracy": math.nan, "rows": [{"loss": math.inf, "n": 3}, (-math.inf, 0.5)], "s": "nan"}
+    )
+
+    def refuse(name: str) -> None:  # Python's reader takes NaN and Infinity; strict JSON has no such words
+        raise ValueError(f"not strict JSON: {name}")
+
+    got = json.loads(target.read_text(), parse_constant=refuse)
+    assert got == {"accuracy": None, "rows": [{"loss": None, "n": 3}, [None, 0.5]], "s": "nan"}
+    with pytest.raises(
+        TypeError, match="not JSON serializable"
+    ):  # the file stays as it was, and nothing beside
+        write_json(target, {"x": object()})
+    assert json.loads(target.read_text())["s"] == "nan" and [p.name for p in tmp_path.iterdir()] == [
+        "pick.json"
+    ]

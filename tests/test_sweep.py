@@ -1517,16 +1517,27 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, tmp_path
     pick = rank(read_sweep(folder))[1]
     cli = [sys.executable, "-m", "tune_attn.cli"]
     env = {**os.environ, "COLUMNS": "300"}
-    r = subprocess.run([*cli, "best", result.path, "--show-pruned"], capture_output=True, text=True, env=env)
+    picked = tmp_path / "pick.json"
+    r = subprocess.run(
+        [*cli, "best", result.path, "--show-pruned", "--json", str(picked)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    report = json.loads(picked.read_text())  # with --json: the same, and not known whether it goes on
+    assert report["sweep"] == result.path and report["state"] is None
+    assert sorted(t["trial_id"] for t in report["trials"]) == sorted(row["trial_id"] for row in rows)
     for row in rows:  # every trial is listed, read from the URI
         assert re.search(rf"^│ {row['trial_id']}( \*)? +│ {re.escape(row['status'])} ", r.stdout, re.M), (
             r.stdout
         )
     if pick is None:
         assert r.returncode == 1 and "no trial completed with healthy masks" in r.stderr, r.stderr
+        assert report["pick"] is None and report["why_no_pick"]
     else:
         assert r.returncode == 0 and f"best: trial {pick['trial_id']} " in r.stdout, r.stderr
         assert f"(run folder {result.path}/trial_{pick['trial_id']}/run)" in r.stdout
+        assert report["pick"]["run"] == f"{result.path}/trial_{pick['trial_id']}/run"
     trial = rows[0]["trial_id"]
     bundle = tmp_path / "bundle"
     r = subprocess.run(

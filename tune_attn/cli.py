@@ -65,6 +65,16 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _check_json_out(json_out: Path | None, example: str) -> None:
+    """Refuse a ``--json`` path that cannot be written, before any work: a folder, or a file in no folder."""
+    if json_out is not None and json_out.is_dir():
+        raise _fail(
+            f"--json {json_out}: a folder; give the path of a file to write, e.g. {json_out / example}"
+        )
+    if json_out is not None and not json_out.parent.is_dir():
+        raise _fail(f"--json {json_out}: no folder {json_out.parent} to write it in")
+
+
 @app.command()
 def train(
     config: ConfigOpt = None,
@@ -446,15 +456,35 @@ def best(
     show_pruned: Annotated[bool, typer.Option(help="List pruned, stopped and failed trials too.")] = False,
     top: Annotated[int, typer.Option(min=1, help="Rows in the leaderboard.")] = 10,
     export: Annotated[Path | None, typer.Option(help="Export the picked trial's bundle here.")] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Also write the pick (its config, run folder and figures, or why there is none) and every "
+            "trial to this JSON file, for a script that deploys it.",
+        ),
+    ] = None,
 ) -> None:
     """Leaderboard of a sweep and the best trial whose masks are healthy at the end."""
-    from tune_attn.leaderboard import rank, read_sweep_at, searched_keys, sweep_state, was_drawn, why_no_pick
+    from tune_attn.files import write_json
+    from tune_attn.leaderboard import (
+        pick_report,
+        rank,
+        read_sweep_at,
+        searched_keys,
+        sweep_state,
+        was_drawn,
+        why_no_pick,
+    )
 
+    _check_json_out(json_out, "pick.json")
     try:
         rows = read_sweep_at(experiment)
         board, pick = rank(rows, metric, min_object_mass, show_pruned)
     except ValueError as exc:  # SweepError too
         raise _fail(str(exc)) from None
+    if json_out is not None:  # first: a leaderboard cut short (piped into head) still leaves the file
+        write_json(json_out, pick_report(experiment, rows, metric, min_object_mass))
     keys = searched_keys(rows)
     by_number = sorted((r for r in rows if r.get("tried")), key=lambda r: r.get("number") or 0)
     tries = list(dict.fromkeys(r["tried"] for r in by_number))  # the sweep's --try files, in their order
@@ -475,6 +505,8 @@ def best(
     if state:
         console.print(state, highlight=False, markup=False)
     if pick is None:
+        if json_out is not None:
+            console.print(f"every trial, and why none is picked, written to {json_out}", highlight=False)
         raise _fail(
             "no trial completed with healthy masks"
             + (" and enough mass on the object" if min_object_mass else "")
@@ -489,6 +521,8 @@ def best(
     if export is not None:
         _export(experiment, pick["trial_id"], export)
         console.print(f"exported to {export}", highlight=False)
+    if json_out is not None:
+        console.print(f"the pick and every trial written to {json_out}", highlight=False)
 
 
 @app.command()
@@ -832,27 +866,19 @@ def evaluate(
 ) -> None:
     """Re-evaluate a saved run, a bundle (before deploying it) or a sweep's pick, on its validation set, its data
     set's test split or a folder of labelled images: accuracy, accuracy per class and mask statistics."""
-    import json
-
     from tune_attn.engine import per_class
     from tune_attn.export import evaluate_saved
-    from tune_attn.files import in_place
+    from tune_attn.files import write_json
 
     if test and on is not None:
         raise _fail("--test and --on name two sets to evaluate on; give one")
-    if json_out is not None and json_out.is_dir():
-        raise _fail(
-            f"--json {json_out}: a folder; give the path of a file to write, e.g. {json_out / 'eval.json'}"
-        )
-    if json_out is not None and not json_out.parent.is_dir():
-        raise _fail(f"--json {json_out}: no folder {json_out.parent} to write it in")
+    _check_json_out(json_out, "eval.json")
     try:
         done = evaluate_saved(run, str(on) if on is not None else None, test)
     except (FileNotFoundError, ValueError) as exc:  # BundleError, DatasetError too
         raise _fail(str(exc)) from None
     if json_out is not None:  # first: a report cut short (piped into head) still leaves the file
-        with in_place(json_out) as tmp:
-            tmp.write_text(json.dumps({"saved": str(run), **done.to_dict()}, indent=1))
+        write_json(json_out, {"saved": str(run), **done.to_dict()})
     result, names = done.evaluation, done.class_names
     if done.picked is not None:
         console.print(f"the sweep's pick, as best picks it: trial {done.picked}", highlight=False)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -20,3 +23,20 @@ def in_place(target: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(target: str | Path, data: Any) -> None:
+    """Write ``data`` to ``target`` whole (:func:`in_place`) as strict JSON, for any reader: a float that is not
+    a finite number (a NaN accuracy, an infinite loss), at any depth, is written as null."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    with in_place(target) as tmp:
+        tmp.write_text(json.dumps(finite(data), indent=1, allow_nan=False))

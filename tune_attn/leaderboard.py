@@ -480,12 +480,13 @@ def _not_started(rows: Sequence[dict[str, Any]], planned: int | None) -> int:
     return max(0, (planned or 0) - started_trials(rows))
 
 
-def sweep_state(experiment: str | Path, rows: Sequence[dict[str, Any]]) -> str:
-    """A line on whether the sweep at ``experiment`` (its rows from :func:`read_sweep_at`) goes on
-    (:func:`going_on`): ``the sweep is running now (pid ...)``, or that it stopped before it ended and the
-    command that continues it; "" when it ended, or when that cannot be told (a URI)."""
+def sweep_progress(experiment: str | Path, rows: Sequence[dict[str, Any]]) -> tuple[str | None, str]:
+    """Whether the sweep at ``experiment`` (its rows from :func:`read_sweep_at`) goes on: ``running`` while a
+    driver runs it, ``stopped`` when it stopped before it ended (:func:`going_on`), ``ended``, or None when that
+    cannot be told (a URI, a copy without its lock); and a line that says so for the first two (the driver, or the
+    command that continues it), else ""."""
     if is_uri(experiment):
-        return ""
+        return None, ""
     folder = Path(experiment)
     driver = running_driver(folder)
     planned = None
@@ -493,15 +494,51 @@ def sweep_state(experiment: str | Path, rows: Sequence[dict[str, Any]]) -> str:
         planned = int(json.loads((folder / SWEEP_RECORD).read_text())["options"]["num_samples"])
     state = going_on(driver, rows, planned)
     if state == "running":
-        return f"the sweep is running now ({driver}): this is where it stands; trials still training may rise"
+        line = f"the sweep is running now ({driver}): this is where it stands; trials still training may rise"
+        return state, line
     if state != "stopped" or not (folder / SWEEP_RECORD).is_file():
-        return ""
+        return (None if driver is None else "ended"), ""
     stopped, waiting = sum(r["status"] == INTERRUPTED for r in rows), _not_started(rows, planned)
     parts = [f"{stopped} trial{'s' if stopped > 1 else ''} interrupted"] if stopped else []
     parts += [f"{waiting} of {planned} trials not started"] if waiting else []
-    return (
+    return state, (
         f"the sweep stopped before it ended ({', '.join(parts)}); continue it with: {resume_command(folder)}"
     )
+
+
+def sweep_state(experiment: str | Path, rows: Sequence[dict[str, Any]]) -> str:
+    """A line on whether the sweep at ``experiment`` goes on (:func:`sweep_progress`): ``the sweep is running now
+    (pid ...)``, or that it stopped before it ended and the command that continues it; "" when it ended, or when
+    that cannot be told (a URI)."""
+    return sweep_progress(experiment, rows)[1]
+
+
+def pick_report(
+    experiment: str | Path,
+    rows: Sequence[dict[str, Any]],
+    metric: str = "last_val_accuracy",
+    min_object_mass: float | None = None,
+) -> dict[str, Any]:
+    """What ``best --json`` writes, for a script that deploys a sweep's pick: the rule (``metric``,
+    ``min_object_mass``), whether the sweep goes on (``state``: running, stopped, ended or None when not known,
+    and ``state_line``), the pick (its row: trial id, Optuna number, status, accuracies, epochs, last verdict,
+    mask figures, full flat ``config``, ``run`` folder) or None and ``why_no_pick``, and every trial, the best
+    first."""
+    board, pick = rank(rows, metric, min_object_mass, show_pruned=True)
+    state, line = sweep_progress(experiment, rows)
+    why = None
+    if pick is None:
+        why = why_no_pick(rows, min_object_mass, show_pruned=True) if rows else "the sweep has no trials yet"
+    return {
+        "sweep": str(experiment),
+        "metric": metric,
+        "min_object_mass": min_object_mass,
+        "state": state,
+        "state_line": line or None,
+        "pick": pick,
+        "why_no_pick": why,
+        "trials": board,
+    }
 
 
 def find_trial(rows: Sequence[dict[str, Any]], trial_id: str) -> dict[str, Any]:
