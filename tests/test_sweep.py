@@ -120,6 +120,22 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
     table = json.loads((folder / "files" / logged["trials"]["path"]).read_text())
     assert len(table["data"]) == n and table["columns"][:3] == ["trial_id", "number", "status"]
     assert sorted(r[2] for r in table["data"]) == sorted(r["status"] for r in rows)
+    # The sweep's pick, as `best` picks it from the trials' folders: in the run's summary with its searched
+    # values, and marked in the table's `pick` column (the only one marked), to find it among the trials.
+    from tune_attn.leaderboard import rank, read_sweep
+
+    pick = rank(read_sweep(result.path))[1]
+    marked = table["columns"].index("pick")
+    if pick is None:  # the AdamW trials completed with degenerate masks at the end (not seen here)
+        assert sweep_run.summary["pick"] == "" and not any(cells[marked] for cells in table["data"])
+    else:
+        assert sweep_run.summary["pick"] == pick["trial_id"]
+        assert sweep_run.summary["pick/val_accuracy"] == pick["last_val_accuracy"]
+        searched = ("train.optimizer", "model.mask_kernel")
+        assert {k: sweep_run.summary[f"pick/{k}"] for k in searched} == {
+            k: pick["config"][k] for k in searched
+        }
+        assert [cells[0] for cells in table["data"] if cells[marked]] == [pick["trial_id"]]
     # Its last column: each trial's mask panel at its last epoch, the same picture as in its run folder. (W&B
     # keeps a Table with its images in an artifact of the run, staged for upload: in the sweep folder, so
     # that it goes where the folder goes, not in wandb's folder in this machine's home.)

@@ -719,13 +719,10 @@ def _best_line(rows: list[dict[str, Any]]) -> str:
     and the most accurate completed trial where that one is not it (a --no-prune sweep completes degenerate
     trials)."""
     from tune_attn.leaderboard import why_no_pick
-    from tune_attn.status import pickable
+    from tune_attn.status import the_pick
 
-    def most_accurate(rs: list[dict[str, Any]]) -> dict[str, Any] | None:
-        return max(rs, key=lambda r: r["last_val_accuracy"], default=None)
-
-    pick = most_accurate([r for r in rows if pickable(r)])
-    top = most_accurate([r for r in rows if r["status"] == "completed"])
+    pick = the_pick(rows)
+    top = the_pick(rows, eligible=lambda r: r["status"] == "completed")  # the most accurate completed trial
     if top is None:
         if not rows:
             return ""

@@ -29,8 +29,10 @@ from tune_attn.status import (
     interrupted_when,
     is_last_epoch,
     pickable,
+    ranked_value,
     run_status,
     started_trials,
+    the_pick,
 )
 from tune_attn.tune.options import SWEEP_RECORD, resume_command, running_driver
 from tune_attn.tune.search import SearchSpace
@@ -345,19 +347,14 @@ def rank(
                 f"--min-object-mass: this sweep has no {QUALITY} (its data set has no object masks)"
             )
 
-    def value(r: dict[str, Any]) -> float:
-        v = r.get(metric)
-        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
-
     def eligible(r: dict[str, Any]) -> bool:
         quality = r.get(QUALITY)
         ok = min_object_mass is None or (isinstance(quality, (int, float)) and quality >= min_object_mass)
         return pickable(r) and ok
 
     shown = [r for r in rows if show_pruned or r["status"] in ("completed", "running", INTERRUPTED)]
-    board = sorted(shown, key=value, reverse=True)
-    best = max((r for r in rows if eligible(r)), key=value, default=None)
-    return board, best
+    board = sorted(shown, key=lambda r: ranked_value(r, metric), reverse=True)
+    return board, the_pick(rows, metric, eligible)
 
 
 def why_no_pick(

@@ -8,7 +8,7 @@ all name a run's status the same way.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 METRIC = "val_accuracy"
@@ -42,6 +42,23 @@ def pickable(row: dict[str, Any]) -> bool:
     best: it completed, with healthy masks at the end. ``tune-attn best``, the sweep's progress and its last
     word all ask this."""
     return row["status"] == "completed" and row.get("detector.kind") == "healthy"
+
+
+def the_pick(
+    rows: Iterable[dict[str, Any]],
+    metric: str = "last_val_accuracy",
+    eligible: Callable[[dict[str, Any]], bool] = pickable,
+) -> dict[str, Any] | None:
+    """The trial a sweep picks as its best: of the rows that are ``eligible`` (:func:`pickable`: completed, with
+    healthy masks at the end), the one with the highest ``metric`` (a value that is not a finite number counts
+    lowest); None when no row is eligible. ``tune-attn best``, the sweep's last word and its W&B run all pick so."""
+    return max((r for r in rows if eligible(r)), key=lambda r: ranked_value(r, metric), default=None)
+
+
+def ranked_value(row: dict[str, Any], metric: str) -> float:
+    """A row's ``metric`` to rank it by: the number, or -inf where it is none or not finite (NaN), last."""
+    v = row.get(metric)
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
 
 
 def interrupted_when(last: dict[str, Any] | None) -> str:

@@ -33,6 +33,7 @@ from tune_attn.status import (
     pickable,
     run_status,
     started_trials,
+    the_pick,
 )
 from tune_attn.tracking import WandbRun, offline_runs, run_id, stop_service, trial_run_id
 from tune_attn.tune.options import (
@@ -1136,10 +1137,13 @@ def log_sweep_run(
 ) -> None:
     """The sweep's own W&B run (job type ``sweep``): the summary as a W&B Table ``trials``, with each trial's
     mask panel at its last epoch (column ``last_panel``: the trials' masks side by side, sortable by any
-    column), and the plots. ``stage``: W&B stages the table's files in ``folder`` (False where ``folder`` is a
+    column) and whether it is the sweep's pick (column ``pick``, as ``tune-attn best`` picks), the plots, and in
+    its summary the pick (``pick``: its trial id, "" when none; ``pick/val_accuracy``; ``pick/<key>``: the values
+    drawn for it). ``stage``: W&B stages the table's files in ``folder`` (False where ``folder`` is a
     temporary one)."""
     if wandb.mode == "off":
         return
+    pick = the_pick(rows)
     counts = Counter(row["status"] for row in rows)  # by full status: trials/pruned:flat
     config = {
         "space": {p.key: p.value if p.kind == "fixed" else p.kind for p in space.params},
@@ -1165,10 +1169,21 @@ def log_sweep_run(
     # Staged in the sweep folder (not in wandb's own folder of this machine's home): the trials table goes
     # wherever the folder goes, e.g. a volume that outlives the head of a Kubernetes RayJob. For a URI the
     # folder is a temporary one: wandb's own then, so that a `wandb sync` on this machine finds it.
+    picked = [row is pick for row in rows]
     run.log_table(
-        "trials", rows, plots, {"last_panel": panels}, folder / "wandb" / "staging" if stage else None
+        "trials",
+        [{**row, "pick": p} for row, p in zip(rows, picked, strict=True)],
+        plots,
+        {"last_panel": panels},
+        folder / "wandb" / "staging" if stage else None,
     )
-    run.finish("completed", summary={"trials": len(rows), **{f"trials/{k}": n for k, n in counts.items()}})
+    chosen: dict[str, Any] = {"pick": ""}
+    if pick is not None:  # its values, not a key its `when` left undrawn (None in the summary)
+        keys = [p.key for p in space.params if p.kind != "fixed" and pick.get(p.key) is not None]
+        chosen = {"pick": pick["trial_id"], "pick/val_accuracy": pick.get("last_val_accuracy")}
+        chosen.update({f"pick/{key}": pick[key] for key in keys})
+    summary = {"trials": len(rows), **{f"trials/{k}": n for k, n in counts.items()}, **chosen}
+    run.finish("completed", summary=summary)
     if run.error and run.error not in WANDB_TOLD:
         echo(f"W&B: {run.error}; the summary and plots are in {folder}")
 
