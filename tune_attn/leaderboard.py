@@ -493,8 +493,10 @@ def sweep_progress(experiment: str | Path, rows: Sequence[dict[str, Any]]) -> tu
     if state == "running":
         line = f"the sweep is running now ({driver}): this is where it stands; trials still training may rise"
         return state, line
-    if state != "stopped" or not (folder / SWEEP_RECORD).is_file():
+    if state != "stopped":
         return (None if driver is None else "ended"), ""
+    if not (folder / SWEEP_RECORD).is_file():  # an older sweep's folder: no command to continue it
+        return state, ""
     stopped, waiting = sum(r["status"] == INTERRUPTED for r in rows), _not_started(rows, planned)
     parts = [f"{stopped} trial{'s' if stopped > 1 else ''} interrupted"] if stopped else []
     parts += [f"{waiting} of {planned} trials not started"] if waiting else []
