@@ -1079,7 +1079,9 @@ def test_a_finished_sweep_given_more_trials_runs_only_those_and_its_search_goes_
 
     def sweep(*args: str, name: str = "x") -> str:
         env = {**os.environ, "COLUMNS": "300"}
-        cmd = sweep_cmd(tmp_path, "--name", name, *args, space=space)
+        cmd = sweep_cmd(
+            tmp_path, "--name", name, *args, "--wandb", "off", space=space
+        )  # W&B: tested elsewhere
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         return r.stdout
@@ -1302,6 +1304,7 @@ def test_a_failing_trial_is_told_fail_and_the_sweep_goes_on(ray_local, tmp_path:
         num_samples=4,
         seed=0,
         max_failures=1,
+        wandb="off",  # W&B with failing trials: test_wandb_problems_never_stop_a_sweep_and_are_told_once
         fixed=(f"data.root={data}",),
     )
     said: list[str] = []  # every line, the progress callback's too (they went to stdout, whatever echo was)
