@@ -395,6 +395,18 @@ def test_a_trial_that_fits_no_node_is_refused_on_a_local_ray(tmp_path: Path) -> 
     assert not (tmp_path / "big").exists()  # refused before the sweep's folder was made
 
 
+@LOCAL_RAY
+def test_a_storage_that_cannot_be_written_is_named_not_a_traceback(ray_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # /proc takes no new folder, though access() lets root write there (so the check before Ray passed as root,
+    # and the sweep failed with an OSError's traceback); a user who is not root is refused before Ray.
+    storage = Path("/proc") / f"tune-attn-{tmp_path.name}"
+    with pytest.raises(
+        ValueError, match=rf"^--storage {re.escape(str(storage))}: (cannot write there|.* not writable)"
+    ):
+        run_sweep(COLLAPSE_SPACE, SweepOptions(name="s", storage=str(storage), num_samples=1, wandb="off"))
+    assert not storage.exists()
+
+
 def test_a_trial_trains_on_a_gpu_only_when_ray_gave_it_one(tmp_path: Path) -> None:
     """Ray leaves CUDA_VISIBLE_DEVICES alone for a trial without a GPU, so ``train.device=auto`` alone would
     put every such trial on the node's first GPU: it means CUDA only with a GPU from Ray. A space that asks for

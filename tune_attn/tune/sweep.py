@@ -481,9 +481,15 @@ class NodeWatch:
         self.last_poll = -math.inf
         self.marker = None
         if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
             self.marker = folder / f".tune-attn-storage-check-{uuid.uuid4().hex}"
-            self.marker.touch()
+            try:  # where the check before Ray could not tell (a file system that refuses what access() allows)
+                folder.mkdir(parents=True, exist_ok=True)
+                self.marker.touch()
+            except OSError as exc:
+                raise ValueError(
+                    f"--storage {folder}: cannot write there ({exc.strerror or exc}); give a folder you can write, "
+                    "or a URI such as s3://bucket/sweeps"
+                ) from None
 
     def ask(self, found: NodeCheck | None = None) -> NodeCheck:
         """Send the look to each node that could run a trial and was not asked yet; ``found`` (returned) gets
