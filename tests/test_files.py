@@ -45,10 +45,8 @@ def test_json_is_written_strict_with_numbers_that_are_not_finite_as_null(tmp_pat
 
     got = json.loads(target.read_text(), parse_constant=refuse)
     assert got == {"accuracy": None, "rows": [{"loss": None, "n": 3}, [None, 0.5]], "s": "nan"}
-    with pytest.raises(
-        TypeError, match="not JSON serializable"
-    ):  # the file stays as it was, and nothing beside
+    # Not JSON at all: the file stays as it was, and nothing is left beside it.
+    with pytest.raises(TypeError, match="not JSON serializable"):
         write_json(target, {"x": object()})
-    assert json.loads(target.read_text())["s"] == "nan" and [p.name for p in tmp_path.iterdir()] == [
-        "pick.json"
-    ]
+    assert json.loads(target.read_text())["s"] == "nan"
+    assert [p.name for p in tmp_path.iterdir()] == ["pick.json"]

@@ -1091,9 +1091,8 @@ def test_a_finished_sweep_given_more_trials_runs_only_those_and_its_search_goes_
 
     def sweep(*args: str, name: str = "x") -> str:
         env = {**os.environ, "COLUMNS": "300"}
-        cmd = sweep_cmd(
-            tmp_path, "--name", name, *args, "--wandb", "off", space=space
-        )  # W&B: tested elsewhere
+        # W&B off: this test checks no W&B run (the others do), and it costs each of the four sweeps
+        cmd = sweep_cmd(tmp_path, "--name", name, *args, "--wandb", "off", space=space)
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         return r.stdout

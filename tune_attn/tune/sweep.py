@@ -1175,10 +1175,9 @@ def log_sweep_run(
     # Staged in the sweep folder (not in wandb's own folder of this machine's home): the trials table goes
     # wherever the folder goes, e.g. a volume that outlives the head of a Kubernetes RayJob. For a URI the
     # folder is a temporary one: wandb's own then, so that a `wandb sync` on this machine finds it.
-    picked = [row is pick for row in rows]
     run.log_table(
         "trials",
-        [{**row, "pick": p} for row, p in zip(rows, picked, strict=True)],
+        [{**row, "pick": row is pick} for row in rows],
         plots,
         {"last_panel": panels},
         folder / "wandb" / "staging" if stage else None,
