@@ -239,6 +239,11 @@ def test_a_sweeps_last_word_names_the_trial_best_picks() -> None:
     )
     assert _best_line([row("e", "error", "", 0)]) == "no trial completed, so none can be picked"
     assert _best_line([]) == ""
+    # Trials that tie (2 of 48 validation images right, as in a smoke sweep): the earlier trial, in whatever order
+    # the rows come (the sweep's summary lists them by number, `best` reads its folders by trial id).
+    tied = [{**healthy, "trial_id": tid, "number": n} for tid, n in (("f9", 2), ("83", 7), ("c2", 5))]
+    said = "best trial (completed, healthy masks): f9 val_accuracy 0.300"
+    assert _best_line(tied) == _best_line(tied[::-1]) == said
     # The last line: the command that exports the pick, or, with none to pick, the one that lists the trials.
     assert (
         _next_step([flat, healthy], "runs/s", False)

@@ -123,6 +123,25 @@ def test_the_pick_is_the_best_completed_trial_with_healthy_masks(sweep: Path, tm
         rank(rows, min_object_mass=1.5)
 
 
+def test_trials_that_tie_rank_earliest_first_in_whatever_order_they_are_read() -> None:
+    def row(tid: str, number: int | None, acc: float, status: str = "completed") -> dict:
+        return {"trial_id": tid, "number": number, "status": status, "detector.kind": "healthy",
+                "last_val_accuracy": acc}  # fmt: skip
+
+    rows = [row("f904", 2, 0.042), row("8341", 7, 0.042), row("2572", 0, 0.021), row("c228", 5, 0.042)]
+    rows += [row("aaaa", 1, float("nan")), row("0bad", 3, 0.5, "pruned:point")]
+    for order in (rows, rows[::-1], sorted(rows, key=lambda r: r["trial_id"])):
+        board, pick = rank(order)
+        assert [r["trial_id"] for r in board] == ["f904", "c228", "8341", "2572", "aaaa"]
+        assert pick is board[0]
+        assert [r["trial_id"] for r in rank(order, show_pruned=True)[0]][:2] == ["0bad", "f904"]
+    # A sweep still running: its trials have no Optuna number yet (summary.json is written at the end); ties go
+    # to those with one, then by trial id, so each reading of the same folder ranks alike.
+    running = [row("f904", None, 0.042), row("8341", None, 0.042), row("c228", 5, 0.042)]
+    for order in (running, running[::-1]):
+        assert [r["trial_id"] for r in rank(order)[0]] == ["c228", "8341", "f904"]
+
+
 def test_the_leaderboard_cuts_no_id_or_value_short_on_a_narrow_terminal(sweep: Path, tmp_path: Path) -> None:
     board, pick = rank(read_sweep(sweep), show_pruned=True)
     assert pick is not None

@@ -29,7 +29,7 @@ from tune_attn.status import (
     interrupted_when,
     is_last_epoch,
     pickable,
-    ranked_value,
+    rank_key,
     run_status,
     started_trials,
     the_pick,
@@ -353,7 +353,7 @@ def rank(
         return pickable(r) and ok
 
     shown = [r for r in rows if show_pruned or r["status"] in ("completed", "running", INTERRUPTED)]
-    board = sorted(shown, key=lambda r: ranked_value(r, metric), reverse=True)
+    board = sorted(shown, key=lambda r: rank_key(r, metric))  # the pick first of those that tie
     return board, the_pick(rows, metric, eligible)
 
 

@@ -50,9 +50,23 @@ def the_pick(
     eligible: Callable[[dict[str, Any]], bool] = pickable,
 ) -> dict[str, Any] | None:
     """The trial a sweep picks as its best: of the rows that are ``eligible`` (:func:`pickable`: completed, with
-    healthy masks at the end), the one with the highest ``metric`` (a value that is not a finite number counts
-    lowest); None when no row is eligible. ``tune-attn best``, the sweep's last word and its W&B run all pick so."""
-    return max((r for r in rows if eligible(r)), key=lambda r: ranked_value(r, metric), default=None)
+    healthy masks at the end), the first by :func:`rank_key`: the highest ``metric``, and of those that tie the
+    earliest trial; None when no row is eligible. ``tune-attn best``, the sweep's last word and its W&B run all
+    pick so, whatever order each reads the rows in."""
+    return min((r for r in rows if eligible(r)), key=lambda r: rank_key(r, metric), default=None)
+
+
+def rank_key(row: dict[str, Any], metric: str) -> tuple[float, float, str]:
+    """Sort key that puts the best row first: the highest ``metric`` (:func:`ranked_value`); on a tie (accuracy on
+    a validation set takes few values) the earlier trial by its Optuna ``number``, as Optuna's ``best_trial``
+    takes it, a row without one (a sweep still running) after those with one; then the trial id. So the same
+    rows rank alike in every reader: the sweep's summary lists them by number, its folder by trial id."""
+    number = row.get("number")
+    return (
+        -ranked_value(row, metric),
+        float(number) if isinstance(number, int) else math.inf,
+        str(row.get("trial_id") or ""),
+    )
 
 
 def ranked_value(row: dict[str, Any], metric: str) -> float:
