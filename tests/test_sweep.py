@@ -23,7 +23,7 @@ from tune_attn.tune.options import SweepOptions
 from tune_attn.tune.resume import resume_differences
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
-from tune_attn.tune.sweep import error_reason, failed_on, run_sweep, write_provenance
+from tune_attn.tune.sweep import error_reason, failed_on, run_sweep, running_epochs, write_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLAPSE_SPACE = ROOT / "tests" / "data" / "space_collapse.yaml"
@@ -228,6 +228,13 @@ def test_a_node_answering_the_start_check_late_is_not_called_one_that_joined(
     )
     assert all(line.endswith("after the node is mended") for line in lines)
     assert not watch.pending
+
+
+def test_a_progress_line_says_each_running_trials_epoch_and_a_trial_not_yet_reporting_is_starting() -> None:
+    # (epochs finished, budget); a trial Tune has just started has reported nothing: no budget known yet.
+    epochs = {"b2": (0, 0), "a1": (3, 12), "c3": (12, 12)}
+    assert running_epochs(epochs) == "a1 epoch 3/12, b2 starting, c3 epoch 12/12"
+    assert running_epochs({}) == ""
 
 
 def test_trial_status_from_last_result() -> None:

@@ -247,8 +247,7 @@ def _progress_callback(keys: list[str]) -> Any:
             if not self.fresh or now - self.last_line < self.every or not self.epochs:
                 return
             minutes, seconds = divmod(int(now - self.start), 60)
-            running = ", ".join(f"{t} epoch {e}/{n}" for t, (e, n) in sorted(self.epochs.items()))
-            self.say(f"[{minutes}m{seconds:02d}s] {self.status()} ({running})")
+            self.say(f"[{minutes}m{seconds:02d}s] {self.status()} ({running_epochs(self.epochs)})")
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._done(trial, error=False)
@@ -277,6 +276,12 @@ def _progress_callback(keys: list[str]) -> Any:
             )
 
     return Progress()
+
+
+def running_epochs(epochs: dict[str, tuple[int, int]]) -> str:
+    """The running trials in a progress line, by trial id: ``a1 epoch 3/12, b2 starting`` (``epochs``: trial id ->
+    (epochs finished, epoch budget); a trial that has reported no epoch yet has no budget known: starting)."""
+    return ", ".join(f"{t} epoch {e}/{n}" if n else f"{t} starting" for t, (e, n) in sorted(epochs.items()))
 
 
 def _error_text(trial: Any) -> str:
