@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from tune_attn import localcluster
+from tune_attn.tune.nodes import NodeWatch, check_nodes
 from tune_attn.tune.options import SweepOptions
-from tune_attn.tune.sweep import NodeWatch, check_nodes
 
 
 def _nothing() -> None:

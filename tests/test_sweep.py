@@ -18,12 +18,12 @@ from PIL import Image
 
 from tests.conftest import heavy_imports_after
 from tests.wandb_records import OfflineRun
-from tune_attn.status import is_last_epoch, run_status
+from tune_attn.status import error_reason, failed_on, is_last_epoch, run_status
 from tune_attn.tune.options import SweepOptions
 from tune_attn.tune.resume import resume_differences
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
-from tune_attn.tune.sweep import error_reason, failed_on, run_sweep, running_epochs, write_provenance
+from tune_attn.tune.sweep import run_sweep, running_epochs, write_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLAPSE_SPACE = ROOT / "tests" / "data" / "space_collapse.yaml"
@@ -205,7 +205,7 @@ def test_a_node_answering_the_start_check_late_is_not_called_one_that_joined(
 ) -> None:  # type: ignore[no-untyped-def]
     import ray
 
-    from tune_attn.tune.sweep import NodeWatch, _look
+    from tune_attn.tune.nodes import NodeWatch, _look
 
     watch = NodeWatch(SweepOptions(), [], tmp_path)
     # Two real look tasks, as the watch sends them, standing for two other nodes (this machine has one): one
@@ -370,7 +370,7 @@ def _nothing_answers_at(port: int, tmp_path: Path) -> None:
 def test_a_trial_that_fits_no_node_is_refused_on_a_local_ray(tmp_path: Path) -> None:
     """Tune would wait forever for a node with more GPUs or CPUs than any has: on the local Ray the sweep
     refuses at once; on a cluster (whose autoscaler may add such a node) it only says so."""
-    from tune_attn.tune.sweep import trial_does_not_fit
+    from tune_attn.tune.nodes import trial_does_not_fit
 
     laptop = [{"Alive": True, "Resources": {"CPU": 2.0, "memory": 1e9}}]
     gpu_cluster = laptop + [{"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}}]
@@ -420,7 +420,7 @@ def test_a_trial_trains_on_a_gpu_only_when_ray_gave_it_one(tmp_path: Path) -> No
     CUDA without --gpus-per-trial is refused before Ray starts; a cluster whose GPUs go unused is named."""
     import torch
 
-    from tune_attn.tune.sweep import unused_gpus
+    from tune_attn.tune.nodes import unused_gpus
     from tune_attn.tune.trainable import trial_device
 
     assert trial_device("auto", 0) == "cpu"
@@ -455,7 +455,7 @@ def test_a_ray_client_connection_is_tried_again_when_the_head_loses_its_session_
     Other connection failures are not tried again, and name the address."""
     import ray
 
-    from tune_attn.tune.sweep import connect
+    from tune_attn.tune.nodes import connect
 
     calls: list[str] = []
     failures = ["Initialization failure from server:\nTraceback ...\npsutil.ZombieProcess: ..."] * 2

@@ -8,6 +8,7 @@ all name a run's status the same way.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -116,3 +117,29 @@ def is_last_epoch(metrics: dict[str, Any]) -> bool:
         return True
     pruned = bool(metrics.get("detector.prune")) and bool(metrics.get("prune_enabled", 1.0))
     return pruned or metrics.get("epoch", 0) >= metrics.get("epochs_budget", math.inf)
+
+
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Diverged)\w*: ")
+_FAILURE = re.compile(r"^Failure # \d+ \(occurred at [^)]*\)$", re.M)  # a section of Tune's error.txt
+
+
+def error_reason(error: BaseException | str) -> str:
+    """The trial's own exception and message, without the traceback that Ray wraps around it; of the last
+    failure, in a trial's error file that holds several. Without an exception line (a node that died, say),
+    the lines of Ray's message that are not indented."""
+    lines = _FAILURE.split(str(error))[-1].strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if _EXC_LINE.match(line)]
+    if starts:
+        return " ".join(lines[starts[-1] :])[:500]
+    return " ".join(line for line in lines if line[:1] not in (" ", "\t"))[:500]
+
+
+_RAY_IP = re.compile(r"\bip[=:] ?(\d{1,3}(?:\.\d{1,3}){3})\b")
+
+
+def failed_on(error: str) -> str | None:
+    """The node address where a trial's last failure happened, as Ray's error text names it (``ip=10.0.1.7``
+    in a task's error, ``ip: 10.0.1.7`` in an actor's), or None. A trial whose actor never started there has
+    no result from that node."""
+    found = _RAY_IP.findall(_FAILURE.split(error)[-1])
+    return found[-1] if found else None
