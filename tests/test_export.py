@@ -538,6 +538,37 @@ def test_export_predict_and_rerun(sweep: Path, tmp_path: Path) -> None:
     assert again["mask.entropy"] == pytest.approx(first["mask.entropy"], rel=1e-4)
 
 
+def test_a_model_started_from_a_weights_file_needs_it_no_more_once_trained(tmp_path: Path) -> None:
+    """``model.pretrained_path`` is read when training starts; resuming, exporting, loading the bundle (on the
+    machine it is deployed to), predicting and evaluating take the weights saved since, without that file."""
+    from tune_attn.models.backbones import build_backbone
+
+    torch.manual_seed(3)
+    torch.save(build_backbone("small_cnn", width=8).state_dict(), tmp_path / "start.pt")
+    sets = [x for key in [*TINY, "model.pretrained_path=start.pt"] for x in ("--set", key)]
+    r = _cli("train", *sets, "--out", "run", "--wandb", "off", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # Recorded absolute, as data.root is: `--config run` or a bundle of it is read elsewhere.
+    assert load_config(tmp_path / "run" / "config.yaml").model.pretrained_path == str(tmp_path / "start.pt")
+    (tmp_path / "start.pt").rename(tmp_path / "moved.pt")
+    r = _cli("train", "--out", "run", "--resume", "--set", "train.epochs=3", "--wandb", "off", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert read_run(tmp_path / "run")["epochs"] == 3
+    export_bundle(read_run(tmp_path / "run"), tmp_path / "bundle")
+    bundle = load_bundle(tmp_path / "bundle")
+    Image.new("RGB", (40, 40), (200, 120, 40)).save(tmp_path / "x.png")
+    [told] = list(predict(bundle, [tmp_path / "x.png"], draw=False))
+    assert told.error is None and told.label in bundle.class_names
+    assert (
+        evaluate_saved(tmp_path / "bundle").recorded is None
+    )  # the accuracy the bundle records, measured again
+    # Training from the start reads it, and says which file is missing.
+    r = _cli("train", *sets, "--out", "again", "--wandb", "off", cwd=tmp_path)
+    assert r.returncode == 2 and f"model.pretrained_path: {tmp_path}/start.pt is not a file" in r.stderr, (
+        r.stderr
+    )
+
+
 def test_a_train_run_is_exported_as_a_bundle_and_a_trials_run_folder_as_that_trial(
     sweep: Path, tmp_path: Path
 ) -> None:

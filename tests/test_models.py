@@ -90,6 +90,37 @@ def test_bad_weights_files_give_clear_errors(tmp_path: Path) -> None:
         build_backbone("small_cnn", width=16, pretrained_path=str(small))
     # The same file fits a backbone of the same width.
     assert build_backbone("small_cnn", width=8, pretrained_path=str(small)) is not None
+    # What does not fit is named by its first keys or shapes, in a line, not torch's list of every one.
+    with pytest.raises(ValueError) as caught:
+        build_backbone("small_cnn", width=16, pretrained_path=str(small))
+    assert str(caught.value) == (
+        f"model.pretrained_path: {small} does not fit small_cnn: size mismatch for features.0.0.weight: copying a "
+        "param with shape torch.Size([8, 3, 3, 3]) from checkpoint, the shape in current model is "
+        "torch.Size([16, 3, 3, 3]). (and 14 more)"
+    )
+    other = tmp_path / "other.pt"
+    torch.save({"encoder.weight": torch.zeros(1), **build_backbone("small_cnn", width=8).state_dict()}, other)
+    with pytest.raises(
+        ValueError, match=r"does not fit small_cnn: 0 of its keys missing \(\), 1 unexpected "
+    ):
+        build_backbone("small_cnn", width=8, pretrained_path=str(other))
+
+
+@pytest.mark.parametrize("backbone", ["small_cnn", "resnet18"])
+def test_a_backbone_starts_from_a_tune_attn_models_weights(tmp_path: Path, backbone: str) -> None:
+    """A bundle's weights.pt or a run's checkpoint.pt: the whole classifier's; its backbone part is taken."""
+    from tune_attn.config import ModelConfig
+    from tune_attn.models import build_model
+
+    torch.manual_seed(2)
+    trained = build_model(ModelConfig(backbone=backbone, width=8, heads=2), num_classes=3)
+    torch.save(trained.state_dict(), tmp_path / "weights.pt")
+    torch.save({"model": trained.state_dict(), "config": {}, "epoch": 2}, tmp_path / "checkpoint.pt")
+    for name in ("weights.pt", "checkpoint.pt"):
+        net = build_backbone(backbone, width=8, pretrained_path=str(tmp_path / name))
+        assert net.state_dict().keys() == trained.backbone.state_dict().keys()
+        for key, value in net.state_dict().items():
+            torch.testing.assert_close(value, trained.backbone.state_dict()[key])
 
 
 def test_unknown_names_and_bad_sizes_list_valid_choices() -> None:

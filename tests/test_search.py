@@ -166,9 +166,19 @@ def test_data_roots_are_the_folders_trials_may_read() -> None:
     home = str(Path.home() / "c")
     for given, absolute in (("a", "/work/x/a"), ("d/../e", "/work/x/e"), ("~/c", home), ("/b", "/b")):
         space = SearchSpace.from_dict({**either, "data.root": given})
-        assert space.relative_data_roots() == ([given] if given[0] not in "~/" else [])
-        space.resolve_data_roots(Path("/work/x"))
-        assert space.data_roots() == [absolute] and space.relative_data_roots() == []
+        assert space.relative_paths() == ([("data.root", given)] if given[0] not in "~/" else [])
+        space.resolve_paths(Path("/work/x"))
+        assert space.data_roots() == [absolute] and space.relative_paths() == []
+    # So is a weights file, fixed or among choices (None: without one); a synthetic set's root is no path read.
+    weights = {
+        "data.root": "unused",
+        "model.pretrained_path": {"type": "categorical", "choices": [None, "w.pt"]},
+    }
+    space = SearchSpace.from_dict(weights)
+    assert space.weights_files() == ["w.pt"] and space.relative_paths() == [("model.pretrained_path", "w.pt")]
+    space.resolve_paths(Path("/work/x"))
+    assert space.weights_files() == ["/work/x/w.pt"] and space.relative_paths() == []
+    assert space.data_roots() == []
 
 
 def test_a_config_source_gives_the_searched_keys_it_sets_inside_the_space(tmp_path: Path) -> None:

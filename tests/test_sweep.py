@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -207,18 +208,21 @@ def test_a_node_answering_the_start_check_late_is_not_called_one_that_joined(
 
     from tune_attn.tune.nodes import NodeWatch, _look
 
-    watch = NodeWatch(SweepOptions(), [], tmp_path)
+    watch = NodeWatch(SweepOptions(), [], tmp_path, "space.yaml")
     # Two real look tasks, as the watch sends them, standing for two other nodes (this machine has one): one
     # that was there at the start but answered only after the start check's wait, one that joined since.
     look = ray.remote(_look)
-    watch.pending[look.remote(str(tmp_path / "not-the-marker"), [])] = ("id-a", "10.0.0.7")
-    watch.pending[look.remote(None, [str(tmp_path / "no-data")])] = ("id-b", "10.0.0.8")
+    weights = tmp_path / "resnet18.pth"
+    weights.touch()
+    watch.pending[look.remote(str(tmp_path / "not-the-marker"), [], [str(weights)])] = ("id-a", "10.0.0.7")
+    lacks = look.remote(None, [str(tmp_path / "no-data")], [str(weights), str(tmp_path / "no.pth")])
+    watch.pending[lacks] = ("id-b", "10.0.0.8")
     watch.late = {"10.0.0.7"}
     ray.wait(list(watch.pending), num_returns=2, timeout=60)
     lines: list[str] = []
     watch.poll(lines.append, force=True)
     watch.close()
-    assert len(lines) == 2, lines
+    assert len(lines) == 3, lines
     assert lines[0].startswith(
         f"a node that answered the start check late: --storage {tmp_path}: Ray node 10.0.0.7 "
     )
@@ -226,6 +230,10 @@ def test_a_node_answering_the_start_check_late_is_not_called_one_that_joined(
         lines[1].startswith("a node that joined the sweep: ")
         and "no-data is not a folder on Ray node 10.0.0.8" in lines[1]
     )
+    assert lines[2].startswith(
+        f"a node that joined the sweep: space.yaml: model.pretrained_path {tmp_path}/no.pth is not a file on Ray node "
+        "10.0.0.8, where trials run: put the weights file there too"
+    ), lines[2]
     assert all(line.endswith("after the node is mended") for line in lines)
     assert not watch.pending
 
@@ -687,6 +695,58 @@ def test_sweep_options_are_checked_before_ray_starts(tmp_path: Path) -> None:
             parse_duration(bad)
     with pytest.raises(ValueError, match="--time-budget: 0.0 seconds; must be > 0"):
         SweepOptions(time_budget=parse_duration("0"))
+
+
+def test_a_weights_file_is_checked_before_ray_starts_and_given_to_the_trials_as_an_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from tune_attn.models.backbones import build_backbone
+    from tune_attn.tune.options import check_sweep
+
+    monkeypatch.chdir(tmp_path)
+    torch.save(build_backbone("small_cnn", width=8).state_dict(), tmp_path / "w8.pt")
+    torch.save(build_backbone("small_cnn", width=16).state_dict(), tmp_path / "w16.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    options = SweepOptions(storage=str(tmp_path / "sweeps"))
+
+    def fixed(path: str) -> SweepOptions:
+        return replace(options, fixed=(f"model.pretrained_path={path}",))
+
+    # A local sweep: relative to where the command is typed (the trials run in folders of their own).
+    space = check_sweep(SMOKE_SPACE, fixed("w8.pt"))[0]
+    assert space.weights_files() == [str(tmp_path / "w8.pt")]
+    for path, told in (
+        (
+            "nope.pt",
+            f"model.pretrained_path {tmp_path}/nope.pt is not a file on this machine, where the trials run",
+        ),
+        ("junk.pt", f"model.pretrained_path: {tmp_path}/junk.pt is not a loadable weights file"),
+        ("w16.pt", f"model.pretrained_path: {tmp_path}/w16.pt does not fit small_cnn"),  # smoke.yaml: width 8
+    ):
+        with pytest.raises(ValueError, match=rf"^\S+smoke.yaml \+ --set: {re.escape(told)}"):
+            check_sweep(SMOKE_SPACE, fixed(path))
+    # Drawn (with the weights, or without): each file is checked, and the trials get absolute paths.
+    drawn = tmp_path / "drawn.yaml"
+    drawn.write_text(
+        SMOKE_SPACE.read_text() + "model.pretrained_path: {type: categorical, choices: [null, w8.pt]}\n"
+    )
+    space = check_sweep(drawn, options)[0]
+    assert space.weights_files() == [str(tmp_path / "w8.pt")]
+    assert space.to_dict()["model.pretrained_path"]["choices"] == [None, str(tmp_path / "w8.pt")]
+    drawn.write_text(drawn.read_text().replace("w8.pt", "junk.pt"))
+    with pytest.raises(ValueError, match="junk.pt is not a loadable weights file"):
+        check_sweep(drawn, options)
+    # On a cluster the trials run on its nodes (looked at once Ray is up): a relative path names nothing there.
+    with pytest.raises(
+        ValueError,
+        match=r"model.pretrained_path w8.pt is a relative path, but with --address 127.0.0.2:6379 the trials run "
+        r"on the cluster's nodes, each in a folder of its own: give an absolute path \(or ~/...\) to the weights "
+        "file there",
+    ):
+        check_sweep(SMOKE_SPACE, replace(fixed("w8.pt"), address="127.0.0.2:6379"))
+    assert check_sweep(SMOKE_SPACE, replace(fixed("/elsewhere/w.pt"), address="127.0.0.2:6379"))
 
 
 def test_a_class_without_validation_images_is_named_before_the_sweep_starts(tmp_path: Path) -> None:

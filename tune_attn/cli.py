@@ -108,6 +108,7 @@ def train(
         cfg = load_config(config, set_ or [])
         # Recorded absolute in the run's config.yaml: a bundle of it, or `--config` of it, is read elsewhere.
         cfg.data.root = absolute_root(cfg.data.root)
+        cfg.model.pretrained_path = absolute_root(cfg.model.pretrained_path)
         check_folder(out, "--out")
         wandb_options = WandbOptions(wandb, wandb_project, wandb_entity)
     except ValueError as exc:  # ConfigError too
@@ -122,7 +123,7 @@ def train(
     from tune_attn.tracking import WandbRun, offline_runs, run_id
 
     try:
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg, pretrained=not (resume and (out / "checkpoint.pt").exists()))
     except (DatasetError, ValueError) as exc:
         raise _fail(str(exc)) from None
     held_out = f" from {trainer.data.info['val']}" if "val" in trainer.data.info else ""

@@ -107,7 +107,9 @@ class ModelConfig:
     """Feature extractor: ``small_cnn`` (3 conv blocks, fast on a CPU; feature map = image / 8) or
     ``resnet18`` (torchvision, feature map = image / 32)."""
     pretrained_path: str | None = None
-    """Local file of backbone weights (a state dict) to start from; random init when empty. Never downloaded."""
+    """Local file of backbone weights to start from (a state dict: torchvision's for ``resnet18``, or a tune-attn
+    bundle's ``weights.pt`` or run's ``checkpoint.pt``, whose backbone it takes); random init when empty. Never
+    downloaded."""
     width: int = 32
     """``small_cnn``: channels of the first block (the blocks have width, 2 x width, 2 x width)."""
     activation: str = "sigmoid"
@@ -476,9 +478,10 @@ def shown_value(value: object) -> str:
 
 
 def absolute_root(root: str | None, base: Path | None = None) -> str | None:
-    """A ``data.root`` as an absolute path: ``~`` expanded, a relative one taken from ``base`` (default: the
-    working directory, where the command was typed). A sweep's trials run in folders of their own and a bundle's
-    config is read elsewhere, where a relative root would name another folder, or none."""
+    """A path of a config (``data.root``, ``model.pretrained_path``) made absolute: ``~`` expanded, a relative one
+    taken from ``base`` (default: the working directory, where the command was typed). A sweep's trials run in
+    folders of their own and a bundle's config is read elsewhere, where a relative path would name another
+    folder or file, or none."""
     if not root:
         return root
     path = os.path.expanduser(root)

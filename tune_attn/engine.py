@@ -100,9 +100,15 @@ class Trainer:
     """One training run of a RunConfig."""
 
     def __init__(
-        self, cfg: RunConfig, data: DataSplits | None = None, device: str | torch.device | None = None
+        self,
+        cfg: RunConfig,
+        data: DataSplits | None = None,
+        device: str | torch.device | None = None,
+        pretrained: bool = True,
     ) -> None:
-        """``device``: where to train, over ``train.device`` (a sweep trial trains where Ray placed it)."""
+        """``device``: where to train, over ``train.device`` (a sweep trial trains where Ray placed it).
+        ``pretrained`` False: the model's weights come from a checkpoint next, so ``model.pretrained_path`` is
+        not read (:func:`~tune_attn.models.classifier.build_model`)."""
         self.cfg = cfg
         self.device = resolve_device(cfg.train.device) if device is None else torch.device(device)
         if self.device.type == "cuda":
@@ -110,7 +116,7 @@ class Trainer:
         self.data = data if data is not None else build_data(cfg.data)
         torch.manual_seed(cfg.train.seed)
         self.model: AttentionClassifier = build_model(
-            cfg.model, self.data.num_classes, self.data.mean, self.data.std
+            cfg.model, self.data.num_classes, self.data.mean, self.data.std, pretrained
         ).to(self.device)
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -262,9 +268,9 @@ every other key makes another run (another model, data or training)."""
 
 def config_changes(saved: Any, now: dict[str, Any]) -> list[str]:
     """The keys of config dict ``now`` that a resume may not change and that differ from ``saved``'s, as
-    ``key: saved -> now``; data.root compared as an absolute path (a run of an earlier version recorded it as
-    given: ``photos``, now made absolute); a key the saved config lacks (added by a later version) as its
-    default. A ``saved`` that is no config dict differs in everything."""
+    ``key: saved -> now``; data.root and model.pretrained_path compared as absolute paths (a run of an earlier
+    version recorded them as given: ``photos``, now made absolute); a key the saved config lacks (added by a
+    later version) as its default. A ``saved`` that is no config dict differs in everything."""
     if not isinstance(saved, dict) or not all(isinstance(saved.get(s), dict) for s in now):
         return ["everything (the checkpoint holds no config of this version)"]
     defaults = RunConfig().to_dict()
@@ -275,7 +281,7 @@ def config_changes(saved: Any, now: dict[str, Any]) -> list[str]:
         for key, value in keys.items():
             name = f"{section}.{key}"
             before = saved[section].get(key, defaults.get(section, {}).get(key))
-            if name == "data.root":
+            if name in ("data.root", "model.pretrained_path"):
                 before, value = absolute_root(before), absolute_root(value)
             if name not in RESUME_MAY_CHANGE and before != value:
                 out.append(f"{name}: {before!r} -> {value!r}")

@@ -83,7 +83,7 @@ def export_bundle(
     state = load_checkpoint(run / CHECKPOINT)
     cfg = load_config(run / "config.yaml")
     names = list(state.get("class_names") or [])
-    model = build_model(cfg.model, len(names)).eval()
+    model = build_model(cfg.model, len(names), pretrained=False).eval()  # the checkpoint's weights
     model.load_state_dict(state["model"])
     with _in_place_of(out) as folder:
         shutil.copy(run / "config.yaml", folder / "config.yaml")
@@ -317,7 +317,7 @@ def load_bundle(folder: str | Path) -> Bundle:
     except Exception as exc:
         raise BundleError(f"{folder / 'weights.pt'}: not readable weights ({exc})") from None
     names = [str(n) for n in meta["class_names"]]
-    model = build_model(cfg.model, len(names))
+    model = build_model(cfg.model, len(names), pretrained=False)  # weights.pt's
     try:
         model.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as exc:
@@ -391,7 +391,7 @@ def evaluate_saved(saved: str | Path, on: str | None = None, test: bool = False)
         cfg, weights, epoch = from_dict(state["config"], source=str(path)), state["model"], state["epoch"]
         names = tuple(state.get("class_names") or ())
     data, where = held_out(cfg.data, names, on) if on is not None or test else (None, None)
-    trainer = Trainer(cfg, data=data, device=resolve_device("auto"))
+    trainer = Trainer(cfg, data=data, device=resolve_device("auto"), pretrained=False)
     trainer.model.load_state_dict(weights)
     result = trainer.evaluate()
     val = trainer.data.val

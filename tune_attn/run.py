@@ -158,7 +158,7 @@ def run_epochs(
         raise FileExistsError(
             f"{out}: holds a run already; pass resume=True (--resume) or choose another folder"
         )
-    trainer = trainer or Trainer(cfg)
+    trainer = trainer or Trainer(cfg, pretrained=not (resume and ckpt.exists()))
     writer = RunWriter(out, cfg)
     monitor = DegeneracyMonitor(cfg.detector)
     if resume and ckpt.exists():
@@ -190,7 +190,7 @@ def train_run(
     prune: bool = False,
 ) -> Trainer:
     """:func:`run_epochs` to the end, calling ``on_epoch`` after each epoch; returns the trainer."""
-    trainer = trainer or Trainer(cfg)
+    trainer = trainer or Trainer(cfg, pretrained=not (resume and (Path(out_dir) / CHECKPOINT).exists()))
     for result in run_epochs(cfg, out_dir, resume=resume, on_batch=on_batch, trainer=trainer, prune=prune):
         if on_epoch is not None:
             on_epoch(result)

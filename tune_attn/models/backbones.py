@@ -83,7 +83,8 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a local file, loaded safely (``weights_only=True``)."""
+    """A state dict from a local file, loaded safely (``weights_only=True``): the file's own, or the one under
+    its ``state_dict`` key, or its ``model`` key (a tune-attn ``checkpoint.pt``)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"model.pretrained_path: {path} is not a file")
@@ -91,29 +92,48 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a bad file
         raise ValueError(f"model.pretrained_path: {path} is not a loadable weights file ({exc})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
     if not isinstance(state, dict):
         raise ValueError(f"model.pretrained_path: {path} holds a {type(state).__name__}, not a state dict")
     return state
 
 
+def _fit(net: nn.Module, state: dict[str, torch.Tensor], path: str, name: str) -> None:
+    """Load ``state`` into ``net`` whole, or fail naming the first keys or shapes that differ (not all of them)."""
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a shape that differs: torch names each, one line apiece
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip().startswith("size mismatch")]
+        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+        raise ValueError(
+            f"model.pretrained_path: {path} does not fit {name}: {lines[0] if lines else exc}{more}"
+        ) from None
+    if missing or unexpected:
+        raise ValueError(
+            f"model.pretrained_path: {path} does not fit {name}: {len(missing)} of its keys missing "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}), {len(unexpected)} unexpected "
+            f"({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})"
+        )
+
+
 def build_backbone(
     name: str, width: int = 32, pretrained_path: str | None = None, padding: str = "zeros"
 ) -> nn.Module:
-    """A backbone by registry name, optionally initialised from a local weights file."""
+    """A backbone by registry name, optionally initialised from a local weights file: the backbone's state dict
+    (for ``resnet18``, torchvision's), or a tune-attn model's weights (a bundle's ``weights.pt``, a run's
+    ``checkpoint.pt``), whose backbone part it takes."""
     if name not in BACKBONES:
         raise ValueError(f"backbone: {name!r} is not valid; choose one of {', '.join(BACKBONES)}")
     net = SmallCNN(width, padding) if name == "small_cnn" else BACKBONES[name]()
     if pretrained_path:
         state = load_weights_file(pretrained_path)
-        if isinstance(net, ResNet18Features):
+        # A tune-attn model's weights (a bundle's weights.pt, a run's checkpoint.pt): its backbone's part.
+        own = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+        if isinstance(net, ResNet18Features) and not own:
             net.load_torchvision_state(state, pretrained_path)
         else:
-            try:
-                net.load_state_dict(state)
-            except RuntimeError as exc:
-                raise ValueError(
-                    f"model.pretrained_path: {pretrained_path} does not fit {name}: {exc}"
-                ) from None
+            _fit(net, own or state, pretrained_path, name)
     return net

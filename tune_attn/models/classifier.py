@@ -58,9 +58,13 @@ def build_model(
     num_classes: int,
     mean: Sequence[float] = (0.5, 0.5, 0.5),
     std: Sequence[float] = (0.25, 0.25, 0.25),
+    pretrained: bool = True,
 ) -> AttentionClassifier:
-    """The classifier described by a ModelConfig."""
-    backbone = build_backbone(cfg.backbone, cfg.width, cfg.pretrained_path, cfg.padding)
+    """The classifier described by a ModelConfig. ``pretrained`` False leaves out ``model.pretrained_path``, for a
+    model whose weights come from a checkpoint or bundle next: the file it started from need not be there then
+    (a bundle deployed on another machine, a trial resumed on another node)."""
+    path = cfg.pretrained_path if pretrained else None
+    backbone = build_backbone(cfg.backbone, cfg.width, path, cfg.padding)
     return AttentionClassifier(
         backbone,
         num_classes,

@@ -7,13 +7,13 @@ from __future__ import annotations
 import math
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tune_attn.status import error_reason
-from tune_attn.tune.options import SweepOptions, missing_folders
+from tune_attn.tune.options import SweepOptions, missing_files, missing_folders
 
 
 def holds_a_trial(resources: dict[str, float], options: SweepOptions) -> bool:
@@ -48,15 +48,15 @@ def trial_does_not_fit(nodes: list[dict[str, Any]], options: SweepOptions) -> st
     )
 
 
-def _look(marker: str | None, roots: list[str]) -> tuple[bool, str, list[str]]:
+def _look(marker: str | None, roots: list[str], files: list[str]) -> tuple[bool, str, list[str], list[str]]:
     """On a node: whether it sees ``marker`` (a file the sweep wrote under --storage; None: a URI storage), its
-    tune-attn version, and which of the data folders ``roots`` it lacks. Importing this function and the trial's
-    code checks that they import there."""
+    tune-attn version, which of the data folders ``roots`` and which of the weights ``files`` it lacks. Importing
+    this function and the trial's code checks that they import there."""
     import tune_attn
     import tune_attn.tune.trainable  # noqa: F401  (torch, Ray Tune, wandb: what a trial needs)
 
     seen = marker is None or os.path.exists(marker)
-    return seen, tune_attn.__version__, missing_folders(roots)
+    return seen, tune_attn.__version__, missing_folders(roots), missing_files(files)
 
 
 @dataclass
@@ -71,6 +71,8 @@ class NodeCheck:
     """Nodes with another tune-attn version than this process's: their trials run that version's code."""
     no_data: dict[str, list[str]] = field(default_factory=dict)
     """Nodes without some of the space's ``data.root`` folders: their trials would fail at once."""
+    no_weights: dict[str, list[str]] = field(default_factory=dict)
+    """Nodes without some of the space's ``model.pretrained_path`` files: their trials would fail at once."""
 
     def note(self) -> str | None:
         """A line about the nodes with another tune-attn version, or None."""
@@ -99,6 +101,12 @@ class NodeCheck:
                 f"{source}: data.root {root} is not a folder on {named_nodes(lacking)}, where trials run: put the data "
                 "set there too, or on a file system every node mounts"
             )
+        for path in sorted({w for missing in self.no_weights.values() for w in missing}):
+            lacking = [ip for ip, missing in self.no_weights.items() if path in missing]
+            out.append(
+                f"{source}: model.pretrained_path {path} is not a file on {named_nodes(lacking)}, where trials run: "
+                "put the weights file there too, or on a file system every node mounts"
+            )
         if self.unseen:
             out.append(
                 f"--storage {storage}: {named_nodes(self.unseen)} cannot see this folder (a file written in it where "
@@ -112,10 +120,10 @@ class NodeWatch:
     """Looks, with a :func:`_look` task, once at each alive node that could run a trial: those there when the sweep
     starts (:meth:`ask`, then :meth:`answers`), then, through :meth:`poll` from the sweep's Tune loop, those that
     join while it runs (an autoscaler's workers). A node that lacks what its trials need is named with what to do;
-    the sweep itself is not stopped. This node is checked for the data folders only.
+    the sweep itself is not stopped. This node is checked for the data folders and weights files only.
 
     ``folder``: a local --storage path, where a marker file is written for the nodes to look for (removed by
-    :meth:`close`); None for a URI storage. ``roots``: the space's data folders."""
+    :meth:`close`); None for a URI storage. ``roots``: the space's data folders; ``files``: its weights files."""
 
     def __init__(
         self,
@@ -124,12 +132,14 @@ class NodeWatch:
         folder: Path | None,
         source: str = "",
         every: float = 5.0,
+        files: Sequence[str] = (),
     ) -> None:
         import uuid
 
         import ray
 
         self.options, self.roots, self.source, self.every = options, roots, source, every
+        self.files = list(files)
         self.storage = str(folder) if folder is not None else ""
         self.here = ray.get_runtime_context().get_node_id()
         self.asked: set[str] = set()  # node ids looked at (or being looked at)
@@ -166,15 +176,17 @@ class NodeWatch:
                 continue
             self.asked.add(node_id)
             if node_id == self.here:  # the driver's node runs trials too
-                lacking = missing_folders(self.roots)
+                lacking, absent = missing_folders(self.roots), missing_files(self.files)
                 if lacking:
                     found.no_data[ip] = lacking
+                if absent:
+                    found.no_weights[ip] = absent
                 continue
             task = look.options(
                 num_cpus=0,
                 max_retries=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-            ).remote(str(self.marker) if self.marker else None, self.roots)
+            ).remote(str(self.marker) if self.marker else None, self.roots, self.files)
             self.pending[task] = (node_id, ip)
         return found
 
@@ -195,15 +207,19 @@ class NodeWatch:
             node_id, ip = self.pending.pop(task)
             into = late if late is not None and ip in self.late else found
             try:
-                seen, version, missing = ray.get(task)
+                answer = ray.get(task)
             except ray.exceptions.RayError as exc:
                 if _alive(node_id):
                     into.broken[ip] = error_reason(exc)
                 continue
+            seen, version, missing = answer[:3]
+            absent = answer[3] if len(answer) > 3 else []  # an earlier version there looks at no weights file
             if not seen:
                 into.unseen.append(ip)
             if missing:
                 into.no_data[ip] = missing
+            if absent:
+                into.no_weights[ip] = absent
             if version != tune_attn.__version__:
                 into.versions[ip] = version
         return found
@@ -248,11 +264,15 @@ def _alive(node_id: str) -> bool:
 
 
 def check_nodes(
-    folder: Path | None, options: SweepOptions, roots: list[str] | None = None, timeout: float = 60.0
+    folder: Path | None,
+    options: SweepOptions,
+    roots: list[str] | None = None,
+    timeout: float = 60.0,
+    files: Sequence[str] = (),
 ) -> NodeCheck:
     """Look, with a task on each alive node that could run a trial, for what would make its trials fail or
     differ (:class:`NodeWatch`, once); nodes that do not answer within ``timeout`` seconds are not counted."""
-    watch = NodeWatch(options, roots or [], folder)
+    watch = NodeWatch(options, roots or [], folder, files=files)
     try:
         return watch.answers(timeout, watch.ask())
     finally:

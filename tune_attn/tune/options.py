@@ -314,6 +314,11 @@ def missing_folders(roots: list[str]) -> list[str]:
     return [root for root in roots if not os.path.isdir(root)]
 
 
+def missing_files(paths: list[str]) -> list[str]:
+    """Those of ``paths`` that are not files on this machine."""
+    return [path for path in paths if not os.path.isfile(path)]
+
+
 def check_sweep(
     space_path: str | Path, options: SweepOptions
 ) -> tuple[SearchSpace, SweepOptions, str, list[str]]:
@@ -339,20 +344,28 @@ def check_sweep(
     flag = "--address"
     if not options.address and os.environ.get("RAY_ADDRESS"):  # as ray.init() does: `ray job submit` sets it
         options, flag = replace(options, address=os.environ["RAY_ADDRESS"]), "RAY_ADDRESS"
-    relative = space.relative_data_roots()
+    relative = space.relative_paths()
     if options.address and relative:
+        key, path = relative[0]
+        what = "the data set's folder" if key == "data.root" else "the weights file"
         raise ValueError(
-            f"{space.source}: data.root {relative[0]} is a relative path, but with {flag} {options.address} the "
-            "trials run on the cluster's nodes, each in a folder of its own: give an absolute path (or ~/...) to "
-            "the data set's folder there"
+            f"{space.source}: {key} {path} is a relative path, but with {flag} {options.address} the trials run "
+            f"on the cluster's nodes, each in a folder of its own: give an absolute path (or ~/...) to {what} there"
         )
     if not options.address:  # from here on, as the trials (which run in folders of their own) will read them
-        space.resolve_data_roots(Path.cwd())
+        space.resolve_paths(Path.cwd())
     missing = [] if options.address else missing_folders(space.data_roots())  # a cluster's: once Ray is up
     if missing:
         raise ValueError(
             f"{space.source}: data.root {missing[0]} is not a folder on this machine, where the trials run; "
             "give the folder holding the data set (tune-attn keys: data.root)"
+        )
+    absent = [] if options.address else missing_files(space.weights_files())
+    if absent:
+        raise ValueError(
+            f"{space.source}: model.pretrained_path {absent[0]} is not a file on this machine, where the trials "
+            "run; give the local file of the backbone's weights (a state dict), or leave the key out to start "
+            "from random weights"
         )
     client = (options.address or "").startswith("ray://")
     if client and "://" not in options.storage and not Path(options.storage).is_absolute():
@@ -369,9 +382,34 @@ def check_sweep(
         )
     if options.tries:  # read here, where the files are (a Ray Client sweep runs on the head node)
         options = replace(options, points=tuple(load_point(space, path) for path in options.tries))
+    if not options.address:  # a cluster's nodes are looked at once Ray is up
+        check_weights(space)
     # last: the data set's files are the slowest to check
     notes = [note] if not options.address and (note := check_data(space)) else []
     return space, options, flag, notes
+
+
+def check_weights(space: SearchSpace) -> None:
+    """Load each ``model.pretrained_path`` file of a local sweep (safely: a state dict only) and, where the space
+    fixes the backbone's shape, fit it: a file that is no weights, or another network's, fails here once, naming
+    it, instead of in every trial. torch is imported only when the space names such a file."""
+    files = space.weights_files()
+    if not files:
+        return
+    from tune_attn.models.backbones import build_backbone
+
+    shape = {k: space.values(f"model.{k}") for k in ("backbone", "width", "padding")}
+    fixed = all(len(values) == 1 for values in shape.values())
+    for path in files:
+        try:
+            if fixed:
+                build_backbone(shape["backbone"][0], shape["width"][0], path, shape["padding"][0])
+            else:
+                from tune_attn.models.backbones import load_weights_file
+
+                load_weights_file(path)
+        except ValueError as exc:
+            raise ValueError(f"{space.source}: {exc}") from None
 
 
 def check_data(space: SearchSpace) -> str | None:

@@ -223,17 +223,27 @@ class SearchSpace:
             return []
         return sorted({str(root) for root in self.values("data.root") if root})
 
-    def resolve_data_roots(self, base: Path) -> None:
-        """Make this space's ``data.root`` absolute, a relative one taken from ``base`` and ``~`` expanded
-        (:func:`~tune_attn.config.absolute_root`): a local sweep's trials run in folders of their own, where a
-        relative root would name no folder. (A space fixes ``data.root``: :meth:`check` refuses a drawn one.)"""
-        for p in self.params:
-            if p.key == "data.root" and p.kind == "fixed":
-                p.value = absolute_root(p.value, base)
+    def weights_files(self) -> list[str]:
+        """The ``model.pretrained_path`` files this space's trials may read: its values (fixed or categorical)."""
+        return sorted({str(path) for path in self.values("model.pretrained_path") if path})
 
-    def relative_data_roots(self) -> list[str]:
-        """The ``data.root`` values of data sets that need one, given relative (not absolute, not ``~/...``)."""
-        return [r for r in self.data_roots() if not r.startswith("~") and not Path(r).is_absolute()]
+    def resolve_paths(self, base: Path) -> None:
+        """Make this space's ``data.root`` and ``model.pretrained_path`` absolute, a relative one taken from
+        ``base`` and ``~`` expanded (:func:`~tune_attn.config.absolute_root`): a local sweep's trials run in
+        folders of their own, where a relative path would name nothing. (A space fixes ``data.root``;
+        ``model.pretrained_path`` may be a categorical: with weights or without, say.)"""
+        for p in self.params:
+            if p.key in ("data.root", "model.pretrained_path") and p.kind == "fixed":
+                p.value = absolute_root(p.value, base)
+            elif p.key == "model.pretrained_path" and p.kind == "categorical":
+                p.choices = [absolute_root(c, base) if isinstance(c, str) else c for c in p.choices]
+
+    def relative_paths(self) -> list[tuple[str, str]]:
+        """The paths this space's trials read, given relative (not absolute, not ``~/...``), as (key, path):
+        ``data.root`` of data sets that need one, and ``model.pretrained_path``."""
+        paths = [("data.root", r) for r in self.data_roots()]
+        paths += [("model.pretrained_path", w) for w in self.weights_files()]
+        return [(k, p) for k, p in paths if not p.startswith("~") and not Path(p).is_absolute()]
 
     def values(self, key: str) -> list[Any]:
         """The values ``key`` can take: its fixed value or choices, else the config default."""

@@ -368,7 +368,7 @@ def watching_nodes(
     fail; then, while the sweep runs (the ``with`` body), let :func:`_node_watch_callback` check the nodes that
     join. ``folder``: the local --storage path, None for a URI."""
     global node_watch
-    watch = NodeWatch(options, space.data_roots(), folder, space.source)
+    watch = NodeWatch(options, space.data_roots(), folder, space.source, files=space.weights_files())
     try:
         found = watch.answers(NODE_CHECK_TIMEOUT, watch.ask())
         note, problems = found.note(), found.problems(space.source, watch.storage)

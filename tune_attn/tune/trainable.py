@@ -121,7 +121,7 @@ class AttentionTrial(tune.Trainable):
             if self.epochs is None:
                 if not self.restored:  # a start from scratch: an earlier try's run folder is not Tune's state
                     (self.out / CHECKPOINT).unlink(missing_ok=True)
-                trainer = Trainer(self.cfg, device=self.device)
+                trainer = Trainer(self.cfg, device=self.device, pretrained=not self.restored)
                 self.epochs = run_epochs(
                     self.cfg, self.out, resume=self.restored, prune=self.prune, trainer=trainer
                 )
