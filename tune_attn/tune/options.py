@@ -396,7 +396,7 @@ def check_weights(space: SearchSpace) -> None:
     files = space.weights_files()
     if not files:
         return
-    from tune_attn.models.backbones import build_backbone
+    from tune_attn.models.backbones import build_backbone, load_weights_file
 
     shape = {k: space.values(f"model.{k}") for k in ("backbone", "width", "padding")}
     fixed = all(len(values) == 1 for values in shape.values())
@@ -405,8 +405,6 @@ def check_weights(space: SearchSpace) -> None:
             if fixed:
                 build_backbone(shape["backbone"][0], shape["width"][0], path, shape["padding"][0])
             else:
-                from tune_attn.models.backbones import load_weights_file
-
                 load_weights_file(path)
         except ValueError as exc:
             raise ValueError(f"{space.source}: {exc}") from None
