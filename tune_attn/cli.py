@@ -118,12 +118,12 @@ def train(
     # torch and the rest only for a valid command: a mistyped key or option is told at once, not ~3 s later
     from tune_attn.data import DatasetError
     from tune_attn.engine import EpochResult, Trainer, TrainingDiverged
-    from tune_attn.run import panel_path, train_run
+    from tune_attn.run import panel_path, resumes, train_run
     from tune_attn.status import INTERRUPTED, interrupted_reason, interrupted_when
     from tune_attn.tracking import WandbRun, offline_runs, run_id
 
     try:
-        trainer = Trainer(cfg, pretrained=not (resume and (out / "checkpoint.pt").exists()))
+        trainer = Trainer(cfg, pretrained=not resumes(out, resume))
     except (DatasetError, ValueError) as exc:
         raise _fail(str(exc)) from None
     held_out = f" from {trainer.data.info['val']}" if "val" in trainer.data.info else ""

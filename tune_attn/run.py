@@ -158,10 +158,10 @@ def run_epochs(
         raise FileExistsError(
             f"{out}: holds a run already; pass resume=True (--resume) or choose another folder"
         )
-    trainer = trainer or Trainer(cfg, pretrained=not (resume and ckpt.exists()))
+    trainer = trainer or Trainer(cfg, pretrained=not resumes(out, resume))
     writer = RunWriter(out, cfg)
     monitor = DegeneracyMonitor(cfg.detector)
-    if resume and ckpt.exists():
+    if resumes(out, resume):
         state = load_checkpoint(ckpt)
         trainer.load_state_dict(state)
         writer.restore(state)
@@ -179,6 +179,12 @@ def run_epochs(
             return
 
 
+def resumes(out_dir: str | Path, resume: bool) -> bool:
+    """Whether a run into ``out_dir`` goes on from its checkpoint (``resume`` asked, and one is there): its model's
+    weights then come from that checkpoint, so ``model.pretrained_path`` is not read."""
+    return resume and (Path(out_dir) / CHECKPOINT).exists()
+
+
 def train_run(
     cfg: RunConfig,
     out_dir: str | Path,
@@ -190,7 +196,7 @@ def train_run(
     prune: bool = False,
 ) -> Trainer:
     """:func:`run_epochs` to the end, calling ``on_epoch`` after each epoch; returns the trainer."""
-    trainer = trainer or Trainer(cfg, pretrained=not (resume and (Path(out_dir) / CHECKPOINT).exists()))
+    trainer = trainer or Trainer(cfg, pretrained=not resumes(out_dir, resume))
     for result in run_epochs(cfg, out_dir, resume=resume, on_batch=on_batch, trainer=trainer, prune=prune):
         if on_epoch is not None:
             on_epoch(result)
