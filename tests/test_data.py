@@ -513,13 +513,19 @@ def test_imagefolder_loader(tmp_path: Path) -> None:
     _jpg(tmp_path / ".trash" / "0.png", (0, 0, 0))
     # Nor are the overlays `tune-attn predict` writes beside each image it was given (a folder of the set).
     _jpg(tmp_path / "cat" / "0.attention.png", (0, 0, 200))
+    # A GIF (a palette image, here animated) is an image too: its first frame, green for a dog.
+    frames = [Image.new("RGB", (20, 20), colour) for colour in ((0, 200, 0), (200, 0, 200))]
+    frames[0].save(tmp_path / "dog" / "anim.gif", save_all=True, append_images=frames[1:])
     ds, names, val_idx = load_imagefolder(tmp_path, 32)
-    assert names == ("cat", "dog") and len(ds) == 6 and val_idx is None
-    img, label = ds[5]
+    assert names == ("cat", "dog") and len(ds) == 7 and val_idx is None
+    gif = [f.name for f in ds.files].index("anim.gif")
+    first = ds[gif][0].float().mean(dim=(1, 2))  # (3,)
+    assert ds[gif][1] == 1 and first[1] > 150 and first[0] < 50 and first[2] < 50
+    img, label = ds[6]
     assert label == 1 and img.shape == (3, 32, 32) and int(img[1].float().mean()) > 150
     splits = build_data(DataConfig(name="imagefolder", root=str(tmp_path), image_size=32, val_fraction=0.34))
     xb, yb = next(iterate_batches(splits.train, 8, shuffle=False))
-    assert xb.shape == (4, 3, 32, 32)
+    assert xb.shape == (5, 3, 32, 32)  # 7 images, one of each class validated
 
 
 def test_an_imagefolder_tree_split_in_folders_validates_on_its_val_folder(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 
 from tune_attn.data.base import AttnDataset, DatasetError, TensorImages
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+"""Image files by name (any case), as torchvision's ``ImageFolder`` takes them and ``.gif`` too (its first frame;
+scraped photo sets hold some, and a class folder's GIFs left out unsaid would shrink the class)."""
 
 PETS_LAYOUT = """expected the Oxford-IIIT Pet layout of torchvision:
   ROOT/oxford-iiit-pet/images/<Breed_Name>_<n>.jpg
