@@ -605,6 +605,12 @@ def test_a_train_run_is_exported_as_a_bundle_and_a_trials_run_folder_as_that_tri
         and f"val_accuracy {last['val_accuracy']:.4f}\n" in r.stdout
         and "note" not in r.stdout
     )
+    # A folder that is not there: what export takes is named (it said "no such sweep folder" of a run folder).
+    r = _cli("export", "runn", "--out", "other", cwd=tmp_path)
+    assert (
+        r.returncode == 2
+        and "runn: no such folder; give a sweep folder (or its URI) or a `tune-attn train` run" in (r.stderr)
+    ), r.stderr
     # A run folder has one model: the flags that choose among a sweep's trials are refused.
     r = _cli("export", "run", "--out", "other", "--trial", "abc", cwd=tmp_path)
     assert (

@@ -603,9 +603,21 @@ def export_(
 ) -> None:
     """Write a deployable bundle (config, weights, torch.export model, panel, model card) of a sweep's trial,
     or of a `tune-attn train` run."""
-    from tune_attn.leaderboard import SweepError, find_trial, is_run_folder, rank, read_sweep_at, trial_of_run
+    from tune_attn.leaderboard import (
+        SweepError,
+        find_trial,
+        is_run_folder,
+        is_uri,
+        rank,
+        read_sweep_at,
+        trial_of_run,
+    )
     from tune_attn.status import pickable
 
+    if not is_uri(experiment) and not Path(experiment).exists():
+        raise _fail(
+            f"{experiment}: no such folder; give a sweep folder (or its URI) or a `tune-attn train` run folder"
+        )
     if is_run_folder(experiment):
         of_trial = trial_of_run(experiment)
         if of_trial is None:
