@@ -10,7 +10,7 @@ import torch
 from tests.conftest import TINY
 from tune_attn.config import load_config
 from tune_attn.engine import Trainer, TrainingDiverged, per_class, random_hflip, use_deterministic_kernels
-from tune_attn.run import load_checkpoint, train_run
+from tune_attn.run import load_checkpoint, panel_title, train_run
 
 
 def _cfg(*extra: str):  # type: ignore[no-untyped-def]
@@ -39,6 +39,10 @@ def test_epochs_yield_metrics_masks_and_stats() -> None:
         assert np.isfinite(r.metrics[key]), key
     assert 0.0 <= r.metrics["val_accuracy"] <= 1.0
     assert trainer.history[-1] is r.metrics
+    # The panel's title names what it shows as the config and the metrics do (one name for one thing).
+    title = panel_title(cfg, r)
+    assert f"epoch 2/2 | val_accuracy {r.metrics['val_accuracy']:.3f} | softmax x2, weight_decay" in title
+    assert f"entropy {r.stats.summary['entropy']:.2f}" in title
 
 
 def test_evaluate_counts_each_validation_image_once_in_its_true_and_predicted_class() -> None:

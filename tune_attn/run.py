@@ -40,8 +40,8 @@ def panel_title(cfg: RunConfig, result: EpochResult) -> str:
     m, s = result.metrics, result.stats.summary
     parts = [
         f"epoch {result.epoch}/{cfg.train.epochs}",
-        f"val acc {m['val_accuracy']:.3f}",
-        f"{cfg.model.activation} x{cfg.model.heads}, wd {cfg.train.weight_decay:g}",
+        f"val_accuracy {m['val_accuracy']:.3f}",
+        f"{cfg.model.activation} x{cfg.model.heads}, weight_decay {cfg.train.weight_decay:g}",
     ]
     figures = [
         f"entropy {s['entropy']:.2f}",
