@@ -252,3 +252,7 @@ def test_a_sweeps_last_word_names_the_trial_best_picks() -> None:
     assert _next_step([flat, pruned], "/s", True) == (
         "review the trials (there), none can be picked yet: tune-attn best /s --show-pruned"
     )
+    # A path with a space in it is quoted, so that the line can be pasted into a shell as it is.
+    assert _next_step([healthy], "runs/my sweep", False).endswith(
+        "tune-attn best 'runs/my sweep' --export DIR"
+    )

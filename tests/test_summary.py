@@ -96,6 +96,9 @@ def test_pruned_trials_ahead_of_every_completed_one_are_named_highest_first() ->
     assert "(d: 0.250 by epoch 4, pruned:point; completed trials at most 0.240)" in note
     assert "`tune-attn best runs/sweeps/s --show-pruned`" in note
     assert "`tune-attn best s3://bucket/s --show-pruned`" in (pruned_ahead_note(rows, "s3://bucket/s") or "")
+    assert "`tune-attn best 'runs/my sweep' --show-pruned`" in (
+        pruned_ahead_note(rows, "runs/my sweep") or ""
+    )
 
 
 def test_nothing_is_ahead_when_no_trial_completed() -> None:

@@ -365,7 +365,7 @@ def sweep(
 
     if name is None:  # said first, so that a driver that dies can still be continued
         console.print(
-            f"new sweep {options.name} in {options.storage} (to continue it after a stop: --name {options.name} "
+            f"new sweep {options.name} in {options.storage} (to continue it after a stop: --name {shlex.quote(options.name)} "
             "--resume)",
             highlight=False,
         )
@@ -416,7 +416,7 @@ def sweep(
     if "://" in result.path and result.wandb_mode == "offline":
         console.print(
             f"W&B: the offline runs are under {result.path} with the trials' run folders; fetch the sweep with: "
-            f"tune-attn fetch {result.path} DIR (it prints the wandb sync command), or use --wandb online",
+            f"tune-attn fetch {shlex.quote(result.path)} DIR (it prints the wandb sync command), or use --wandb online",
             highlight=False,
         )
     console.print(
@@ -552,7 +552,10 @@ def sweeps(
             highlight=False,
             markup=False,
         )
-    console.print(f"look at one with: tune-attn best {Path(storage) / found[0]['name']}", highlight=False)
+    console.print(
+        f"look at one with: tune-attn best {shlex.quote(str(Path(storage) / found[0]['name']))}",
+        highlight=False,
+    )
 
 
 def _export(experiment: str, trial: str, out: Path) -> None:
@@ -676,7 +679,7 @@ def fetch(
         raise _fail(str(exc)) from None
     console.print(
         f"fetched {experiment} to {out} ({copied} file{'' if copied == 1 else 's'} new or changed); pick the best "
-        f"config with: tune-attn best {out}",
+        f"config with: tune-attn best {shlex.quote(str(out))}",
         highlight=False,
     )
     runs = offline_runs(out)
@@ -769,8 +772,10 @@ def _next_step(rows: list[dict[str, Any]], path: str, there: bool) -> str:
 
     where = " (there)" if there else ""
     if any(pickable(r) for r in rows):
-        return f"pick and export the best config{where}: tune-attn best {path} --export DIR"
-    return f"review the trials{where}, none can be picked yet: tune-attn best {path} --show-pruned"
+        return f"pick and export the best config{where}: tune-attn best {shlex.quote(path)} --export DIR"
+    return (
+        f"review the trials{where}, none can be picked yet: tune-attn best {shlex.quote(path)} --show-pruned"
+    )
 
 
 def _num(v: object) -> str:
@@ -923,7 +928,7 @@ def evaluate(
     if done.test_split is not None:
         console.print(
             f"this data set has test images, read in neither training nor picking ({done.test_split}): "
-            f"tune-attn evaluate {run} --test",
+            f"tune-attn evaluate {shlex.quote(str(run))} --test",
             highlight=False,
         )
     if json_out is not None:

@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import shlex
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -297,7 +298,7 @@ def load_bundle(folder: str | Path) -> Bundle:
     missing = [f for f in BUNDLE_FILES if not (folder / f).is_file()]
     if missing:
         how = (
-            f"a training run's folder: make a bundle of its model with tune-attn export {folder} --out BUNDLE"
+            f"a training run's folder: make a bundle of its model with tune-attn export {shlex.quote(str(folder))} --out BUNDLE"
             if is_run_folder(folder)
             else "make one with tune-attn export"
         )

@@ -13,6 +13,7 @@ import datetime
 import json
 import math
 import os
+import shlex
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -291,7 +292,7 @@ def read_run(run: str | Path) -> dict[str, Any]:
         status, reason = (
             INTERRUPTED,
             f"{interrupted_when(last)}: stopped before its last epoch, or training still; "
-            f"tune-attn train --out {run} --resume goes on",
+            f"tune-attn train --out {shlex.quote(str(run))} --resume goes on",
         )
     return {
         "trial_id": None,

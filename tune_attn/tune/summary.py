@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shlex
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -72,7 +73,7 @@ def pruned_ahead_note(rows: list[dict[str, Any]], path: str) -> str | None:
         f"{'they were' if many else 'it was'} stopped than any completed trial did ({top['trial_id']}: "
         f"{_acc(top):.3f} by epoch {top['epochs']}, {top['status']}; completed trials at most "
         f"{best_completed:.3f}). TPE steers away from pruned trials, so this sweep may have left a region where "
-        f"healthy configs do better: list them with `tune-attn best {path} --show-pruned`, or compare with a "
+        f"healthy configs do better: list them with `tune-attn best {shlex.quote(str(path))} --show-pruned`, or compare with a "
         "--no-prune sweep."
     )
 
