@@ -89,10 +89,12 @@ def test_the_check_sees_an_import_against_the_flow(tmp_path: Path) -> None:
         _step("tune_attn.nowhere")
 
 
-def test_the_detector_imports_no_torch_ray_wandb_or_models() -> None:
+def test_the_pure_steps_import_no_torch_ray_wandb_or_models_and_the_training_loop_no_ray_or_wandb() -> None:
+    pure = "tune_attn.masks, tune_attn.panels, tune_attn.degeneracy"
+    heavy = "'torch', 'ray', 'wandb', 'tune_attn.models', 'tune_attn.engine'"
+    code = f"import sys; import {pure}; bad = [m for m in ({heavy}) if m in sys.modules]; assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True)
     code = (
-        "import sys; import tune_attn.degeneracy; "
-        "bad = [m for m in ('torch', 'ray', 'wandb', 'tune_attn.models', 'tune_attn.engine') if m in sys.modules]; "
-        "assert not bad, bad"
+        "import sys; import tune_attn.engine; assert 'ray' not in sys.modules and 'wandb' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
