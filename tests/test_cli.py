@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY, heavy_imports_after
+from tune_attn.files import RUN_LOCK, sole_writer
+from tune_attn.leaderboard import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,8 +107,16 @@ def test_train_stopped_with_ctrl_c_says_how_to_go_on(tmp_path: Path) -> None:
     assert run.stdout is not None
     for line in run.stdout:
         if line.startswith("epoch   2 "):
-            run.send_signal(signal.SIGINT)
             break
+    # While it trains, the folder is its own: a second process is refused (it wrote into the same metrics.jsonl),
+    # and the run reads as running, not as stopped.
+    second = _cli("train", "--out", "run", "--resume", cwd=tmp_path)
+    assert second.returncode == 2 and (
+        f"run: a run is training into this folder now (pid {run.pid} on " in second.stderr
+    ), second.stderr
+    row = read_run(tmp_path / "run")
+    assert row["status"] == "running" and f"training now (pid {run.pid} on " in row["reason"], row
+    run.send_signal(signal.SIGINT)
     out = run.stdout.read()
     assert run.wait(timeout=60) == 130, out  # not a traceback, not "Aborted!"
     said = re.search(
@@ -124,6 +134,10 @@ def test_train_stopped_with_ctrl_c_says_how_to_go_on(tmp_path: Path) -> None:
     assert summary["status"] == "interrupted" and summary["reason"].startswith(
         f"interrupted after epoch {epoch} of 1000"
     )
+    row = read_run(tmp_path / "run")
+    assert row["status"] == "interrupted" and row["reason"].endswith(
+        f": stopped before its last epoch; tune-attn train --out {tmp_path / 'run'} --resume goes on"
+    ), row
     r = _cli(*shlex.split(said.group(2))[1:], "--set", f"train.epochs={epoch + 1}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert [
@@ -167,7 +181,14 @@ def test_bad_input_fails_before_training_with_a_clear_message(tmp_path: Path) ->
     assert r.returncode == 2 and "nowhere is not a folder" in r.stderr and "cifar-10-batches-py" in r.stderr
     r = _cli("train", "--config", "missing.yaml", cwd=tmp_path)
     assert r.returncode == 2 and "missing.yaml: no such file" in r.stderr
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "x").exists()  # nor a folder made for the run and left empty
+    # The same command started twice: the second is refused before it writes (both wrote into one metrics.jsonl).
+    with sole_writer(tmp_path / "twice", RUN_LOCK):  # as the first process holds it while it trains
+        r = _cli("train", "--out", "twice", *_sets(), cwd=tmp_path)
+    assert r.returncode == 2 and (
+        f"twice: a run is training into this folder now (pid {os.getpid()} on " in r.stderr
+    ), r.stderr
+    assert [p.name for p in (tmp_path / "twice").iterdir()] == [RUN_LOCK]
     (tmp_path / "a-file").write_text("")
     r = _cli("train", "--out", "a-file", *_sets(), cwd=tmp_path)  # was a NotADirectoryError traceback
     assert r.returncode == 2 and "--out a-file: a file, not a folder" in r.stderr, r.stderr

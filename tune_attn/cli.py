@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shlex
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -15,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tune_attn.config import (
+    RunConfig,
     WandbOptions,
     absolute_root,
     check_folder,
@@ -22,6 +25,7 @@ from tune_attn.config import (
     load_config,
     shown_value,
 )
+from tune_attn.files import RUN_LOCK, FolderBusy, sole_writer
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Hyperparameter search for attention CNNs."
@@ -115,6 +119,26 @@ def train(
         raise _fail(str(exc)) from None
     if (out / "checkpoint.pt").exists() and not resume:
         raise _fail(f"{out}: holds a run already; add --resume to continue it, or choose another --out")
+    # One process trains into a folder: the same command started twice would write both runs into one metrics.jsonl.
+    made = not out.exists()
+    held = contextlib.ExitStack()
+    try:
+        held.enter_context(sole_writer(out, RUN_LOCK))
+    except FolderBusy as busy:
+        raise _fail(
+            f"{out}: a run is training into this folder now ({busy.holder}); wait for it to end, or choose another "
+            "--out"
+        ) from None
+    with held:
+        try:
+            _train(cfg, out, resume, prune, wandb_options)
+        finally:
+            if made and [p.name for p in out.iterdir()] == [RUN_LOCK]:  # it failed before writing anything
+                shutil.rmtree(out, ignore_errors=True)
+
+
+def _train(cfg: RunConfig, out: Path, resume: bool, prune: bool, wandb_options: WandbOptions) -> None:
+    """``tune-attn train`` once its arguments are checked and it holds the run folder."""
     # torch and the rest only for a valid command: a mistyped key or option is told at once, not ~3 s later
     from tune_attn.data import DatasetError
     from tune_attn.engine import EpochResult, Trainer, TrainingDiverged

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from tune_attn.config import flat_keys
+from tune_attn.files import RUN_LOCK, lock_holder
 from tune_attn.status import (
     INTERRUPTED,
     LOST_MARK,
@@ -280,19 +281,26 @@ def trial_of_run(run: str | Path) -> tuple[Path, str] | None:
 
 def read_run(run: str | Path) -> dict[str, Any]:
     """The row of one ``tune-attn train`` run folder, with the keys of :func:`read_sweep`'s rows: its status from
-    its last epoch (``interrupted`` when it stopped before its epoch budget), ``trial_id`` None."""
+    its last epoch (before its epoch budget: ``running`` while a process trains into it, told by its
+    :data:`~tune_attn.files.RUN_LOCK`, else ``interrupted``), ``trial_id`` None."""
     run = Path(run)
     history = _history(run)
     if not history:
         raise SweepError(f"{run}: no epoch of this run has finished (its metrics.jsonl is empty or missing)")
     last = history[-1]
+    trainer = lock_holder(run, RUN_LOCK)  # "": none trains into it; None: not known (a copy, an older run)
     if is_last_epoch(last):
         status, reason = run_status(last, False, METRIC)
+    elif trainer:
+        status, reason = (
+            "running",
+            f"epoch {last['epoch']} of {last.get('epochs_budget', '?')}: training now ({trainer})",
+        )
     else:
+        stopped = "stopped before its last epoch" + (", or training still" if trainer is None else "")
         status, reason = (
             INTERRUPTED,
-            f"{interrupted_when(last)}: stopped before its last epoch, or training still; "
-            f"tune-attn train --out {shlex.quote(str(run))} --resume goes on",
+            f"{interrupted_when(last)}: {stopped}; tune-attn train --out {shlex.quote(str(run))} --resume goes on",
         )
     return {
         "trial_id": None,

@@ -13,14 +13,13 @@ import json
 import os
 import re
 import shlex
-import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tune_attn.config import WandbOptions, check_folder
+from tune_attn.files import FolderBusy, lock_holder, sole_writer
 from tune_attn.tune.search import SearchSpace, load_point
 
 SAMPLERS = ("tpe", "random")
@@ -210,35 +209,20 @@ def sweeps_in(storage: str) -> list[str]:
 
 @contextlib.contextmanager
 def sole_driver(folder: Path | None) -> Iterator[None]:
-    """Hold the sweep folder's :data:`DRIVER_LOCK` while the sweep runs; refuse (ValueError) a second driver of
-    the same sweep (the same ``--name`` run again in another terminal, or a job started again while the first
-    still runs): both would restore and write the same Tune experiment. The lock goes with the process (no
-    stale lock after a crash or a kill); nothing is locked for a URI (None)."""
-    import fcntl
-
-    if folder is None:
-        yield
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / DRIVER_LOCK, "a+") as lock:
-        for _ in range(20):  # :func:`running_driver` may hold it for a moment: wait out such a look (1 s)
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                time.sleep(0.05)
-            except OSError:  # a file system without locks: run unguarded, as before
-                break
-        else:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
+    """Hold the sweep folder's :data:`DRIVER_LOCK` while the sweep runs (:func:`~tune_attn.files.sole_writer`);
+    refuse (ValueError) a second driver of the same sweep (the same ``--name`` run again in another terminal, or
+    a job started again while the first still runs): both would restore and write the same Tune experiment.
+    Nothing is locked for a URI (None)."""
+    held = contextlib.ExitStack()
+    if folder is not None:
+        try:
+            held.enter_context(sole_writer(folder, DRIVER_LOCK))
+        except FolderBusy as busy:
             raise ValueError(
-                f"{folder}: this sweep is running now ({holder}); wait for it to end, or stop it (Ctrl+C) and run "
-                "this again to continue it, or give another --name"
-            )
-        lock.truncate(0)
-        lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        lock.flush()
+                f"{folder}: this sweep is running now ({busy.holder}); wait for it to end, or stop it (Ctrl+C) and "
+                "run this again to continue it, or give another --name"
+            ) from None
+    with held:
         yield
 
 
@@ -247,21 +231,7 @@ def running_driver(folder: Path) -> str | None:
     4242 on head-0, since ...``) while one holds it; ``""`` when none does (the sweep ended, was stopped, or its
     driver died: its trials are not training); None when it cannot be told (no lock file: a copy of a sweep,
     one at a URI or of an earlier version; a file system without locks)."""
-    import fcntl
-
-    try:
-        lock = open(folder / DRIVER_LOCK)  # noqa: SIM115 (closed below; never created here)
-    except OSError:
-        return None
-    with lock:
-        try:  # taken only when no driver holds it; let go at once
-            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return lock.read().strip() or "another process"
-        except OSError:
-            return None
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        return ""
+    return lock_holder(folder, DRIVER_LOCK)
 
 
 RESUME_KEEPS = {
