@@ -183,7 +183,9 @@ def test_bad_input_fails_before_training_with_a_clear_message(tmp_path: Path) ->
     assert r.returncode == 2 and "missing.yaml: no such file" in r.stderr
     assert not (tmp_path / "x").exists()  # nor a folder made for the run and left empty
     # The same command started twice: the second is refused before it writes (both wrote into one metrics.jsonl).
-    with sole_writer(tmp_path / "twice", RUN_LOCK):  # as the first process holds it while it trains
+    with sole_writer(
+        tmp_path / "twice", RUN_LOCK, RuntimeError
+    ):  # as the first process holds it while it trains
         r = _cli("train", "--out", "twice", *_sets(), cwd=tmp_path)
     assert r.returncode == 2 and (
         f"twice: a run is training into this folder now (pid {os.getpid()} on " in r.stderr

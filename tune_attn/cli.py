@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import shlex
 import shutil
@@ -25,7 +24,7 @@ from tune_attn.config import (
     load_config,
     shown_value,
 )
-from tune_attn.files import RUN_LOCK, FolderBusy, sole_writer
+from tune_attn.files import RUN_LOCK, sole_writer
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Hyperparameter search for attention CNNs."
@@ -121,15 +120,8 @@ def train(
         raise _fail(f"{out}: holds a run already; add --resume to continue it, or choose another --out")
     # One process trains into a folder: the same command started twice would write both runs into one metrics.jsonl.
     made = not out.exists()
-    held = contextlib.ExitStack()
-    try:
-        held.enter_context(sole_writer(out, RUN_LOCK))
-    except FolderBusy as busy:
-        raise _fail(
-            f"{out}: a run is training into this folder now ({busy.holder}); wait for it to end, or choose another "
-            "--out"
-        ) from None
-    with held:
+    busy = "a run is training into this folder now ({}); wait for it to end, or choose another --out"
+    with sole_writer(out, RUN_LOCK, lambda holder: _fail(f"{out}: {busy.format(holder)}")):
         try:
             _train(cfg, out, resume, prune, wandb_options)
         finally:

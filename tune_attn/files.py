@@ -9,7 +9,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +49,11 @@ RUN_LOCK = ".train.lock"
 """In a ``tune-attn train`` run folder: locked (:func:`sole_writer`) by the process training into it."""
 
 
-class FolderBusy(Exception):
-    """Another process holds the folder's lock (:func:`sole_writer`); ``holder`` says who."""
-
-    def __init__(self, holder: str) -> None:
-        super().__init__(holder)
-        self.holder = holder
-
-
 @contextlib.contextmanager
-def sole_writer(folder: Path, lock_name: str) -> Iterator[None]:
+def sole_writer(folder: Path, lock_name: str, refuse: Callable[[str], BaseException]) -> Iterator[None]:
     """Hold the lock file ``folder/lock_name`` (``flock``) while the body runs, writing into it who holds it
-    (``pid 4242 on head-0, since 2026-11-27 10:15:00``); raise :class:`FolderBusy` naming the holder when another
-    process holds it. The lock goes with the process (no stale lock after a crash or a kill); on a file system
+    (``pid 4242 on head-0, since 2026-11-27 10:15:00``); when another process holds it, raise ``refuse(holder)``
+    before the body runs. The lock goes with the process (no stale lock after a crash or a kill); on a file system
     without locks nothing is guarded. ``folder`` is made if missing."""
     import fcntl
 
@@ -77,7 +69,7 @@ def sole_writer(folder: Path, lock_name: str) -> Iterator[None]:
                 break
         else:
             lock.seek(0)
-            raise FolderBusy(lock.read().strip() or "another process")
+            raise refuse(lock.read().strip() or "another process")
         lock.truncate(0)
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
         lock.flush()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_attn.config import WandbOptions, check_folder
-from tune_attn.files import FolderBusy, lock_holder, sole_writer
+from tune_attn.files import lock_holder, sole_writer
 from tune_attn.tune.search import SearchSpace, load_point
 
 SAMPLERS = ("tpe", "random")
@@ -213,16 +213,17 @@ def sole_driver(folder: Path | None) -> Iterator[None]:
     refuse (ValueError) a second driver of the same sweep (the same ``--name`` run again in another terminal, or
     a job started again while the first still runs): both would restore and write the same Tune experiment.
     Nothing is locked for a URI (None)."""
-    held = contextlib.ExitStack()
-    if folder is not None:
-        try:
-            held.enter_context(sole_writer(folder, DRIVER_LOCK))
-        except FolderBusy as busy:
-            raise ValueError(
-                f"{folder}: this sweep is running now ({busy.holder}); wait for it to end, or stop it (Ctrl+C) and "
-                "run this again to continue it, or give another --name"
-            ) from None
-    with held:
+    if folder is None:
+        yield
+        return
+    with sole_writer(
+        folder,
+        DRIVER_LOCK,
+        lambda holder: ValueError(
+            f"{folder}: this sweep is running now ({holder}); wait for it to end, or stop it (Ctrl+C) and run this "
+            "again to continue it, or give another --name"
+        ),
+    ):
         yield
 
 
