@@ -89,6 +89,20 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     path.write_text("model: {heads: 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+    # A key given twice is refused (PyYAML keeps the last one unsaid), at any depth; YAML's merge key still merges.
+    path.write_text("model:\n  heads: 2\n  activation: relu\n  heads: 3\n")
+    with pytest.raises(
+        ConfigError, match=r"bad\.yaml: not valid YAML: 'heads' is given twice \(lines 2 and 4\)"
+    ):
+        load_config(path)
+    path.write_text("train: {epochs: 2, epochs: 3}\n")
+    with pytest.raises(ConfigError, match=r"'epochs' is given twice \(line 1\); keep one"):
+        load_config(path)
+    path.write_text("defaults: &m {heads: 2, activation: relu}\nmodel:\n  <<: *m\n  heads: 3\n")
+    assert C.read_yaml(path) == {
+        "defaults": {"heads": 2, "activation": "relu"},
+        "model": {"heads": 3, "activation": "relu"},
+    }
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "missing.yaml")
 

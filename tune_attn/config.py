@@ -438,8 +438,36 @@ def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one unsaid: a key
+    added again to a long search space or config would silently undo the first)."""
+
+
+def _unique_mapping(loader: _UniqueKeys, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` merges, as PyYAML does
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: PyYAML's own constructor names it
+            continue
+        if first is not None:
+            again = key_node.start_mark.line
+            lines = f"line {first + 1}" if again == first else f"lines {first + 1} and {again + 1}"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{key!r} is given twice ({lines}); keep one", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a missing file or a syntax error names the file."""
+    """Parse a YAML file; a missing file, a syntax error or a key given twice names the file."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: a folder, not a YAML file")
@@ -447,7 +475,7 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: no such file")
     try:
         with path.open() as fh:
-            return yaml.safe_load(fh) or {}
+            return yaml.load(fh, Loader=_UniqueKeys) or {}  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
