@@ -120,6 +120,27 @@ def test_set_fixes_keys_over_the_space_file(tmp_path: Path) -> None:
             },
             "'when' names 'train.optimizer', which is not a key earlier in this space",
         ),
+        # A value the key it names never takes (a typo): the key was silently never drawn.
+        (
+            {
+                "train.optimizer": {"type": "categorical", "choices": ["adamw", "sgd"]},
+                "train.lr": {
+                    "type": "loguniform",
+                    "low": 1e-4,
+                    "high": 1e-3,
+                    "when": {"train.optimizer": "adam"},
+                },
+            },
+            "train.lr: 'when' asks for train.optimizer = 'adam', which train.optimizer never takes here (choices "
+            "['adamw', 'sgd']), so train.lr would never be drawn",
+        ),
+        (
+            {
+                "model.heads": {"type": "int", "low": 1, "high": 4},
+                "train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-3, "when": {"model.heads": 6}},
+            },
+            "'when' asks for model.heads = 6, which model.heads never takes here (int range 1..4)",
+        ),
         ({"model.heads": {"type": "int", "low": 1.5, "high": 4}}, "an int needs whole numbers"),
         # Optuna refused these only once Ray had started, naming neither the file nor the key.
         (
@@ -142,11 +163,18 @@ def test_bad_spaces_fail_before_any_trial_naming_the_key(raw: object, needle: st
     import yaml
 
     path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))  # in the order written: "earlier" keys
     with pytest.raises(SpaceError) as exc:
         SearchSpace.load(path)
     assert needle in str(exc.value)
     assert str(exc.value).startswith(str(path))
+
+
+def test_a_key_fixed_over_the_space_may_leave_a_conditional_key_never_drawn() -> None:
+    # `--set train.optimizer=sgd` on a space whose learning rate is drawn for AdamW only: no lr, the momentum.
+    space = SearchSpace.load(ROOT / "search_spaces" / "default.yaml", ["train.optimizer=sgd"])
+    drawn = space.sample(optuna.create_study().ask())
+    assert drawn["train.optimizer"] == "sgd" and "train.momentum" in drawn and "train.lr" not in drawn
 
 
 def test_data_roots_are_the_folders_trials_may_read() -> None:

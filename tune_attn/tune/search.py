@@ -148,7 +148,7 @@ class SearchSpace:
         for key, spec in raw.items():
             if key not in keys:
                 raise SpaceError(str(unknown_key(key, keys, where)))
-            params.append(_parse(key, spec, where, {p.key for p in params}))
+            params.append(_parse(key, spec, where, {p.key: p for p in params}))
         space = cls(params, source)
         space.check()
         return space
@@ -260,7 +260,7 @@ def _default(key: str) -> Any:
     return getattr(getattr(RunConfig(), section), name)
 
 
-def _parse(key: str, spec: Any, where: str, earlier: set[str]) -> Param:
+def _parse(key: str, spec: Any, where: str, earlier: dict[str, Param]) -> Param:
     if not isinstance(spec, Mapping):
         return Param(key, "fixed", value=spec)
     kind = spec.get("type")
@@ -279,9 +279,17 @@ def _parse(key: str, spec: Any, where: str, earlier: set[str]) -> Param:
         raise SpaceError(
             f"{where}{key}: 'when' must map earlier keys to values, e.g. {{train.optimizer: sgd}}"
         )
-    for k in when:
+    for k, v in when.items():
         if k not in earlier:
             raise SpaceError(f"{where}{key}: 'when' names {k!r}, which is not a key earlier in this space")
+        # a drawn key that never takes the value (a typo: `adam` for `adamw`) would leave this key never drawn;
+        # a fixed one may (`--set train.optimizer=sgd` on a space whose lr is drawn for adamw only)
+        never = earlier[k].refuses(v) if earlier[k].kind != "fixed" else None
+        if never:
+            raise SpaceError(
+                f"{where}{key}: 'when' asks for {k} = {v!r}, which {k} never takes here ({never}), so {key} "
+                "would never be drawn"
+            )
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
