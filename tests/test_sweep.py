@@ -740,7 +740,8 @@ def test_a_weights_file_is_checked_before_ray_starts_and_given_to_the_trials_as_
         check_sweep(drawn, options)
     # A drawn width: whether the file fits shows per trial; that it loads is checked here.
     widths = tmp_path / "widths.yaml"
-    widths.write_text(SMOKE_SPACE.read_text() + "model.width: {type: categorical, choices: [8, 16]}\n")
+    drawn_width = "model.width: {type: categorical, choices: [8, 16]}\n"
+    widths.write_text(SMOKE_SPACE.read_text().replace("model.width: 8\n", drawn_width))
     assert check_sweep(widths, fixed("w16.pt"))[0].weights_files() == [str(tmp_path / "w16.pt")]
     with pytest.raises(ValueError, match="junk.pt is not a loadable weights file"):
         check_sweep(widths, fixed("junk.pt"))
