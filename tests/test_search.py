@@ -226,6 +226,14 @@ def test_a_config_source_gives_the_searched_keys_it_sets_inside_the_space(tmp_pa
     assert space.point({"train.optimizer": "adamw", "train.momentum": 0.8}, "f") == {
         "train.optimizer": "adamw"
     }
+    # what the search still draws for such a point: momentum only for SGD, or when the optimizer is drawn too
+    assert space.left_to_draw(space.point(sgd, "f")) == ["model.mask_kernel"]
+    assert space.left_to_draw({"train.optimizer": "adamw"}) == ["model.heads", "model.mask_kernel"]
+    assert space.left_to_draw({"model.heads": 3}) == [
+        "train.optimizer",
+        "train.momentum",
+        "model.mask_kernel",
+    ]
     for values, refused in (
         ({"model.heads": 4}, r"f: model.heads: 4 is not in s.yaml's int range 1..7 in steps of 2"),
         ({"model.heads": 9}, r"model.heads: 9 is not in s.yaml's int range 1..7 in steps of 2"),

@@ -202,6 +202,23 @@ class SearchSpace:
                 flat[p.key] = point[p.key] = values[p.key]
         return point
 
+    def left_to_draw(self, point: Mapping[str, Any]) -> list[str]:
+        """The searched keys the search draws for the trial of ``point`` (from :meth:`point`): those it does not
+        set whose ``when`` holds for its values, or hangs on a key drawn too. ``train.lr`` under ``{when:
+        {train.optimizer: adamw}}`` is not drawn for a point that sets ``train.optimizer: sgd``."""
+        known: dict[str, Any] = {}
+        drawn: list[str] = []
+        for p in self.params:
+            if not all(k in drawn or known.get(k, _default(k)) == v for k, v in p.when.items()):
+                continue
+            if p.kind == "fixed":
+                known[p.key] = p.value
+            elif p.key in point:
+                known[p.key] = point[p.key]
+            else:
+                drawn.append(p.key)
+        return drawn
+
     def to_dict(self) -> dict[str, Any]:
         """The space as a YAML-ready mapping (``SearchSpace.from_dict`` reads it back to an equal space)."""
         return {p.key: p.spec() for p in self.params}

@@ -651,7 +651,7 @@ def _drive(
             search, limited = _searcher(space, options)
             for tried, point in zip(options.tries, options.points, strict=True):
                 values = " ".join(f"{k.split('.')[-1]}={shown_value(v)}" for k, v in point.items())
-                drawn = [k.split(".")[-1] for k in space.searched_keys() if k not in point]
+                drawn = [k.split(".")[-1] for k in space.left_to_draw(point)]
                 echo(
                     f"trial to try first (--try {tried}): {values}"
                     + (f"; the search draws {', '.join(drawn)}" if drawn else "")
