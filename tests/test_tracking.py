@@ -67,6 +67,7 @@ def test_train_logs_an_offline_run_with_config_history_panels_and_status(tmp_pat
     run = OfflineRun.read(runs[0])
     assert run.run.job_type == "train" and run.exited
     assert run.config["model"]["heads"] == 2 and run.config["train"]["epochs"] == 2
+    assert run.config["train"]["device"] == "auto" and run.config["device"] == "cpu"  # the one it trained on
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [h["_step"] for h in run.history] == [1, 2]  # step = epoch: the media panel scrolls by epoch
     val_labels = np.bincount(  # the validation images of each class

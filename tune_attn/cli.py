@@ -196,7 +196,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, prune: bool, wandb_options: 
             name=out.name,
             id=run_id(out.name, str(out.resolve())),
             job_type="train",
-            config=cfg.to_dict(),
+            config={**cfg.to_dict(), "device": str(trainer.device)},  # what train.device (auto, say) gave
         )
 
         def tell_wandb_problem() -> None:

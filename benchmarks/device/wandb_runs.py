@@ -24,7 +24,7 @@ def main(root: Path) -> None:
         images = [k for k in keys if any(isinstance(h.get(k), dict) and "_type" in h[k] for h in r.history)]
         pngs = len(list(folder.glob("files/media/**/*.png")))
         secret = [k for k in r.config if "key" in k.lower() or "token" in k.lower()]
-        device = r.config.get("train", {}).get("device") if isinstance(r.config.get("train"), dict) else None
+        device = r.config.get("device")  # the one it trained on (train.device may say auto)
         print(
             f"{folder.relative_to(root)}: exited={r.exited} rows={len(r.history)} class_accuracy keys="
             f"{len(per_class)} image keys={len(images)} pngs={pngs} best_val_accuracy="

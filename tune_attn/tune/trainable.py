@@ -102,6 +102,7 @@ class AttentionTrial(tune.Trainable):
                 "trial_id": self.trial_id,
                 "sweep": sweep,
                 "searched": sorted(config),
+                "device": self.device,  # what train.device (auto, say) gave with the trial's resources
             },
         )
         self.told_wandb = False
