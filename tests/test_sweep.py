@@ -8,6 +8,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +26,7 @@ from tune_attn.tune.options import SweepOptions
 from tune_attn.tune.resume import resume_differences
 from tune_attn.tune.search import SearchSpace
 from tune_attn.tune.searcher import RAY_TRIAL_ID, load_study
-from tune_attn.tune.sweep import run_sweep, running_epochs, write_provenance
+from tune_attn.tune.sweep import run_sweep, running_epochs, within, write_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLAPSE_SPACE = ROOT / "tests" / "data" / "space_collapse.yaml"
@@ -1701,3 +1703,17 @@ def test_a_storage_uri_gets_every_trials_run_folder_and_the_summary(s3, tmp_path
     cmd = [sys.executable, "-m", "tune_attn.cli", "best", f"{s3}/store/nothing"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and f"{s3}/store/nothing: no such sweep folder" in r.stderr
+
+
+def test_a_bounded_call_leaves_a_call_that_hangs_and_passes_on_one_that_fails() -> None:
+    """After Ctrl+C a Ray Client sweep waits for the head in such a call: a head that stops answering (a client
+    call that never returns) must not keep the command forever."""
+    hang = threading.Event()
+    began = time.monotonic()
+    assert within(0.3, hang.wait) is False  # still waiting: left after its time
+    assert 0.3 <= time.monotonic() - began < 5
+    hang.set()
+    done: list[int] = []
+    assert within(5, lambda: done.append(1)) is True and done == [1]
+    with pytest.raises(ZeroDivisionError):
+        within(5, lambda: None if 1 / 0 else None)

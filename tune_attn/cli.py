@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shlex
 import shutil
 import sys
@@ -377,7 +378,7 @@ def sweep(
     except ValueError as exc:  # SpaceError too
         raise _fail(str(exc)) from None
     from tune_attn.tune.summary import count_statuses, pruned_ahead_note
-    from tune_attn.tune.sweep import run_sweep
+    from tune_attn.tune.sweep import HeadUnanswered, run_sweep
 
     if name is None:  # said first, so that a driver that dies can still be continued
         console.print(
@@ -392,6 +393,13 @@ def sweep(
         )
     except ValueError as exc:  # what only Ray could tell (a cluster's resources)
         raise _fail(str(exc)) from None
+    except HeadUnanswered as exc:  # Ray's disconnect at exit would wait on that head too: leave without it
+        console.print(str(exc), highlight=False)
+        if name is None:
+            release_unused(options)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     finally:
         if name is None:
             release_unused(options)

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -477,7 +478,8 @@ def _on_head(
             "to leave at once; trials started since its last save would be lost)"
         )
         deadline = time.monotonic() + HEAD_STOP_S
-        with contextlib.suppress(KeyboardInterrupt):
+
+        def stop_and_wait() -> None:
             pid = started[0].pid if started else None
             if pid is None:
                 ray.cancel(task)
@@ -491,15 +493,26 @@ def _on_head(
                     ray.cancel(task)
             while not ended and time.monotonic() < deadline:
                 drain(wait=1.0)
+
+        answered = left = False
+        try:
+            # in a thread, bounded: a Ray Client call can wait forever on a head that stopped answering (seen
+            # once on a loaded machine: the stop's first call never returned)
+            answered = within(HEAD_STOP_S + 15, stop_and_wait)
+        except KeyboardInterrupt:  # the second Ctrl+C
+            left = True
         if ended and ended[0].result is not None:  # the CLI tells it as it tells an interrupted local sweep
             ended[0].result.on_head = True
             return ended[0].result
+        again = f"run the same command with --name {shlex.quote(options.name)} --resume"
+        if not answered and not left:
+            raise HeadUnanswered(
+                f"interrupted: the head node has not answered for {HEAD_STOP_S:.0f} s since the stop was asked (Ray "
+                f"Client); the sweep there may still be running or stopping. To go on once it has stopped, {again}"
+            ) from None
         if not ended:
-            ray.cancel(task)
-        echo(
-            "interrupted: the sweep on the head node is stopped; to go on, run the same command with "
-            f"--name {options.name} --resume"
-        )
+            within(15, lambda: ray.cancel(task))
+        echo(f"interrupted: the sweep on the head node is stopped; to go on, {again}")
         raise
     try:
         result: SweepResult = ray.get(task)
@@ -511,6 +524,34 @@ def _on_head(
     finally:
         drain()
     return result
+
+
+class HeadUnanswered(Exception):
+    """After Ctrl+C, the head node of a Ray Client sweep did not answer in time: its message says what to do.
+    The command should leave without Ray's own disconnect, which would wait on that head too."""
+
+
+def within(seconds: float, fn: Callable[[], None]) -> bool:
+    """Run ``fn`` in a daemon thread and wait for it at most ``seconds``: True if it ended (its exception, if
+    any, is raised here), False if it still runs. A Ctrl+C meanwhile raises KeyboardInterrupt here at once."""
+    import threading
+
+    failed: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=body, daemon=True, name="tune-attn-bounded")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        return False
+    if failed:
+        raise failed[0]
+    return True
 
 
 def _stop_gently(pid: int) -> None:
