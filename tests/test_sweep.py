@@ -107,9 +107,8 @@ def test_collapsing_trials_are_pruned_in_the_optuna_study(ray_local, tmp_path: P
         run = OfflineRun.read(folder)
         assert run.run.run_group == "smoke" and run.run.job_type == "trial" and run.exited
         assert run.config["trial_id"] == row["trial_id"] and run.config["train"]["epochs"] == 3
-        assert (
-            run.config["device"] == row["device"] == "cpu"
-        )  # the one it trained on, not train.device's auto
+        # the device it trained on, not train.device's auto
+        assert run.config["device"] == row["device"] == "cpu"
         assert [h["epoch"] for h in run.history] == list(range(1, row["epochs"] + 1))
         assert all((folder / "files" / h["panel"]["path"]).is_file() for h in run.history)
         assert run.summary["status"] == row["status"] and run.tags == [row["status"]]

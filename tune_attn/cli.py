@@ -387,22 +387,23 @@ def sweep(
             highlight=False,
         )
 
+    unanswered = False
     try:
         result = run_sweep(
             space, options, echo=lambda line: console.print(line, highlight=False, markup=False)
         )
     except ValueError as exc:  # what only Ray could tell (a cluster's resources)
         raise _fail(str(exc)) from None
-    except HeadUnanswered as exc:  # Ray's disconnect at exit would wait on that head too: leave without it
+    except HeadUnanswered as exc:
         console.print(str(exc), highlight=False)
-        if name is None:
-            release_unused(options)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
+        unanswered = True
     finally:
         if name is None:
             release_unused(options)
+    if unanswered:  # Ray's disconnect at exit would wait on that head too: leave without it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     counts = count_statuses(r["status"] for r in result.rows)
     if result.budget_reached and not result.interrupted:
         assert options.time_budget is not None
