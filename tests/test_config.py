@@ -62,6 +62,8 @@ def test_yaml_and_overrides_with_type_coercion(tmp_path: Path) -> None:
         ),
         (["data.val_fraction=0"], "data.val_fraction: 0.0 leaves no validation set"),
         (["detector.patience=0"], "detector.patience: 0 is out of range"),
+        (["data.seed=-1"], "data.seed: -1 is out of range; valid: 0 <= seed <= 4294967295"),  # numpy's error
+        (["train.seed=4294967296"], "train.seed: 4294967296 is out of range; valid: 0 <= seed <= 4294967295"),
         (["detector.point_peak=1.5"], "detector.point_peak: 1.5 is out of range; valid: 0 < point_peak <= 1"),
         (["model.backbone=resnet18", "data.image_size=64"], "use data.image_size >= 128"),
     ],

@@ -299,6 +299,8 @@ def test_bad_space_fails_before_ray_starts(tmp_path: Path) -> None:
         ([str(bad)], "model.heads: the value 0 of this int is refused"),
         ([str(failing)], "data.root /nonexistent/tune-attn-test-data is not a folder"),
         ([str(COLLAPSE_SPACE), "--num-samples", "0"], "--num-samples: 0; must be >= 1"),
+        # Optuna's sampler refused it once Ray had started, not naming the flag, and left a sweep folder
+        ([str(COLLAPSE_SPACE), "--seed", "-1"], "--seed: -1; must be from 0 to 4294967295 (2**32 - 1)"),
         (
             [str(COLLAPSE_SPACE), "--scheduler", "asha", "--asha-grace", "9"],
             "--asha-grace 9 leaves ASHA nothing",

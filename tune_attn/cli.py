@@ -282,7 +282,7 @@ def sweep(
             help="TPE: random trials before it models the results (default max(4, min(10, n / 4)))."
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the Optuna sampler.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the Optuna sampler (0 to 2**32 - 1).")] = 0,
     max_failures: Annotated[
         int,
         typer.Option(

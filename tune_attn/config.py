@@ -48,6 +48,10 @@ def _check_choice(key: str, value: object, choices: Iterable[str]) -> None:
         raise ConfigError(f"{key}: {value!r} is not valid; choose one of {', '.join(choices)}")
 
 
+SEED_MAX = 2**32 - 1
+"""The largest seed: numpy's and Optuna's samplers take 0 to 2**32 - 1, and so do tune-attn's seeds."""
+
+
 def _check_range(key: str, value: float, low: float | None = None, high: float | None = None) -> None:
     if (low is not None and value < low) or (high is not None and value > high):
         lo = "-inf" if low is None else low
@@ -74,7 +78,7 @@ class DataConfig:
     at least one of every class with two or more); an ``imagefolder`` tree split in folders
     (``ROOT/train/<class>/...``, ``ROOT/val/<class>/...``) validates on its ``val`` folder instead."""
     seed: int = 0
-    """Seed of the synthetic images and of the train / validation split."""
+    """Seed of the synthetic images and of the train / validation split (0 to 2**32 - 1)."""
     cache_dir: str | None = None
     """Where generated synthetic sets are cached; default ``$TUNE_ATTN_CACHE`` or ``~/.cache/tune_attn``."""
     memory_cache_mb: int = 2048
@@ -99,6 +103,7 @@ class DataConfig:
             )
         _check_range("data.val_fraction", self.val_fraction, 0.0, 0.9)
         _check_range("data.memory_cache_mb", self.memory_cache_mb, 0)
+        _check_range("data.seed", self.seed, 0, SEED_MAX)
 
 
 @dataclass
@@ -151,7 +156,8 @@ class TrainConfig:
     batch_size: int = 64
     """Mini-batch size."""
     seed: int = 0
-    """Seed of the weight init and of the batch order; same seed, same results (on a GPU with ``deterministic``)."""
+    """Seed of the weight init and of the batch order (0 to 2**32 - 1); same seed, same results (on a GPU with
+    ``deterministic``)."""
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     deterministic: bool = True
@@ -179,6 +185,7 @@ class TrainConfig:
         _check_range("train.batch_size", self.batch_size, 1, 65_536)
         _check_range("train.panel_samples", self.panel_samples, 1, 32)
         _check_range("train.stats_samples", self.stats_samples, 1, 100_000)
+        _check_range("train.seed", self.seed, 0, SEED_MAX)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tune_attn.config import WandbOptions, check_folder
+from tune_attn.config import SEED_MAX, WandbOptions, check_folder
 from tune_attn.files import lock_holder, sole_writer
 from tune_attn.tune.search import SearchSpace, load_point
 
@@ -100,6 +100,8 @@ class SweepOptions:
             raise ValueError(f"--time-budget: {self.time_budget} seconds; must be > 0")
         if self.max_failures < -1:
             raise ValueError(f"--max-failures: {self.max_failures}; must be >= 0, or -1 for no limit")
+        if not 0 <= self.seed <= SEED_MAX:  # else Optuna's sampler refuses it once Ray has started
+            raise ValueError(f"--seed: {self.seed}; must be from 0 to {SEED_MAX} (2**32 - 1)")
         if self.startup_trials is not None and self.startup_trials < 1:
             raise ValueError(f"--startup-trials: {self.startup_trials}; must be >= 1")
         if self.sampler not in SAMPLERS:
