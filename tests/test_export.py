@@ -308,6 +308,17 @@ def test_a_running_sweep_can_be_ranked(sweep: Path, tmp_path: Path) -> None:
     # Without the lock file (a sweep of an earlier version) it cannot be told: running, as the files say.
     (running / DRIVER_LOCK).unlink()
     assert {r["trial_id"]: r for r in read_sweep(running)}[trial]["status"] == "running"
+    # A sweep whose driver has only just begun: no trial yet, and `best` says so (it said no more than "no trial
+    # completed with healthy masks").
+    begun = tmp_path / "begun"
+    begun.mkdir()
+    shutil.copy(sweep / "sweep.json", begun / "sweep.json")
+    with sole_driver(begun):
+        r = _cli("best", str(begun), "--json", str(tmp_path / "begun.json"), cwd=tmp_path)
+        assert r.returncode == 1 and r.stderr.endswith(
+            "error: no trial completed with healthy masks yet (no trial has started)\n"
+        ), r.stderr
+        assert json.loads((tmp_path / "begun.json").read_text())["why_no_pick"] == "no trial has started"
     r = _cli("best", str(running), cwd=tmp_path)
     assert "the sweep" not in r.stdout, r.stdout
     assert pick_report(running, read_sweep(running))["state"] is None  # not known

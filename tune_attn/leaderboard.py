@@ -366,6 +366,10 @@ def rank(
     return board, the_pick(rows, metric, eligible)
 
 
+NO_TRIALS = "no trial has started"
+"""Why a sweep without trials (one just started, or one that failed before its first trial) has no pick."""
+
+
 def why_no_pick(
     rows: Sequence[dict[str, Any]], min_object_mass: float | None = None, show_pruned: bool = False
 ) -> str:
@@ -536,7 +540,7 @@ def pick_report(
     state, line = sweep_progress(experiment, rows)
     why = None
     if pick is None:
-        why = why_no_pick(rows, min_object_mass, show_pruned=True) if rows else "the sweep has no trials yet"
+        why = why_no_pick(rows, min_object_mass, show_pruned=True) if rows else NO_TRIALS
     return {
         "sweep": str(experiment),
         "metric": metric,
