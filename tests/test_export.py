@@ -519,7 +519,7 @@ def test_export_predict_and_rerun(sweep: Path, tmp_path: Path) -> None:
         images.append(path)
     r = _cli("predict", str(bundle), *map(str, images), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    expected = predict(loaded, images)
+    expected = list(predict(loaded, images))
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 2
     for line, p in zip(lines, expected, strict=True):
@@ -528,6 +528,13 @@ def test_export_predict_and_rerun(sweep: Path, tmp_path: Path) -> None:
             p.probability, abs=1e-4
         )
         assert Path(overlay).is_file() and Path(overlay).parent == p.image.parent
+    # The model card's code for torch and Pillow alone gives predict's class and probability.
+    (code,) = re.findall(r"```python\n(.*?)```", card, re.S)
+    code = code.replace("THIS_FOLDER", str(bundle)).replace("image.jpg", str(images[0]))
+    alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 0 and not alone.stderr, alone.stderr  # no warning either
+    label, prob = alone.stdout.rsplit(" ", 1)
+    assert label == expected[0].label and float(prob) == pytest.approx(expected[0].probability, abs=1e-5)
     # The exported config reruns as is and reproduces the trial's first epoch.
     r = _cli(
         "train",

@@ -220,6 +220,7 @@ def _class_lines(per: list[dict[str, Any]] | None) -> list[str]:
 
 def _model_card(cfg: RunConfig, meta: dict[str, Any]) -> str:
     m, a, p = meta["metrics"], meta["attention"], meta["provenance"]
+    size = meta["image_size"]
 
     def fmt(v: Any) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
@@ -271,6 +272,26 @@ def _model_card(cfg: RunConfig, meta: dict[str, Any]) -> str:
         "tune-attn predict THIS_FOLDER image.jpg        # class, probability, and image.attention.png",
         "tune-attn evaluate THIS_FOLDER --test              # accuracy per class on the test images",
         "tune-attn train --config THIS_FOLDER/config.yaml   # retrain the same config",
+        "```",
+        "",
+        "With torch and Pillow alone (no tune-attn), as `predict` reads an image (which also decodes a large JPEG at "
+        "a reduced scale first, and puts a transparent image over white):",
+        "```python",
+        "import json",
+        "",
+        "import numpy as np",
+        "import torch",
+        "from PIL import Image, ImageOps",
+        "",
+        'model = torch.export.load("THIS_FOLDER/model.pt2").module()',
+        'classes = json.load(open("THIS_FOLDER/bundle.json"))["class_names"]',
+        'image = ImageOps.exif_transpose(Image.open("image.jpg")).convert("RGB")',
+        f"image = image.resize(({size}, {size}), Image.Resampling.BILINEAR)",
+        f"x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)[None]  # (1, 3, {size}, {size})",
+        "with torch.no_grad():",
+        f"    logits, masks = model(x)  # (1, {len(meta['class_names'])}), (1, {cfg.model.heads}, h, w): where it looked",
+        "p = logits.softmax(1)[0]",
+        "print(classes[int(p.argmax())], float(p.max()))",
         "```",
         "",
         "![mask panel](panel.png)",
