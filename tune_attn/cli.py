@@ -494,7 +494,6 @@ def best(
     """Leaderboard of a sweep and the best trial whose masks are healthy at the end."""
     from tune_attn.files import write_json
     from tune_attn.leaderboard import (
-        NO_TRIALS,
         pick_report,
         rank,
         read_sweep_at,
@@ -538,7 +537,7 @@ def best(
             "no trial completed with healthy masks"
             + (" and enough mass on the object" if min_object_mass else "")
             + (" yet" if state.startswith("the sweep is running") else "")
-            + f" ({why_no_pick(rows, min_object_mass, show_pruned) if rows else NO_TRIALS})",
+            + f" ({why_no_pick(rows, min_object_mass, show_pruned)})",
             1,
         )
     console.print(

@@ -374,7 +374,10 @@ def why_no_pick(
     rows: Sequence[dict[str, Any]], min_object_mass: float | None = None, show_pruned: bool = False
 ) -> str:
     """Why :func:`rank` picked nothing, in a line: what the trials' object mass was against ``min_object_mass``,
-    or how the trials ended (``6 trials: 3 pruned:corner, 2 completed with flat masks, 1 error``)."""
+    or how the trials ended (``6 trials: 3 pruned:corner, 2 completed with flat masks, 1 error``), or
+    :data:`NO_TRIALS`."""
+    if not rows:
+        return NO_TRIALS
     healthy = [r for r in rows if pickable(r)]
     if healthy and min_object_mass is not None:
         masses = [
@@ -408,7 +411,7 @@ def sweep_pick(folder: Path, what: str) -> dict[str, Any]:
     if pick is None:
         raise SweepError(
             f"{what}: this sweep has no trial to pick, none completed with healthy masks "
-            f"({why_no_pick(rows) if rows else 'no trials'}); give one of its trial folders"
+            f"({why_no_pick(rows)}); give one of its trial folders"
         )
     return pick
 
@@ -540,7 +543,7 @@ def pick_report(
     state, line = sweep_progress(experiment, rows)
     why = None
     if pick is None:
-        why = why_no_pick(rows, min_object_mass, show_pruned=True) if rows else NO_TRIALS
+        why = why_no_pick(rows, min_object_mass, show_pruned=True)
     return {
         "sweep": str(experiment),
         "metric": metric,
