@@ -61,6 +61,11 @@ class Param:
     log: bool = False
     when: dict[str, Any] = field(default_factory=dict)
 
+    def holds(self, known: Mapping[str, Any], drawn: Iterable[str] = ()) -> bool:
+        """Whether this parameter's ``when`` holds for the ``known`` flat values (a key not there at its config
+        default); a key in ``drawn``, not known yet, may take the value asked for."""
+        return all(k in drawn or known.get(k, _default(k)) == v for k, v in self.when.items())
+
     def candidates(self) -> list[Any]:
         """Values that span the parameter (for checking the space before any trial)."""
         if self.kind == "fixed":
@@ -178,7 +183,7 @@ class SearchSpace:
         A parameter whose ``when`` does not hold is skipped (the config default applies)."""
         flat: dict[str, Any] = {}
         for p in self.params:
-            if all(flat.get(k, _default(k)) == v for k, v in p.when.items()):
+            if p.holds(flat):
                 flat[p.key] = p.sample(trial)
         return flat
 
@@ -189,7 +194,7 @@ class SearchSpace:
         flat: dict[str, Any] = {}
         point: dict[str, Any] = {}
         for p in self.params:
-            if not all(flat.get(k, _default(k)) == v for k, v in p.when.items()):
+            if not p.holds(flat):
                 continue
             if p.kind == "fixed":
                 flat[p.key] = p.value
@@ -209,7 +214,7 @@ class SearchSpace:
         known: dict[str, Any] = {}
         drawn: list[str] = []
         for p in self.params:
-            if not all(k in drawn or known.get(k, _default(k)) == v for k, v in p.when.items()):
+            if not p.holds(known, drawn):
                 continue
             if p.kind == "fixed":
                 known[p.key] = p.value
