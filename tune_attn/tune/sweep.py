@@ -16,6 +16,8 @@ import logging
 import math
 import os
 import shlex
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -455,9 +457,9 @@ def _on_head(
     started: list[_HeadStart] = []  # the task's first item, once taken
     ended: list[_HeadEnd] = []  # its last
 
-    def drain(wait: float = 0.5) -> None:
-        """Show the lines the head put, until none comes for ``wait`` seconds or the task's last item."""
-        while not ended:
+    def drain(wait: float = 0.5, until: threading.Event | None = None) -> None:
+        """Show the lines the head put, until none comes for ``wait`` seconds, the task's last item or ``until``."""
+        while not ended and not (until is not None and until.is_set()):
             try:
                 item = lines.get(timeout=wait)
             except Empty:
@@ -469,9 +471,20 @@ def _on_head(
             else:
                 echo(item)
 
+    # Ctrl+C sets `asked` rather than raising inside a Ray Client call: raised there, it lost the line being fetched
+    # (seen in CI: a trial's "started" line). Once asked, the stop below runs with Python's own Ctrl+C again.
+    asked = threading.Event()
+    on_main = threading.current_thread() is threading.main_thread()  # where a signal handler can be set
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: asked.set()) if on_main else None
     try:
-        while not ray.wait([task], timeout=0.5)[0]:
-            drain()
+        try:
+            while not asked.is_set() and not ray.wait([task], timeout=0.5)[0]:
+                drain(until=asked)
+        finally:
+            if on_main:
+                signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        if asked.is_set():
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         echo(
             "stopping the sweep on the head node: its trials stop and Tune saves its state there (Ctrl+C again "
@@ -534,7 +547,6 @@ class HeadUnanswered(Exception):
 def within(seconds: float, fn: Callable[[], None]) -> bool:
     """Run ``fn`` in a daemon thread and wait for it at most ``seconds``: True if it ended (its exception, if
     any, is raised here), False if it still runs. A Ctrl+C meanwhile raises KeyboardInterrupt here at once."""
-    import threading
 
     failed: list[BaseException] = []
 
@@ -556,7 +568,6 @@ def within(seconds: float, fn: Callable[[], None]) -> bool:
 
 def _stop_gently(pid: int) -> None:
     """In a task on the head node: Ctrl+C for the sweep's process ``pid`` (:func:`_run_queued`)."""
-    import signal
 
     os.kill(pid, signal.SIGUSR1)
 
@@ -569,8 +580,6 @@ def _run_queued(
     and saves its state on it (as on SIGINT); before, it raises KeyboardInterrupt. The task's process (a Ray
     worker, kept for later tasks) stops the W&B service its summary run started: Ray ends it without Python's
     exit, which left the service's socket folder behind."""
-    import signal
-    import threading
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -821,8 +830,6 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
     """While Tune runs, a SIGTERM (``kill PID``, a stopped container or job) stops the sweep as Ctrl+C does:
     Tune saves its state, the summary and the W&B runs are written. Tune itself stops only on SIGINT; before,
     a SIGTERM aborted the driver with a stack dump. A second Ctrl+C or SIGTERM ends the process at once."""
-    import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread():  # a sweep run from a Ray Client
         yield
